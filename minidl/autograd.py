@@ -1,0 +1,328 @@
+"""Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``no_grad``.
+
+A ``Tensor`` wraps one raw array (NumPy or CuPy) and remembers the ``Function`` that
+made it. Calling a ``Function`` on tensors runs its ``forward`` on the raw arrays and,
+when gradients are wanted, records the call in a graph. ``Tensor.backward`` walks
+that graph in reverse topological order, without recursion, calls each function's
+``backward`` once with the summed gradient of its outputs, and accumulates the
+results into ``.grad`` of the leaf tensors that require grad.
+
+Memory: after a function's backward has run, its saved arrays and its links to its
+inputs are dropped (unless ``retain_graph=True``), so activations are released as
+soon as backward is done with them; a second backward through such a graph raises
+a clear error instead of silently using stale state.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import backend
+
+_grad_mode = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """Whether new Function calls are recorded for backward (per thread)."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+@contextmanager
+def no_grad():
+    """Inside this block Function calls record nothing and outputs never require grad."""
+    previous = is_grad_enabled()
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+def _as_array(value, dtype=None):
+    """A raw array from an array, scalar or nested list; floats default to float32."""
+    if backend.is_array(value):
+        return value if dtype is None else value.astype(dtype, copy=False)
+    array = np.asarray(value, dtype=dtype)
+    if dtype is None and array.dtype == np.float64 and not isinstance(value, np.generic):
+        array = array.astype(np.float32)  # Python floats and lists: float32 by default
+    return array
+
+
+class Tensor:
+    """An n-dimensional array with an optional gradient.
+
+    Attributes:
+        data: the raw NumPy or CuPy array.
+        grad: a Tensor with the accumulated gradient (leaves only), or None.
+        requires_grad: whether gradients flow to (and accumulate in) this tensor.
+        creator: the Function that produced this tensor, or None for a leaf.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "creator", "name", "__weakref__")
+    __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = _as_array(data)
+        self.grad: Tensor | None = None
+        self.requires_grad = bool(requires_grad)
+        self.creator: Function | None = None
+        self.name = name
+
+    # ---- array facts -------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> backend.Device:
+        return backend.device_of(self.data)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, device='{self.device}'{grad})"
+
+    # ---- conversions -------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A host NumPy copy of the data (always a copy, never a view)."""
+        return np.array(backend.to_numpy(self.data), copy=True)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"Tensor.item: expected a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(-1)[0].item()
+
+    def detach(self) -> "Tensor":
+        """A new leaf tensor sharing this data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device) -> "Tensor":
+        """This tensor on ``device`` ("cpu", "cuda", "cuda:N"); differentiable."""
+        device = backend.parse_device(device)
+        if device == self.device:
+            return self
+        return _ops.ToDevice(device)(self)
+
+    def astype(self, dtype) -> "Tensor":
+        """This tensor cast to ``dtype``; differentiable for float dtypes."""
+        return _ops.Cast(dtype)(self)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ---- backward ----------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf requiring grad.
+
+        Args:
+            grad: the upstream gradient, same shape as self; may be omitted for a
+                one-element tensor (it is then 1).
+            retain_graph: keep saved arrays so that backward can run again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("Tensor.backward: this tensor does not require grad "
+                               "(no input required grad, or it was made under no_grad())")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"Tensor.backward: grad can be omitted only for a one-element "
+                                   f"tensor, this one has shape {self.shape}")
+            grad_array = backend.get_array_module(self.data).ones_like(self.data)
+        else:
+            grad_array = _as_array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            grad_array = backend.to_device(grad_array, self.device)
+            if grad_array.shape != self.data.shape:
+                raise ValueError(f"Tensor.backward: grad has shape {grad_array.shape}, "
+                                 f"expected {self.shape}")
+        _run_backward(self, grad_array, retain_graph)
+
+    # ---- operators (implemented as Functions in minidl.functional.basic) ----
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.sub(self, other)
+    def __rsub__(self, other): return _ops.sub(other, self)
+    def __mul__(self, other): return _ops.mul(self, other)
+    def __rmul__(self, other): return _ops.mul(other, self)
+    def __truediv__(self, other): return _ops.div(self, other)
+    def __rtruediv__(self, other): return _ops.div(other, self)
+    def __neg__(self): return _ops.neg(self)
+    def __pow__(self, exponent): return _ops.power(self, exponent)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __getitem__(self, index): return _ops.getitem(self, index)
+
+    def reshape(self, *shape): return _ops.reshape(self, *shape)
+    def transpose(self, *axes): return _ops.transpose(self, *axes)
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+
+    @property
+    def T(self): return _ops.transpose(self)
+
+
+def tensor(array_like, requires_grad: bool = False, device="cpu", dtype=None) -> Tensor:
+    """Make a leaf Tensor.
+
+    Args:
+        array_like: a NumPy/CuPy array, nested list or scalar. Arrays keep their
+            dtype; Python floats become float32, Python ints int64.
+        requires_grad: accumulate gradients into ``.grad`` during backward.
+        device: "cpu", "cuda" or "cuda:N".
+        dtype: optional dtype to cast to.
+    """
+    if isinstance(array_like, Tensor):
+        array_like = array_like.data
+    array = _as_array(array_like, dtype)
+    array = backend.to_device(array, backend.parse_device(device))
+    if requires_grad and array.dtype.kind != "f":
+        raise ValueError(f"tensor: only floating-point tensors can require grad, got dtype {array.dtype}")
+    return Tensor(array, requires_grad=requires_grad)
+
+
+class Function:
+    """One differentiable operation on raw arrays; subclass it to add your own.
+
+    Subclasses implement:
+        forward(*arrays) -> an array or a tuple of arrays
+        backward(*grad_outputs) -> one gradient array (or None) per forward input
+
+    Save what backward needs with ``self.save_for_backward(...)`` (read it back as
+    ``self.saved_arrays``) or as plain attributes; both are released after backward.
+    ``self.needs_input_grad`` tells backward which input gradients are wanted.
+    Call an instance on Tensors or raw arrays: ``MyFunction()(x, w)``. Raw arrays
+    are constants. An instance is used for one call.
+    """
+
+    def __call__(self, *inputs):
+        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        arrays = [t.data for t in tensors]
+        device = backend.device_of(arrays[0]) if arrays else backend.CPU
+        with backend.device_context(device):
+            outputs = self.forward(*arrays)
+        is_tuple = isinstance(outputs, tuple)
+        outputs = outputs if is_tuple else (outputs,)
+        record = is_grad_enabled() and any(t.requires_grad for t in tensors)
+        results = tuple(Tensor(y, requires_grad=record) for y in outputs)
+        if record:
+            self.inputs = tensors
+            self.needs_input_grad = tuple(t.requires_grad for t in tensors)
+            self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
+            self.output_ids = tuple(id(r) for r in results)
+            self.device = device
+            for r in results:
+                r.creator = self
+        else:
+            self.__dict__.clear()  # nothing will call backward: drop saved arrays now
+        return results if is_tuple else results[0]
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved_arrays = arrays
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, *grad_outputs):
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def release(self) -> None:
+        """Drop everything saved for backward; the graph through here is freed."""
+        self.__dict__.clear()
+        self.freed = True
+
+
+def _topological_order(root: Tensor) -> list:
+    """Functions reachable from ``root``, each after every function that consumes its outputs.
+
+    Iterative depth-first search (no recursion, so chains of any length work); the
+    reversed post-order is a valid order for backward.
+    """
+    order, visited = [], set()
+    stack = [(root.creator, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if id(fn) in visited:
+            continue
+        visited.add(id(fn))
+        if getattr(fn, "freed", False):
+            raise RuntimeError(
+                f"backward: the graph through {type(fn).__name__} was already freed by an earlier "
+                "backward; call backward(retain_graph=True) the first time to run it again")
+        stack.append((fn, True))
+        for t in fn.inputs:
+            if t.creator is not None and id(t.creator) not in visited:
+                stack.append((t.creator, False))
+    order.reverse()
+    return order
+
+
+def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
+    if root.creator is None:  # a leaf: its gradient is the upstream gradient itself
+        _accumulate_leaf(root, grad_array)
+        return
+    grads = {id(root): grad_array}  # id(output tensor) -> summed gradient array
+    for fn in _topological_order(root):
+        grad_outputs = []
+        for out_id, (shape, dtype) in zip(fn.output_ids, fn.output_meta):
+            g = grads.pop(out_id, None)
+            if g is None:  # an output that did not reach the root: zero gradient
+                g = backend.get_array_module(*[t.data for t in fn.inputs]).zeros(shape, dtype)
+            grad_outputs.append(g)
+        with backend.device_context(fn.device):
+            grad_inputs = fn.backward(*grad_outputs)
+        if not isinstance(grad_inputs, tuple):
+            grad_inputs = (grad_inputs,)
+        if len(grad_inputs) != len(fn.inputs):
+            raise RuntimeError(f"{type(fn).__name__}.backward returned {len(grad_inputs)} gradients "
+                               f"for {len(fn.inputs)} inputs")
+        for t, g, needed in zip(fn.inputs, grad_inputs, fn.needs_input_grad):
+            if not needed or g is None:
+                continue
+            if g.shape != t.data.shape:
+                raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of shape "
+                                   f"{tuple(g.shape)} for an input of shape {t.shape}")
+            if t.creator is None:
+                _accumulate_leaf(t, g)
+            elif id(t) in grads:
+                grads[id(t)] = grads[id(t)] + g  # a tensor used twice: gradients add up
+            else:
+                grads[id(t)] = g
+        if not retain_graph:
+            fn.release()
+
+
+def _accumulate_leaf(t: Tensor, g) -> None:
+    if not t.requires_grad:
+        return
+    if g.dtype != t.data.dtype:
+        g = g.astype(t.data.dtype)
+    if t.grad is None:
+        # Copy when g might alias an array that a later step could change in place.
+        t.grad = Tensor(g.copy() if g is t.data else g)
+    else:
+        t.grad = Tensor(t.grad.data + g)
+
+
+from .functional import basic as _ops  # noqa: E402  (operators need Tensor defined first)

@@ -1,0 +1,16 @@
+"""minidl.functional: every kernel as a plain function on Tensors (import as F).
+
+One file per kernel family; each defines its ``Function`` subclasses (forward and
+backward on raw arrays) and the user-facing functions below.
+"""
+from .activation import log_softmax, relu, softmax
+from .basic import concat, flatten
+from .conv import conv2d
+from .dropout import dropout
+from .linear import linear
+from .loss import softmax_cross_entropy
+from .normalization import batch_norm, local_response_norm
+from .pooling import max_pool2d
+
+__all__ = ["batch_norm", "concat", "conv2d", "dropout", "flatten", "linear", "local_response_norm",
+           "log_softmax", "max_pool2d", "relu", "softmax", "softmax_cross_entropy"]

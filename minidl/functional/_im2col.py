@@ -1,0 +1,184 @@
+"""Window geometry shared by convolution and pooling, and im2col / col2im.
+
+A 2-D convolution slides a KH x KW window over a padded image. im2col copies every
+window into a column of one big matrix, so that the whole convolution becomes a
+single matrix product (which BLAS or cuBLAS runs near peak speed); col2im is its
+adjoint, summing the columns back onto the image, which is what backward needs.
+
+Both are written as a loop over the KH*KW kernel offsets, never over pixels: for a
+fixed offset (kh, kw) the pixels that the window sees, over all output positions,
+form one strided slice of the padded image, ``xpad[..., kh::stride, kw::stride]``
+(cut to OH x OW). So each offset is one vectorised copy (im2col) or one vectorised
+add (col2im), the same code runs on NumPy and CuPy, and no scatter-add
+(``np.add.at``) is ever needed: within one offset the slice elements are distinct.
+
+Column layout. ``col`` has shape (C, KH, KW, N, OH, OW). Read as a matrix it is
+(C*KH*KW, N*OH*OW): one row per weight element and one column per output pixel of
+the whole batch, so the forward product is W (O, C*KH*KW) @ col, and the weight
+gradient gy (O, N*OH*OW) @ col.T uses a transposed *view* of col, which BLAS reads
+without copying. With groups the leading C axis splits as (groups, C/groups), so
+each group's rows are a contiguous block.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import backend
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def pair(fn: str, name: str, value) -> tuple:
+    """``value`` as a pair of positive ints: 3 -> (3, 3), (3, 2) -> (3, 2).
+
+    Raises:
+        ValueError naming ``fn`` and ``name`` for anything else (zero, negative,
+        wrong length, not an int).
+    """
+    pair_ = (value, value) if _is_int(value) else value
+    if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
+            or not all(_is_int(v) and v > 0 for v in pair_)):
+        raise ValueError(f"{fn}: {name} must be a positive int or a pair of positive ints, got {value!r}")
+    return int(pair_[0]), int(pair_[1])
+
+
+def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple) -> tuple:
+    """Turn any accepted ``padding`` into explicit ((top, bottom), (left, right)).
+
+    Args:
+        fn: name of the calling function, for error messages.
+        padding: an int (all four sides), (ph, pw) (symmetric per axis),
+            ((top, bottom), (left, right)), "valid" (no padding) or "same"
+            (TensorFlow's rule: output = ceil(in / stride), total padding
+            max((out - 1) * stride + k - in, 0), the odd pixel at the bottom/right).
+        in_hw: (H, W) of the input.
+        kernel, stride: (KH, KW) and (SH, SW).
+    Returns:
+        ((top, bottom), (left, right)) as non-negative ints.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            pads = []
+            for size, k, s in zip(in_hw, kernel, stride):
+                out = -(-size // s)  # ceil(size / s)
+                total = max((out - 1) * s + k - size, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
+    spec = (padding, padding) if _is_int(padding) else padding
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        if all(_is_int(p) for p in spec):
+            pads = ((spec[0], spec[0]), (spec[1], spec[1]))
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p) for p in spec):
+            pads = (tuple(spec[0]), tuple(spec[1]))
+        else:
+            pads = None
+        if pads is not None:
+            if any(p < 0 for side in pads for p in side):
+                raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
+            return tuple((int(a), int(b)) for a, b in pads)
+    raise ValueError(f"{fn}: padding must be an int, (ph, pw), ((top, bottom), (left, right)), "
+                     f"'valid' or 'same', got {padding!r}")
+
+
+def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
+    """(OH, OW) = floor((in + before + after - k) / stride) + 1 per axis.
+
+    Raises:
+        ValueError when the kernel is larger than the padded input.
+    """
+    out = []
+    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
+        padded = size + before + after
+        if k > padded:
+            raise ValueError(f"{fn}: kernel {tuple(kernel)} is larger than the padded input "
+                             f"{tuple(h + a + b for h, (a, b) in zip(in_hw, pads))} "
+                             f"(input {tuple(in_hw)}, padding {tuple(pads)})")
+        out.append((padded - k) // s + 1)
+    return tuple(out)
+
+
+def pad2d(x, pads: tuple, value: float = 0.0):
+    """``x`` with its last two axes padded by ``pads`` filled with ``value``.
+
+    A new contiguous array, so when ``x`` is a transposed view the copy also
+    transposes it for free; with no padding at all ``x`` itself comes back.
+
+    Shapes: x (..., H, W) -> (..., top + H + bottom, left + W + right).
+    """
+    xp = backend.get_array_module(x)
+    (top, bottom), (left, right) = pads
+    h, w = x.shape[-2:]
+    if top == bottom == left == right == 0:
+        return x  # nothing to pad: the input itself (possibly a view), no copy
+    out = xp.full(x.shape[:-2] + (top + h + bottom, left + w + right), value, dtype=x.dtype)
+    out[..., top:top + h, left:left + w] = x
+    return out
+
+
+def window(offset: int, stride: int, out: int) -> slice:
+    """The positions that kernel offset ``offset`` sees over ``out`` outputs: offset, offset+stride, ..."""
+    return slice(offset, offset + stride * (out - 1) + 1, stride)
+
+
+def im2col(x, kernel: tuple, stride: tuple, pads: tuple):
+    """Copy every convolution window of ``x`` into the columns of one array.
+
+    Args:
+        x: input images.
+        kernel, stride: (KH, KW), (SH, SW).
+        pads: ((top, bottom), (left, right)), zero-filled.
+    Returns:
+        col with col[c, kh, kw, n, oh, ow] = xpad[n, c, oh*SH + kh, ow*SW + kw].
+
+    Shapes: x (N,C,H,W) -> xpad (C,N,Hp,Wp) -> col (C,KH,KW,N,OH,OW).
+    """
+    xp = backend.get_array_module(x)
+    n, c = x.shape[:2]
+    (kh_size, kw_size), (sh, sw) = kernel, stride
+    oh, ow = output_hw("im2col", x.shape[2:], kernel, stride, pads)
+    # Channels first, so that each offset's pixels (C,N,OH,OW) land as col[:, kh, kw].
+    xpad = pad2d(x.transpose(1, 0, 2, 3), pads)
+    # The strided view windows[c, kh, kw, n, oh, ow] = xpad[c, n, oh*SH + kh, ow*SW + kw]
+    # is im2col without a copy (elements repeat where windows overlap); one
+    # contiguous copy of it is col. Same result as the loop
+    #     for kh, kw: col[:, kh, kw] = xpad[:, :, kh::SH, kw::SW] (cut to OH, OW)
+    # but a single copy lets NumPy/CuPy iterate it in one efficient pass.
+    s_c, s_n, s_h, s_w = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xpad, shape=(c, kh_size, kw_size, n, oh, ow), strides=(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
+    return xp.ascontiguousarray(windows)
+
+
+def col2im(col, x_shape: tuple, stride: tuple, pads: tuple):
+    """The adjoint of im2col: add every column back onto the pixel it was copied from.
+
+    Pixels seen by several windows receive the sum of their columns' values, which
+    is exactly the gradient of im2col.
+
+    Args:
+        col: gradient with respect to im2col's output.
+        x_shape: (N, C, H, W) of the original input.
+        stride, pads: as given to im2col.
+    Returns:
+        gx, contiguous, shape x_shape.
+
+    Shapes: col (C,KH,KW,N,OH,OW) -> gxpad (C,N,Hp,Wp) -> gx (N,C,H,W).
+    """
+    xp = backend.get_array_module(col)
+    c, kh_size, kw_size, n, oh, ow = col.shape
+    (sh, sw), ((top, bottom), (left, right)) = stride, pads
+    h, w = x_shape[2:]
+    gxpad = xp.zeros((c, n, top + h + bottom, left + w + right), dtype=col.dtype)
+    for kh in range(kh_size):
+        for kw in range(kw_size):
+            gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += col[:, kh, kw]
+    gx = xp.ascontiguousarray(gxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
+    assert gx.shape == tuple(x_shape)
+    return gx
+

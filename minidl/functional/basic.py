@@ -1,0 +1,307 @@
+"""Arithmetic, reduction and shape operations: the glue every model needs.
+
+Binary operations broadcast like NumPy; their backward sums the upstream gradient
+back to each input's shape (``sum_to``). Python scalars become arrays of the
+tensor's dtype on the tensor's device, so ``x * 2`` stays float32 and stays put.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function, Tensor
+
+
+def sum_to(grad, shape):
+    """Sum a broadcast gradient back down to ``shape`` (the inverse of broadcasting)."""
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return out.reshape(shape)
+
+
+def _pair(a, b):
+    """Both operands as Tensors; a Python scalar takes the other's dtype and device."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.device != b.device:
+            raise ValueError(f"operands are on different devices: {a.device} and {b.device}")
+        return a, b
+    ref = a if isinstance(a, Tensor) else b
+    xp = backend.get_array_module(ref.data)
+
+    def wrap(v):
+        if isinstance(v, Tensor):
+            return v
+        if backend.is_array(v):
+            return Tensor(backend.to_device(v, ref.device))
+        return Tensor(xp.asarray(v, dtype=ref.dtype))
+    return wrap(a), wrap(b)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.saved_arrays
+        ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.saved_arrays
+        ga = sum_to(gy / b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(-gy * a / (b * b), b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """x ** c for a constant exponent c."""
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x ** self.exponent
+
+    def backward(self, gy):
+        (x,) = self.saved_arrays
+        c = self.exponent
+        return gy * c * x ** (c - 1)
+
+
+class Exp(Function):
+    def forward(self, x):
+        y = backend.get_array_module(x).exp(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        return gy * self.saved_arrays[0]
+
+
+class Log(Function):
+    def forward(self, x):
+        self.save_for_backward(x)
+        return backend.get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.saved_arrays[0]
+
+
+class MatMul(Function):
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N); 1-D operands as in NumPy are not supported."""
+
+    def forward(self, a, b):
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: expected (..., M, K) @ (..., K, N), got {a.shape} @ {b.shape}")
+        self.save_for_backward(a, b)
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.saved_arrays
+        xp = backend.get_array_module(gy)
+        ga = sum_to(gy @ xp.swapaxes(b, -1, -2), a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(xp.swapaxes(a, -1, -2) @ gy, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.in_shape)
+
+
+class Transpose(Function):
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        self.axes = tuple(self.axes) if self.axes else tuple(reversed(range(x.ndim)))
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return gy.transpose(tuple(xp.argsort(xp.asarray(self.axes)).tolist()))
+
+
+class Sum(Function):
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.sum(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        if not self.keepdims and self.axis is not None:
+            axes = (self.axis,) if isinstance(self.axis, int) else self.axis
+            gy = xp.expand_dims(gy, tuple(a % len(self.in_shape) for a in axes))
+        return xp.broadcast_to(gy, self.in_shape).copy()
+
+
+class GetItem(Function):
+    """x[index] for basic and integer-array indexing; backward scatters with add."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.in_shape, self.in_dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        gx = xp.zeros(self.in_shape, self.in_dtype)
+        xp.add.at(gx, self.index, gy)  # handles repeated indices; off the hot path
+        return gx
+
+
+class Concat(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return backend.get_array_module(*xs).concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        bounds = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist())
+        return tuple(xp.split(gy, bounds, axis=self.axis))
+
+
+class Cast(Function):
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.in_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.in_dtype)
+
+
+class ToDevice(Function):
+    def __init__(self, device):
+        self.target = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.target)
+
+    def backward(self, gy):
+        return backend.to_device(gy, self.source)
+
+
+# ---- functional wrappers ----------------------------------------------------
+def add(a, b): return Add()(*_pair(a, b))
+def sub(a, b): return Sub()(*_pair(a, b))
+def mul(a, b): return Mul()(*_pair(a, b))
+def div(a, b): return Div()(*_pair(a, b))
+def neg(x): return Neg()(x)
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+
+
+def power(x, exponent):
+    if isinstance(exponent, Tensor) or backend.is_array(exponent):
+        raise TypeError("power: only constant (Python number) exponents are supported")
+    return Pow(exponent)(x)
+
+
+def matmul(a, b):
+    a, b = _pair(a, b)
+    return MatMul()(a, b)
+
+
+def reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape(shape)(x)
+
+
+def transpose(x, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return Transpose(axes or None)(x)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001  (mirrors ndarray.sum)
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    return Sum(axis, keepdims)(x) * (1.0 / count)
+
+
+def getitem(x, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    return GetItem(index)(x)
+
+
+def concat(tensors, axis=0):
+    """Join tensors along ``axis``; shapes must agree on every other axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat: expected at least one tensor, got none")
+    ndim = tensors[0].ndim
+    axis = axis % ndim
+    for t in tensors:
+        if t.ndim != ndim or any(t.shape[i] != tensors[0].shape[i] for i in range(ndim) if i != axis):
+            raise ValueError(f"concat: shapes {[t.shape for t in tensors]} differ off axis {axis}")
+    return Concat(axis)(*tensors)
+
+
+def flatten(x):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), keeping the (C, H, W) order of each sample."""
+    if x.ndim < 2:
+        raise ValueError(f"flatten: expected at least 2 dimensions (N, ...), got shape {x.shape}")
+    return Reshape((x.shape[0], -1))(x)

@@ -1,0 +1,160 @@
+"""2-D convolution (cross-correlation, like every deep learning library) via im2col.
+
+im2col turns the convolution into matrix products, one per group:
+
+    y[n, o, oh, ow] = sum_{c, kh, kw} W[o, c, kh, kw] * xpad[n, c, oh*S + kh, ow*S + kw] + b[o]
+                    = (W as (O, C*KH*KW)) @ (col as (C*KH*KW, N*OH*OW))
+
+Backward is two more products with the same matrices: the weight gradient
+gy @ col.T and the column gradient W.T @ gy, which col2im folds back onto x.
+
+Memory: ``col`` is KH*KW/stride^2 times bigger than x (for AlexNet's first layer at
+batch 32 about 140 MB), so it is not kept for backward. Backward rebuilds it from
+x, which the graph holds anyway; the copy is cheap next to the matrix products.
+Each big temporary is deleted as soon as its product has consumed it.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ._im2col import col2im, im2col, output_hw, pair, resolve_padding
+
+
+# The largest im2col buffer built at once, in bytes. The batch is processed in
+# slices of this many bytes of col: on the CPU, a buffer this small is recycled by
+# the allocator (a fresh 150 MB one costs ~30 ms of page faults per call) and the
+# image slice it is copied from stays in cache, so slicing is faster as well as
+# leaner; products of ~16 MB still run BLAS near peak. GPUs prefer few big products.
+_COL_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
+
+
+def _batch_slices(x, per_sample_bytes: int):
+    """Slices of the batch axis, each needing at most _COL_BYTES of col (at least one sample)."""
+    step = max(1, _COL_BYTES[backend.device_of(x).type] // per_sample_bytes)
+    return [slice(i, min(i + step, x.shape[0])) for i in range(0, x.shape[0], step)]
+
+
+class Conv2d(Function):
+    # For each batch slice of n images:
+    # x (n,C,H,W) -> col (C,KH,KW,n,OH,OW) = (G, C/G*KH*KW, n*OH*OW)
+    # weight (O,C/G,KH,KW) = (G, O/G, C/G*KH*KW)
+    # y_t = weight_g @ col_g: (G, O/G, n*OH*OW) = (O,n,OH,OW) -> y (n,O,OH,OW)
+    def __init__(self, stride: tuple, pads: tuple, groups: int):
+        self.stride, self.pads, self.groups = stride, pads, groups
+
+    def _weight_matrices(self, weight):
+        """weight (O, C/G, KH, KW) as G matrices (G, O/G, C/G*KH*KW), a free view."""
+        return weight.reshape(self.groups, weight.shape[0] // self.groups, -1)
+
+    def _col(self, x, kernel):
+        """im2col of x as G matrices (G, C/G*KH*KW, n*OH*OW), and (OH, OW)."""
+        col = im2col(x, kernel, self.stride, self.pads)
+        return col.reshape(self.groups, -1, col[0, 0, 0].size), col.shape[4:]
+
+    def _slices(self, x, weight):
+        n, c, h, w = x.shape
+        oh, ow = output_hw("conv2d", (h, w), weight.shape[2:], self.stride, self.pads)
+        return _batch_slices(x, c * weight[0, 0].size * oh * ow * x.itemsize), (oh, ow)
+
+    def forward(self, x, weight, bias=None):
+        xp = backend.get_array_module(x)
+        o = weight.shape[0]
+        w_mat = self._weight_matrices(weight)
+        slices, (oh, ow) = self._slices(x, weight)
+        y = xp.empty((x.shape[0], o, oh, ow), dtype=x.dtype)
+        for part in slices:
+            col, _ = self._col(x[part], weight.shape[2:])
+            # One matrix product per group, all in one batched call; the result's
+            # rows are the output channels in order, i.e. laid out (O, n, OH, OW).
+            y_t = xp.matmul(w_mat, col)
+            del col
+            y_t = y_t.reshape(o, -1, oh, ow).transpose(1, 0, 2, 3)
+            if bias is None:
+                y[part] = y_t
+            else:  # add the bias during the layout copy instead of in a pass of its own
+                xp.add(y_t, bias.reshape(1, o, 1, 1), out=y[part])
+        self.save_for_backward(x, weight)  # both are held by the graph anyway: no extra memory
+        return y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        x, weight = self.saved_arrays
+        need_x, need_w = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        w_mat = self._weight_matrices(weight)
+        g, og, _ = w_mat.shape
+        slices, _ = self._slices(x, weight)
+        gw = xp.zeros(w_mat.shape, dtype=weight.dtype) if need_w else None
+        gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+        for part in slices:
+            # gy (n,O,OH,OW) -> gy_t (O, n*OH*OW) = (G, O/G, n*OH*OW), matching y_t above.
+            gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
+            if need_w:
+                col, _ = self._col(x[part], weight.shape[2:])
+                # (G, O/G, n*OH*OW) @ (G, n*OH*OW, C/G*KH*KW): col's transpose is a
+                # view that BLAS reads as such, without a copy.
+                gw += xp.matmul(gy_t, col.transpose(0, 2, 1))
+                del col
+            if need_x:
+                # (G, C/G*KH*KW, O/G) @ (G, O/G, n*OH*OW) -> gcol (C,KH,KW,n,OH,OW)
+                gcol = xp.matmul(w_mat.transpose(0, 2, 1), gy_t)
+                gcol = gcol.reshape((x.shape[1],) + tuple(weight.shape[2:]) + (-1,) + gy.shape[2:])
+                gx[part] = col2im(gcol, x[part].shape, self.stride, self.pads)
+                del gcol
+        gw = gw.reshape(weight.shape) if need_w else None
+        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        assert gx is None or gx.shape == x.shape
+        assert gw is None or gw.shape == weight.shape
+        assert gb is None or gb.shape == (weight.shape[0],)
+        return (gx, gw) if len(self.needs_input_grad) == 2 else (gx, gw, gb)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+           groups: int = 1) -> Tensor:
+    """2-D convolution (cross-correlation) of a batch of images.
+
+    Args:
+        x: input Tensor (or array).
+        weight: filters; with groups, filter o sees only input channels of its group.
+        bias: optional per-output-channel offset.
+        stride: int or (SH, SW).
+        padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or "same"
+            (TensorFlow's rule: output = ceil(in / stride), the odd pixel of total
+            padding at the bottom/right). Padding is zeros.
+        groups: split input and output channels into this many independent groups
+            (AlexNet's two "streams" are groups=2).
+    Returns:
+        y Tensor.
+
+    Shapes: x (N, C, H, W), weight (O, C/groups, KH, KW), bias (O,) -> y (N, O, OH, OW)
+    with OH = (H + top + bottom - KH) // SH + 1, likewise OW.
+    Raises:
+        ValueError for wrong ranks, channel/group mismatches, bad stride/padding or a
+        kernel larger than the padded input.
+    """
+    x_shape, w_shape = tuple(x.shape), tuple(weight.shape)
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d: expected x (N, C, H, W) and weight (O, C/groups, KH, KW), "
+                         f"got x {x_shape} and weight {w_shape}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    c, o = x_shape[1], w_shape[0]
+    if c % groups or o % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both input channels ({c}) and "
+                         f"output channels ({o}); x {x_shape}, weight {w_shape}")
+    if w_shape[1] != c // groups:
+        raise ValueError(f"conv2d: weight {w_shape} expects {w_shape[1]} input channels per group, "
+                         f"but x {x_shape} with groups={groups} has {c // groups}")
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"conv2d: bias must have shape ({o},) for weight {w_shape}, got {tuple(bias.shape)}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise ValueError(f"conv2d: x, weight and bias must share one dtype, got x {x.dtype}, "
+                         f"weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else ""))
+    kernel = w_shape[2:]
+    if min(kernel) < 1:
+        raise ValueError(f"conv2d: kernel size must be positive, got weight {w_shape}")
+    stride = pair("conv2d", "stride", stride)
+    pads = resolve_padding("conv2d", padding, x_shape[2:], kernel, stride)
+    output_hw("conv2d", x_shape[2:], kernel, stride, pads)  # raises if the kernel does not fit
+    fn = Conv2d(stride, pads, groups)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)

@@ -1,0 +1,377 @@
+"""Normalisation layers: batch normalisation and local response normalisation.
+
+Batch norm (Ioffe & Szegedy, 2015) standardises every channel over the batch (and
+the spatial positions), then applies a learned per-channel affine map:
+
+    xhat = (x - mean) / sqrt(var + eps),    y = gamma * xhat + beta
+
+In training, mean and var are the batch's own (var biased, i.e. divided by m, the
+number of values per channel), and the running statistics a module keeps for
+evaluation are updated in place with PyTorch's rule, r = (1 - momentum) * r +
+momentum * batch_stat, where the variance that enters is the unbiased one (divided
+by m - 1). In evaluation the running statistics replace the batch's, so y is a
+fixed affine map of x.
+
+Local response normalisation (Krizhevsky et al., 2012, section 3.3) divides each
+activation by a power of the energy of its neighbouring channels at the same pixel:
+
+    b_c = a_c / (k + alpha * sum_{j = c - size//2}^{c + (size-1)//2} a_j^2) ** beta
+
+with channels outside [0, C) left out of the sum. This is the paper's formula:
+PyTorch's ``local_response_norm`` divides alpha by ``size``, so minidl with
+``alpha`` equals PyTorch with ``alpha * size``. For an odd size the window is
+centred; for an even size it reaches one channel further down than up (the same
+window as PyTorch's).
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import backend
+from ..autograd import Function, Tensor
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation
+# ---------------------------------------------------------------------------
+
+def _reduce_axes(ndim: int) -> tuple:
+    """Every axis except the channel axis 1: the values one channel's statistics cover."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def _per_channel(array, ndim: int):
+    """A (C,) array reshaped to (1, C, 1, ...) so that it broadcasts against (N, C, ...)."""
+    return array.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class _BatchNorm(Function):
+    """What training and evaluation batch norm share: the optional affine inputs.
+
+    The Function's inputs are x followed by gamma (if given) and beta (if given);
+    ``has_weight`` and ``has_bias`` say which of the two are present.
+    """
+
+    def __init__(self, has_weight: bool, has_bias: bool, eps: float):
+        self.has_weight, self.has_bias, self.eps = has_weight, has_bias, eps
+
+    def _split(self, affine):
+        gamma = affine[0] if self.has_weight else None
+        beta = affine[-1] if self.has_bias else None
+        return gamma, beta
+
+    def _grads(self, gx, sum_gy_xhat, sum_gy):
+        """The gradients (x, gamma?, beta?) in input order: d gamma = sum(gy * xhat), d beta = sum(gy).
+
+        The sums are (1,C,1..) arrays or None (not wanted); the affine gradients come out (C,).
+        """
+        grads = (gx,)
+        if self.has_weight:
+            grads += (None if sum_gy_xhat is None else sum_gy_xhat.reshape(-1),)
+        if self.has_bias:
+            grads += (None if sum_gy is None else sum_gy.reshape(-1),)
+        return grads
+
+    def _wants(self):
+        """Whether the gradients of x, gamma and beta are wanted (False for absent inputs)."""
+        wants = self.needs_input_grad
+        want_gamma = self.has_weight and wants[1]
+        want_beta = self.has_bias and wants[-1]
+        return wants[0], want_gamma, want_beta
+
+
+class BatchNormTraining(_BatchNorm):
+    # x (N,C,*S) -> mean, var (1,C,1..) over the m = N*prod(S) values of each channel
+    #   -> xhat = (x - mean) * inv_std (N,C,*S) -> y = gamma * xhat + beta (N,C,*S)
+    # Saved for backward: x (the graph keeps it alive anyway, so it costs nothing),
+    # mean and inv_std (per channel) and gamma. Backward rebuilds xhat in one pass
+    # instead of keeping a second activation-sized array alive until then.
+    def __init__(self, has_weight, has_bias, eps, running_mean, running_var, momentum):
+        super().__init__(has_weight, has_bias, eps)
+        self.running_mean, self.running_var, self.momentum = running_mean, running_var, momentum
+
+    def forward(self, x, *affine):
+        xp = backend.get_array_module(x)
+        gamma, beta = self._split(affine)
+        axes = _reduce_axes(x.ndim)
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=axes, keepdims=True)
+        y = x - mean                                     # centred; becomes the output in place
+        # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
+        var = xp.square(y).mean(axis=axes, keepdims=True)
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        y *= inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+        if beta is not None:
+            y += _per_channel(beta, x.ndim)
+        if self.running_mean is not None:
+            # In place: these are the caller's buffers. Unbiased variance, as PyTorch.
+            c, mom = x.shape[1], self.momentum
+            self.running_mean *= 1.0 - mom
+            self.running_mean += mom * mean.reshape(c)
+            self.running_var *= 1.0 - mom
+            self.running_var += (mom * m / (m - 1)) * var.reshape(c)
+        self.running_mean = self.running_var = None     # backward never needs the buffers
+        self.save_for_backward(x, mean, inv_std, gamma)
+        return y
+
+    def backward(self, gy):
+        x, mean, inv_std, gamma = self.saved_arrays
+        want_x, want_gamma, want_beta = self._wants()
+        axes = _reduce_axes(x.ndim)
+        m = x.size // x.shape[1]
+        sum_gy = gy.sum(axis=axes, keepdims=True) if want_x or want_beta else None
+        if not (want_x or want_gamma):
+            return self._grads(None, None, sum_gy)
+        xhat = x - mean
+        xhat *= inv_std
+        gy_xhat = gy * xhat
+        sum_gy_xhat = gy_xhat.sum(axis=axes, keepdims=True)
+        gx = None
+        if want_x:
+            # With g = gamma * gy, the closed form is
+            #   dx = inv_std / m * (m * g - sum(g) - xhat * sum(g * xhat)),
+            # i.e. gamma * inv_std * (gy - mean(gy) - xhat * mean(gy * xhat)): the mean
+            # and the scale of the batch depend on every x, which removes from gy its
+            # per-channel mean and its component along xhat.
+            gx = gy_xhat                                 # the product is summed: reuse its memory
+            backend.get_array_module(gy).subtract(gy, sum_gy / m, out=gx)
+            xhat *= sum_gy_xhat / m
+            gx -= xhat
+            gx *= inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+            assert gx.shape == x.shape
+        return self._grads(gx, sum_gy_xhat, sum_gy)
+
+
+class BatchNormInference(_BatchNorm):
+    # x (N,C,*S), running mean/var (C,) -> scale = gamma * inv_std, shift = beta - mean * scale
+    #   (1,C,1..) -> y = x * scale + shift (N,C,*S): a fixed per-channel affine map.
+    def __init__(self, has_weight, has_bias, eps, running_mean, running_var):
+        super().__init__(has_weight, has_bias, eps)
+        self.running_mean, self.running_var = running_mean, running_var
+
+    def forward(self, x, *affine):
+        xp = backend.get_array_module(x)
+        gamma, beta = self._split(affine)
+        # Copies in x's dtype: a later training step updates the buffers in place, and
+        # this call's backward must still see the statistics its forward used.
+        mean = _per_channel(self.running_mean.astype(x.dtype), x.ndim)
+        inv_std = 1.0 / xp.sqrt(_per_channel(self.running_var.astype(x.dtype), x.ndim) + self.eps)
+        self.running_mean = self.running_var = None
+        scale = inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+        shift = -mean * scale if beta is None else _per_channel(beta, x.ndim) - mean * scale
+        y = x * scale
+        y += shift
+        self.save_for_backward(x, mean, inv_std, gamma)
+        return y
+
+    def backward(self, gy):
+        x, mean, inv_std, gamma = self.saved_arrays
+        want_x, want_gamma, want_beta = self._wants()
+        axes = _reduce_axes(x.ndim)
+        gx = None
+        if want_x:
+            gx = gy * (inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim))
+            assert gx.shape == x.shape
+        sum_gy_xhat = None
+        if want_gamma:
+            xhat = x - mean
+            xhat *= inv_std
+            xhat *= gy
+            sum_gy_xhat = xhat.sum(axis=axes, keepdims=True)
+        sum_gy = gy.sum(axis=axes, keepdims=True) if want_beta else None
+        return self._grads(gx, sum_gy_xhat, sum_gy)
+
+
+def _data(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _prod(values) -> int:
+    result = 1
+    for v in values:
+        result *= int(v)
+    return result
+
+
+def _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """Raise ValueError, naming batch_norm, for anything the kernels cannot handle."""
+    shape = tuple(x.shape)
+    if len(shape) not in (2, 3, 4):
+        raise ValueError(f"batch_norm: expected x of shape (N, C), (N, C, L) or (N, C, H, W), got {shape}")
+    c = shape[1]
+    for name, value in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+        if value is None:
+            continue
+        if tuple(value.shape) != (c,):
+            raise ValueError(f"batch_norm: expected {name} of shape ({c},) for x of shape {shape} "
+                             f"with {c} channels, got {tuple(value.shape)}")
+        if backend.device_of(_data(value)) != backend.device_of(_data(x)):
+            raise ValueError(f"batch_norm: {name} is on {backend.device_of(_data(value))} "
+                             f"but x is on {backend.device_of(_data(x))}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
+    if training:
+        m = shape[0] * int(_prod(shape[2:]))
+        if m < 2:
+            raise ValueError(f"batch_norm: training needs more than one value per channel, "
+                             f"got x of shape {shape}")
+        for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
+            if buf is not None and _data(buf).dtype.kind != "f":
+                raise ValueError(f"batch_norm: {name} must be a floating-point array to be updated "
+                                 f"in place, got dtype {_data(buf).dtype}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum}")
+    if not eps > 0:
+        raise ValueError(f"batch_norm: eps must be positive, got {eps}")
+
+
+def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean, running_var,
+               training: bool, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation over every axis but the channel axis 1.
+
+    Args:
+        x: input Tensor, (N, C), (N, C, L) or (N, C, H, W).
+        weight: gamma, a (C,) Tensor, or None for no scaling.
+        bias: beta, a (C,) Tensor, or None for no shift.
+        running_mean, running_var: (C,) raw float arrays on x's device (a module's
+            buffers; Tensors are accepted and their data used). In training they are
+            updated in place, running_var with the unbiased batch variance; they may
+            both be None in training (then nothing is tracked). Evaluation needs them.
+        training: True normalises with the batch's mean and biased variance; False
+            with the running statistics.
+        momentum: weight of the new batch statistic in the running average
+            (PyTorch's convention; Keras's decay 0.99 is momentum 0.01).
+        eps: added to the variance before the square root.
+    Returns:
+        y, a Tensor with x's shape.
+    Shapes:
+        x (N, C, *S), weight/bias/running stats (C,) -> y (N, C, *S).
+    Raises:
+        ValueError for a wrong rank, a channel mismatch, arrays on another device,
+        a single value per channel in training, or missing running statistics in
+        evaluation.
+    """
+    _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    affine = [t for t in (weight, bias) if t is not None]
+    flags = (weight is not None, bias is not None, float(eps))
+    if training:
+        rm = None if running_mean is None else _data(running_mean)
+        rv = None if running_var is None else _data(running_var)
+        return BatchNormTraining(*flags, rm, rv, float(momentum))(x, *affine)
+    return BatchNormInference(*flags, _data(running_mean), _data(running_var))(x, *affine)
+
+
+# ---------------------------------------------------------------------------
+# Local response normalisation
+# ---------------------------------------------------------------------------
+
+def _channel_window_sum(a, below: int, above: int):
+    """out[:, c] = sum of a[:, j] for j in [c - below, c + above] within [0, C).
+
+    One shifted, in-place slice add per offset: ``below + above + 1`` passes, each
+    adding exactly the terms of the window (no running cumulative sum, whose
+    differences would cancel catastrophically next to large channels).
+    """
+    # a (N,C,*S) -> out (N,C,*S)
+    channels = a.shape[1]
+    out = a.copy()
+    for offset in range(1, min(above, channels - 1) + 1):  # channel c gathers c + offset
+        out[:, :channels - offset] += a[:, offset:]
+    for offset in range(1, min(below, channels - 1) + 1):  # channel c gathers c - offset
+        out[:, offset:] += a[:, :channels - offset]
+    return out
+
+
+def _negative_power(xp, d, beta: float):
+    """d ** -beta for d > 0, a new array.
+
+    ``power`` is several times slower than ``sqrt``, and AlexNet's beta = 0.75 is
+    1 / sqrt(d * sqrt(d)), so that case (and beta = 0.5, 1) avoid it.
+    """
+    if beta == 0.75:
+        r = xp.sqrt(d)
+        r *= d
+        xp.sqrt(r, out=r)
+        return xp.reciprocal(r, out=r)
+    if beta == 0.5:
+        r = xp.sqrt(d)
+        return xp.reciprocal(r, out=r)
+    if beta == 1.0:
+        return xp.reciprocal(d)
+    return xp.power(d, -beta)
+
+
+class LocalResponseNorm(Function):
+    # x (N,C,H,W) -> d = k + alpha * window_sum_C(x^2) (N,C,H,W) -> y = x * d^-beta (N,C,H,W)
+    # window of channel c: [c - size//2, c + (size-1)//2], clipped to [0, C).
+    # Saved for backward: x (kept alive by the graph anyway) and d.
+    def __init__(self, size, alpha, beta, k):
+        self.below, self.above = size // 2, (size - 1) // 2
+        self.alpha, self.beta, self.k = alpha, beta, k
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        d = _channel_window_sum(xp.square(x), self.below, self.above)
+        d *= self.alpha
+        d += self.k
+        y = _negative_power(xp, d, self.beta)
+        y *= x
+        self.save_for_backward(x, d)
+        return y
+
+    def backward(self, gy):
+        # y_c = x_c d_c^-beta and d_c depends on x_j for j in window(c), so
+        #   dx_j = gy_j d_j^-beta - 2 alpha beta x_j * sum_{c : j in window(c)} gy_c y_c / d_c.
+        # {c : j in window(c)} = [j - above, j + below]: the mirrored window, so the
+        # same window sum with below and above swapped is the transpose we need.
+        x, d = self.saved_arrays
+        xp = backend.get_array_module(x)
+        scale = _negative_power(xp, d, self.beta)       # d^-beta
+        t = gy * x
+        t *= scale
+        t /= d                                          # gy * y / d
+        back = _channel_window_sum(t, self.above, self.below)
+        del t
+        back *= x
+        back *= 2.0 * self.alpha * self.beta
+        gx = scale
+        gx *= gy
+        gx -= back
+        assert gx.shape == x.shape
+        return gx
+
+
+def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 2.0) -> Tensor:
+    """Local response normalisation across channels, with the paper's formula.
+
+    b_c = a_c / (k + alpha * sum_{j=c-size//2}^{c+(size-1)//2} a_j^2) ** beta, channels
+    outside [0, C) left out. Unlike PyTorch, alpha is NOT divided by size:
+    ``F.local_response_norm(x, n, alpha)`` equals ``torch.nn.functional.
+    local_response_norm(x, n, alpha * n)``. An even size's window reaches size//2
+    channels down and size//2 - 1 up (PyTorch's choice too).
+
+    Args:
+        x: input Tensor (N, C, H, W).
+        size: number of channels in the window, a positive int.
+        alpha: scale of the sum of squares, >= 0.
+        beta: exponent.
+        k: additive constant, > 0 (so the denominator is never zero).
+    Returns:
+        b, a Tensor with x's shape.
+    Shapes:
+        x (N, C, H, W) -> b (N, C, H, W).
+    """
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        raise ValueError(f"local_response_norm: expected x of shape (N, C, H, W), got {shape}")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
+    if not k > 0:
+        raise ValueError(f"local_response_norm: k must be positive, got {k}")
+    if not alpha >= 0:
+        raise ValueError(f"local_response_norm: alpha must be >= 0, got {alpha}")
+    return LocalResponseNorm(int(size), float(alpha), float(beta), float(k))(x)

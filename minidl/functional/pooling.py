@@ -1,0 +1,106 @@
+"""2-D max pooling, with overlapping windows and -inf padding.
+
+Forward walks the KH*KW kernel offsets (never the pixels): for one offset, the
+pixels it sees across all windows form one strided slice of the padded input, so a
+running maximum over the offsets gives every window's maximum in KH*KW vectorised
+steps. Alongside it we record *which* offset won, as a small integer per output
+(int8 for kernels up to 127 elements), instead of keeping the input for backward.
+
+Backward sends each output's gradient to exactly one input: its window's maximum
+(the first one in window order if several tie, because the running maximum only
+moves on a strictly larger value). With overlapping windows (stride < kernel) one
+input can be the maximum of several windows; its gradient is the sum of theirs,
+which the per-offset strided adds accumulate.
+
+Padding is -inf, never zero: a zero pad would beat an all-negative window.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ._im2col import output_hw, pad2d, pair, resolve_padding, window
+
+
+def _index_dtype(xp, positions: int):
+    """The smallest signed int dtype that can number ``positions`` window offsets."""
+    for dtype in (xp.int8, xp.int16, xp.int32):
+        if positions <= xp.iinfo(dtype).max:
+            return dtype
+    return xp.int64
+
+
+class MaxPool2d(Function):
+    # x (N,C,H,W) -> xpad (N,C,Hp,Wp) (-inf) -> y (N,C,OH,OW) and
+    # argmax (N,C,OH,OW): the winning offset kh*KW + kw within each window.
+    def __init__(self, kernel: tuple, stride: tuple, pads: tuple):
+        self.kernel, self.stride, self.pads = kernel, stride, pads
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
+        oh, ow = output_hw("max_pool2d", x.shape[2:], self.kernel, self.stride, self.pads)
+        xpad = pad2d(x, self.pads, value=-xp.inf)
+        y = xpad[:, :, window(0, sh, oh), window(0, sw, ow)].copy()
+        argmax = xp.zeros(y.shape, dtype=_index_dtype(xp, kh_size * kw_size))
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                if kh == kw == 0:
+                    continue
+                candidate = xpad[:, :, window(kh, sh, oh), window(kw, sw, ow)]
+                better = candidate > y  # strict: on a tie the earlier offset keeps the gradient
+                xp.copyto(argmax, kh * kw_size + kw, where=better)
+                xp.maximum(y, candidate, out=y)
+        del xpad
+        self.argmax = argmax
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
+        ((top, bottom), (left, right)), argmax = self.pads, self.argmax
+        n, c, h, w = self.x_shape
+        oh, ow = gy.shape[2:]
+        gxpad = xp.zeros((n, c, top + h + bottom, left + w + right), dtype=gy.dtype)
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                # Outputs whose maximum sat at this offset send their gradient there;
+                # the += accumulates where windows overlap.
+                mine = argmax == kh * kw_size + kw
+                gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += xp.where(mine, gy, 0)
+        gx = xp.ascontiguousarray(gxpad[:, :, top:top + h, left:left + w])
+        assert gx.shape == tuple(self.x_shape)
+        return gx
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    """Max over each KH x KW window of each channel.
+
+    Args:
+        x: input Tensor (or array).
+        kernel_size: int or (KH, KW).
+        stride: int or (SH, SW); defaults to kernel_size (non-overlapping windows).
+            A stride below the kernel size gives AlexNet's overlapping pooling.
+        padding: as conv2d: int, (ph, pw), ((top, bottom), (left, right)), "valid"
+            or "same" (TensorFlow's rule). Padded pixels are -inf, so they never win.
+    Returns:
+        y Tensor.
+
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW), OH = (H + top + bottom - KH) // SH + 1.
+    Raises:
+        ValueError for a wrong rank, a non-positive kernel or stride, padding as large
+        as the kernel (a window could then hold only padding), or a kernel larger than
+        the padded input.
+    """
+    x_shape = tuple(x.shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"max_pool2d: expected x (N, C, H, W), got shape {x_shape}")
+    if x.dtype.kind != "f":
+        raise ValueError(f"max_pool2d: expected a floating-point x, got dtype {x.dtype}")
+    kernel = pair("max_pool2d", "kernel_size", kernel_size)
+    stride = kernel if stride is None else pair("max_pool2d", "stride", stride)
+    pads = resolve_padding("max_pool2d", padding, x_shape[2:], kernel, stride)
+    if any(p >= k for (before, after), k in zip(pads, kernel) for p in (before, after)):
+        raise ValueError(f"max_pool2d: padding {pads} must be smaller than the kernel {kernel} on every side")
+    output_hw("max_pool2d", x_shape[2:], kernel, stride, pads)  # raises if the kernel does not fit
+    return MaxPool2d(kernel, stride, pads)(x)

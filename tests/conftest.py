@@ -1,0 +1,18 @@
+"""Shared test fixtures: the device list every kernel test is parametrised over."""
+import numpy as np
+import pytest
+
+from minidl.backend import is_cuda_available
+
+# "cuda" runs wherever CuPy sees a GPU and is skipped, with its reason, elsewhere.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not is_cuda_available(), reason="no CUDA GPU/CuPy"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

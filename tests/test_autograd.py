@@ -1,0 +1,205 @@
+"""The autograd core: graph recording, iterative backward, accumulation, freeing, no_grad."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import Function, Tensor, no_grad
+
+
+def leaf(values, device="cpu"):
+    return minidl.tensor(np.asarray(values, dtype=np.float64), requires_grad=True, device=device)
+
+
+def test_chain_rule_on_a_small_expression(device):
+    x, y = leaf([1.5, -2.0], device), leaf([0.5, 3.0], device)
+    z = (x * y + x / y - y ** 2).sum()
+    z.backward()
+    xv, yv = np.array([1.5, -2.0]), np.array([0.5, 3.0])
+    np.testing.assert_allclose(x.grad.numpy(), yv + 1 / yv)
+    np.testing.assert_allclose(y.grad.numpy(), xv - xv / yv ** 2 - 2 * yv)
+
+
+def test_tensor_used_twice_accumulates_both_paths(device):
+    x = leaf([2.0, 3.0], device)
+    y = x * x + x  # x feeds three uses
+    y.backward(np.ones(2))
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([2.0, 3.0]) + 1)
+
+
+def test_diamond_graph_reaches_each_function_once():
+    calls = []
+
+    class Spy(Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, g):
+            calls.append(1)
+            return g * 2
+
+    x = leaf([1.0])
+    h = Spy()(x)
+    (h * 3 + h * 5).sum().backward()
+    assert len(calls) == 1  # gradients of both branches were summed before Spy.backward ran
+    np.testing.assert_allclose(x.grad.numpy(), [16.0])
+
+
+def test_grad_accumulates_across_backward_calls():
+    x = leaf([1.0, 2.0])
+    (x * 3).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+
+
+def test_ten_thousand_op_chain_does_not_recurse():
+    x = leaf([1.0])
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward(np.ones(1))
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 10_000], rtol=1e-9)
+
+
+def test_second_backward_through_freed_graph_raises_clearly():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0])
+
+
+def test_no_grad_records_nothing():
+    x = leaf([1.0])
+    with no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.creator is None
+    z = x * 2  # recording is back on after the block
+    assert z.requires_grad and z.creator is not None
+
+
+def test_saved_buffers_are_released_after_backward():
+    class Holder(Function):
+        def forward(self, a):
+            self.big = np.ones(1000)  # stands in for a saved activation
+            return a * 1
+
+        def backward(self, g):
+            return g
+
+    x = leaf([1.0])
+    fn = Holder()
+    y = fn(x)
+    big_ref = weakref.ref(fn.big) if hasattr(fn.big, "__weakref__") else None
+    y.sum().backward()
+    assert not hasattr(fn, "big")  # released once backward no longer needs it
+    gc.collect()
+    if big_ref is not None:
+        assert big_ref() is None
+
+
+def test_intermediate_activations_are_freed_during_backward():
+    x = leaf(np.ones(4))
+    h = x * 2
+    ref = weakref.ref(h)
+    y = (h * 3).sum()
+    del h
+    y.backward()
+    gc.collect()
+    assert ref() is None  # nothing keeps the intermediate alive after backward
+
+
+def test_constants_get_no_gradient_and_raw_arrays_are_constants():
+    x = leaf([1.0, 2.0])
+    c = minidl.tensor(np.array([3.0, 4.0]))
+    (x * c + np.array([1.0, 1.0])).sum().backward()
+    assert c.grad is None
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 4.0])
+
+
+def test_backward_needs_grad_for_non_scalar_and_checks_its_shape():
+    x = leaf([1.0, 2.0])
+    y = x * 2
+    with pytest.raises(RuntimeError, match="one-element"):
+        y.backward()
+    with pytest.raises(ValueError, match="shape"):
+        y.backward(np.ones(3))
+
+
+def test_backward_on_tensor_without_grad_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        minidl.tensor([1.0]).backward()
+
+
+def test_wrong_gradient_shape_from_user_function_is_reported():
+    class Bad(Function):
+        def forward(self, a):
+            return a * 1
+
+        def backward(self, g):
+            return g[:1]
+
+    x = leaf([1.0, 2.0])
+    with pytest.raises(RuntimeError, match="Bad.backward returned a gradient of shape"):
+        Bad()(x).sum().backward()
+
+
+def test_multi_output_function_gets_zero_grad_for_unused_output():
+    class Split(Function):
+        def forward(self, a):
+            return a[:1] * 1, a[1:] * 1
+
+        def backward(self, g0, g1):
+            return np.concatenate([g0, g1])
+
+    x = leaf([1.0, 2.0, 3.0])
+    first, _ = Split()(x)
+    (first * 5).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [5.0, 0.0, 0.0])
+
+
+def test_tensor_facts_and_conversions():
+    t = minidl.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert t.dtype == np.float32  # Python floats default to float32
+    assert t.shape == (2, 2) and t.device == "cpu" and str(t.device) == "cpu"
+    n = t.numpy()
+    n[0, 0] = 99
+    assert t.data[0, 0] == 1.0  # numpy() is a copy
+    assert minidl.tensor(np.arange(3)).dtype == np.int64
+    assert minidl.tensor(np.ones(2, np.float64)).dtype == np.float64
+    assert minidl.tensor(5.0).item() == 5.0
+    with pytest.raises(ValueError, match="one element"):
+        t.item()
+    d = t.detach()
+    assert d.creator is None and not d.requires_grad
+
+
+def test_float32_stays_float32_with_python_scalars():
+    x = minidl.tensor(np.ones(3, np.float32), requires_grad=True)
+    y = (x * 2.5 + 1) / 3 - 0.5
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_integer_tensor_cannot_require_grad():
+    with pytest.raises(ValueError, match="floating-point"):
+        minidl.tensor(np.arange(3), requires_grad=True)
+
+
+def test_ndarray_on_the_left_of_an_operator_dispatches_to_tensor():
+    x = leaf([1.0, 2.0])
+    y = np.array([2.0, 2.0]) * x
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
