@@ -1,0 +1,89 @@
+"""Inverted dropout: identity cases, scaling, reproducible masks, backward, errors."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as F
+from minidl.gradcheck import check_gradients
+
+
+def leaf(values, device="cpu"):
+    return minidl.tensor(values, requires_grad=True, device=device)
+
+
+def test_identity_in_eval_and_with_p_zero(device, rng):
+    x = rng.standard_normal((3, 4))
+    for kwargs in ({"training": False, "p": 0.5}, {"training": True, "p": 0.0, "rng": np.random.default_rng(0)},
+                   {"training": False, "p": 0.9, "rng": None}):
+        t = leaf(x, device)
+        y = F.dropout(t, **kwargs)
+        np.testing.assert_array_equal(y.numpy(), x)
+        gy = rng.standard_normal(x.shape)
+        y.backward(gy)
+        np.testing.assert_array_equal(t.grad.numpy(), gy)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_inverted_scaling_and_mask(device, p):
+    x = np.random.default_rng(1).uniform(1.0, 2.0, (20, 50))
+    y = F.dropout(leaf(x, device), p=p, rng=np.random.default_rng(7)).numpy()
+    kept = y != 0
+    # every survivor is scaled by exactly 1/(1-p); everything else is exactly 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-15)
+    # the dropped fraction is p within 5 standard deviations of a binomial count
+    n = x.size
+    assert abs((~kept).sum() - p * n) <= 5 * np.sqrt(n * p * (1 - p))
+
+
+def test_expectation_is_preserved(device):
+    p, n = 0.4, 200_000
+    y = F.dropout(minidl.tensor(np.ones(n), device=device), p=p, rng=np.random.default_rng(3)).numpy()
+    std_of_mean = np.sqrt(p / (1 - p) / n)  # each element is 1/(1-p) w.p. 1-p, else 0
+    assert abs(y.mean() - 1.0) < 5 * std_of_mean
+
+
+def test_same_seed_same_mask_other_seed_other_mask(device, rng):
+    x = rng.uniform(1.0, 2.0, (8, 16))
+    masks = [F.dropout(leaf(x, device), 0.5, rng=np.random.default_rng(seed)).numpy() != 0 for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert (masks[0] != masks[2]).any()
+    # the mask is drawn on the host, so a seed gives the same mask on every device
+    cpu_mask = F.dropout(leaf(x), 0.5, rng=np.random.default_rng(5)).numpy() != 0
+    np.testing.assert_array_equal(masks[0], cpu_mask)
+
+
+def test_consecutive_calls_draw_fresh_masks(rng):
+    generator = np.random.default_rng(11)
+    x = rng.uniform(1.0, 2.0, (8, 16))
+    first = F.dropout(leaf(x), 0.5, rng=generator).numpy() != 0
+    second = F.dropout(leaf(x), 0.5, rng=generator).numpy() != 0
+    assert (first != second).any()
+
+
+def test_backward_uses_the_forward_mask(device, rng):
+    p = 0.3
+    x = rng.uniform(1.0, 2.0, (6, 7))
+    t = leaf(x, device)
+    y = F.dropout(t, p=p, rng=np.random.default_rng(2))
+    gy = rng.standard_normal(x.shape)
+    y.backward(gy)
+    kept = y.numpy() != 0
+    np.testing.assert_allclose(t.grad.numpy(), np.where(kept, gy / (1 - p), 0.0), rtol=1e-15)
+    t.grad = None
+    check_gradients(lambda t: F.dropout(t, p=p, rng=np.random.default_rng(2)), [t])
+
+
+def test_keeps_float32(rng):
+    y = F.dropout(minidl.tensor(rng.standard_normal((4, 4)).astype(np.float32)), 0.5, rng=np.random.default_rng(0))
+    assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan")])
+def test_rejects_p_outside_unit_interval(p):
+    with pytest.raises(ValueError, match="dropout"):
+        F.dropout(leaf(np.ones(3)), p=p, rng=np.random.default_rng(0))
+
+
+def test_training_needs_an_rng():
+    with pytest.raises(ValueError, match="dropout.*rng"):
+        F.dropout(leaf(np.ones(3)), p=0.5, training=True)
