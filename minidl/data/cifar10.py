@@ -1,0 +1,376 @@
+"""CIFAR-10: download, verify, extract safely and load the official Python batches.
+
+Where the data comes from, in order:
+
+1. ``data_dir/cifar-10-batches-py/`` (or ``data_dir`` itself when it holds the
+   batches) is used as is: no download, no checksum.
+2. ``cache_dir/cifar-10-batches-py/``, which only ever appears there complete,
+   extracted from an archive whose MD5 was checked (extraction goes to a temporary
+   directory that is renamed into place at the end).
+3. ``cache_dir/cifar-10-python.tar.gz``: its MD5 is checked, then it is extracted.
+4. Otherwise the archive is downloaded (``download=True``) into the cache, through
+   a temporary file that is renamed into place only when complete.
+
+Every failure a user can meet (network, checksum, unsafe archive, corrupt batch)
+raises ``DatasetError`` with a message that says what went wrong and what to do, so
+a command-line tool can print it without a traceback.
+
+The batches are pickles. Unpickling can run arbitrary code, so they are read with
+an unpickler that only accepts what a CIFAR batch contains (NumPy arrays and
+dtypes), and anything else is reported as a corrupt file.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import pickle
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+BATCHES_DIR = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+IMAGE_SHAPE = (3, 32, 32)  # one row of b'data': 1024 red, 1024 green, 1024 blue, row-major
+NUM_CLASSES = 10
+_CHUNK = 1 << 20
+
+_DATA_DIR_HINT = f"or pass --data-dir pointing at a directory that holds an existing {BATCHES_DIR}/"
+
+
+class DatasetError(RuntimeError):
+    """A data set that cannot be obtained or read; the message says why and what to do."""
+
+
+@dataclass
+class CIFAR10:
+    """CIFAR-10 as host arrays, split the tutorial's way.
+
+    Shapes:
+        train_images (N_train,3,32,32) uint8, train_labels (N_train,) int64;
+        val_images (val_size,3,32,32) uint8 -- the FIRST val_size training images;
+        test_images (10000,3,32,32) uint8 for the official data.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    label_names: list
+
+
+def default_cache_dir() -> Path:
+    """``~/.cache/minidl``: where archives are downloaded and extracted by default."""
+    return Path.home() / ".cache" / "minidl"
+
+
+# ---- download and checksum ---------------------------------------------------
+def file_md5(path) -> str:
+    """Hex MD5 of a file, read in chunks so large archives need little memory."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path, md5: str | None) -> None:
+    """Check a file's MD5; on a mismatch delete the file and raise DatasetError.
+
+    ``md5=None`` skips the check. The bad file is deleted so the next run downloads
+    a fresh copy instead of failing again on the same file.
+    """
+    if md5 is None:
+        return
+    actual = file_md5(path)
+    if actual.lower() != md5.lower():
+        Path(path).unlink(missing_ok=True)
+        raise DatasetError(f"MD5 mismatch for {path}: expected {md5.lower()}, got {actual}; the file was deleted "
+                           "(a truncated or tampered download), run again to download it afresh")
+
+
+def _progress_bar(total: int | None, label: str, enabled: bool):
+    """A tqdm bar when tqdm is installed and progress is wanted, else None."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional: say what is happening, once
+        size = f" ({total / 1e6:.0f} MB)" if total else ""
+        print(f"downloading {label}{size} ...", file=sys.stderr)
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, desc=label)
+
+
+def download_file(url: str, dest, timeout: float = 30, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically.
+
+    The bytes go to a temporary file next to ``dest`` that is renamed onto ``dest``
+    only when complete, so an interrupted download never leaves a half file under
+    the final name.
+
+    Raises:
+        DatasetError: naming the URL and the reason, on any network error, a
+            timeout, or fewer bytes than the server announced.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    bar = None
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            bar = _progress_bar(total, dest.name, progress)
+            received = 0
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        if total is not None and received != total:
+            raise DatasetError(f"could not download {url}: got {received} of {total} bytes (connection dropped); "
+                               f"run again, {_DATA_DIR_HINT}")
+        os.replace(tmp_name, dest)
+    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as exc:
+        # HTTPError's str has the status code; URLError's reason is the socket error
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
+        raise DatasetError(f"could not download {url}: {reason}; check the network connection, "
+                           f"{_DATA_DIR_HINT}") from None
+    except OSError as exc:  # the local side: disk full, permissions
+        raise DatasetError(f"could not save {url} to {dest}: {exc}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return dest
+
+
+# ---- safe extraction ---------------------------------------------------------
+def _check_member(member: tarfile.TarInfo, root: str) -> None:
+    """Refuse members that are not plain files/directories or would land outside ``root``."""
+    if not (member.isfile() or member.isdir()):
+        kind = "link" if (member.issym() or member.islnk()) else "device or special file"
+        raise DatasetError(f"unsafe archive: member {member.name!r} is a {kind}; refusing to extract")
+    target = os.path.realpath(os.path.join(root, member.name))
+    if os.path.commonpath([root, target]) != root:
+        raise DatasetError(f"unsafe archive: member {member.name!r} would be written outside {root}; "
+                           "refusing to extract")
+
+
+def safe_extract(archive, target_dir) -> Path:
+    """Extract a .tar.gz into ``target_dir``, refusing anything unsafe.
+
+    Every member is checked before anything is written: a member whose resolved
+    path escapes ``target_dir`` (``../x``, an absolute path), a symbolic or hard
+    link, or a device/FIFO raises DatasetError naming that member, and then nothing
+    has been extracted.
+
+    Returns:
+        the target directory.
+    """
+    target_dir = Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(target_dir)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, root)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own checks too
+                tar.extractall(root, members=members, filter="data")
+            else:
+                tar.extractall(root, members=members)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(f"could not extract {archive}: {exc}; delete it and run again to download it afresh") \
+            from None
+    return target_dir
+
+
+def download_and_extract(cache_dir=None, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5,
+                         timeout: float = 30, progress: bool = True) -> Path:
+    """Make sure ``cache_dir/cifar-10-batches-py/`` exists, downloading if needed.
+
+    Uses an already extracted directory, else the cached archive (MD5-checked),
+    else downloads the archive. Extraction goes to a temporary directory inside
+    the cache that is renamed into place once complete, so a half extraction is
+    never mistaken for the data.
+
+    Args:
+        cache_dir: where the archive and the extracted batches live (default
+            ``~/.cache/minidl``).
+        url, md5: the archive's address and expected MD5 (None skips the check).
+        timeout: network timeout in seconds for connecting and for each read.
+        progress: show a progress bar (tqdm, if installed).
+
+    Returns:
+        the path of the extracted ``cifar-10-batches-py`` directory.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    batches = cache_dir / BATCHES_DIR
+    if batches.is_dir():
+        return batches
+    archive = cache_dir / ARCHIVE_NAME
+    if not archive.is_file():
+        download_file(url, archive, timeout=timeout, progress=progress)
+    verify_md5(archive, md5)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir))
+    try:
+        safe_extract(archive, staging)
+        if not (staging / BATCHES_DIR).is_dir():
+            raise DatasetError(f"{archive} does not contain a {BATCHES_DIR}/ directory; is it the CIFAR-10 "
+                               "Python archive?")
+        try:
+            os.replace(staging / BATCHES_DIR, batches)
+        except OSError:
+            if not batches.is_dir():  # else another process finished the same extraction first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return batches
+
+
+# ---- reading the pickled batches ---------------------------------------------
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds: NumPy arrays, dtypes and plain data."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("_codecs", "encode")}  # Python 3 writes bytes this way under protocol 2
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    """Load one pickled dict; any failure becomes a DatasetError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            obj = _BatchUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DatasetError(f"missing file {path}: the {BATCHES_DIR}/ directory is incomplete") from None
+    except Exception as exc:  # truncated or garbled pickles raise many different types
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: expected a pickled dict, got {type(obj).__name__}")
+    return obj
+
+
+def _key(d: dict, name: str):
+    """Look a key up as bytes or str (official files use bytes keys)."""
+    for key in (name.encode(), name):
+        if key in d:
+            return d[key]
+    raise KeyError(name)
+
+
+def load_batch(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 batch file.
+
+    Returns:
+        images (n,3,32,32) uint8 and labels (n,) int64.
+
+    Raises:
+        DatasetError: naming the file, when it is truncated, not a pickle, lacks
+            b'data'/b'labels', or has the wrong shapes, dtype or label range.
+    """
+    path = Path(path)
+    batch = _unpickle(path)
+    try:
+        data, labels = _key(batch, "data"), _key(batch, "labels")
+    except KeyError as exc:
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: missing key b'{exc.args[0]}'") from None
+    row = int(np.prod(IMAGE_SHAPE))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: b'data' should be uint8 (n, {row}), got {got}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: b'labels' is not a list of integers") from None
+    if labels.shape != (data.shape[0],):
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: {data.shape[0]} images but labels of shape "
+                           f"{labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: labels outside 0..{NUM_CLASSES - 1}")
+    return data.reshape((-1,) + IMAGE_SHAPE), labels
+
+
+def load_label_names(path) -> list:
+    """The class names from ``batches.meta`` as str."""
+    path = Path(path)
+    meta = _unpickle(path)
+    try:
+        names = _key(meta, "label_names")
+    except KeyError:
+        raise DatasetError(f"corrupt CIFAR-10 file {path}: missing key b'label_names'") from None
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _find_batches(data_dir) -> Path | None:
+    """``data_dir/cifar-10-batches-py`` or ``data_dir`` itself when it holds the batches."""
+    data_dir = Path(data_dir).expanduser()
+    if (data_dir / BATCHES_DIR).is_dir():
+        return data_dir / BATCHES_DIR
+    if (data_dir / TRAIN_FILES[0]).is_file():
+        return data_dir
+    return None
+
+
+def load_cifar10(data_dir=None, cache_dir=None, download: bool = True, val_size: int = 5000,
+                 url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5, timeout: float = 30,
+                 progress: bool = True) -> CIFAR10:
+    """Load CIFAR-10, downloading and verifying it into the cache if needed.
+
+    Args:
+        data_dir: a directory holding ``cifar-10-batches-py/`` (used as is, no
+            checksum); the batches directory itself is accepted too. When it holds
+            neither, the cache is used.
+        cache_dir: where the archive is downloaded and extracted (default
+            ``~/.cache/minidl``).
+        download: allow downloading; False raises DatasetError when nothing is on disk.
+        val_size: the first ``val_size`` training images become the validation
+            split (the tutorial's 45,000/5,000 split for 5000); 0 for none.
+        url, md5, timeout, progress: see ``download_and_extract``.
+
+    Returns:
+        a CIFAR10 with uint8 images (N,3,32,32), int64 labels and the label names.
+    """
+    batches = _find_batches(data_dir) if data_dir is not None else None
+    if batches is None:
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        ready = (cache / BATCHES_DIR).is_dir() or (cache / ARCHIVE_NAME).is_file()
+        if not download and not ready:
+            where = f"{data_dir} nor in {cache}" if data_dir is not None else f"{cache}"
+            raise DatasetError(f"CIFAR-10 was not found in {where} and downloading is disabled; "
+                               f"allow the download, {_DATA_DIR_HINT}")
+        batches = download_and_extract(cache, url=url, md5=md5, timeout=timeout, progress=progress)
+    train = [load_batch(batches / name) for name in TRAIN_FILES]
+    train_images = np.concatenate([images for images, _ in train])
+    train_labels = np.concatenate([labels for _, labels in train])
+    test_images, test_labels = load_batch(batches / TEST_FILE)
+    label_names = load_label_names(batches / META_FILE)
+    if not 0 <= val_size < len(train_images):
+        raise ValueError(f"load_cifar10: val_size must be in [0, {len(train_images)}), got {val_size}")
+    return CIFAR10(train_images=train_images[val_size:], train_labels=train_labels[val_size:],
+                   val_images=train_images[:val_size], val_labels=train_labels[:val_size],
+                   test_images=test_images, test_labels=test_labels, label_names=label_names)

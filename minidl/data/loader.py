@@ -1,0 +1,170 @@
+"""Mini-batches from host arrays: reproducible shuffling, transforms on the device, prefetch.
+
+Reproducibility is by construction, not by carrying generator state around:
+
+* the order of epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``;
+* the augmentation of batch ``b`` of epoch ``e`` uses ``default_rng([seed, e, b, 1])``.
+
+So any batch can be rebuilt from (seed, epoch, batch index) alone: resuming at
+(epoch, start_batch) yields exactly the batches an uninterrupted run would have
+seen, and prefetching changes nothing but timing.
+
+Prefetching runs batch preparation (gather uint8 rows on the host, copy them to
+the device, transform there) in a background thread while the consumer trains on
+the current batch. The thread stops when the epoch ends, when the consumer stops
+early (the generator is closed or garbage collected, or raises), and an exception
+inside it is re-raised in the consumer.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+
+PREFETCH_DEPTH = 2  # batches ready ahead of the consumer; each is one batch of device memory
+_POLL_S = 0.05  # how often a blocked worker checks whether the consumer has gone
+
+
+class DataLoader:
+    """Iterate over (images, labels) in mini-batches on a device.
+
+    Args:
+        images: host array (N,C,H,W), usually uint8.
+        labels: host array (N,) of class indices.
+        batch_size: samples per batch.
+        shuffle: a fresh, reproducible permutation every epoch; False keeps order.
+        seed: base seed for shuffling and augmentation.
+        device: where batches are delivered ("cpu", "cuda", "cuda:N").
+        transform: ``transform(x_uint8_on_device, rng) -> float array`` (see
+            ``build_transform``); None casts to float32.
+        drop_last: drop the final, smaller batch.
+        prefetch: prepare the next batches in a background thread.
+
+    Yields (per batch):
+        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``.
+    """
+
+    def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
+                 transform=None, drop_last: bool = False, prefetch: bool = True):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim != 4:
+            raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"DataLoader: expected labels of shape ({images.shape[0]},), got {labels.shape}")
+        if int(batch_size) != batch_size or batch_size <= 0:
+            raise ValueError(f"DataLoader: expected a positive integer batch_size, got {batch_size!r}")
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.device = backend.parse_device(device)
+        self.transform = transform
+        self.drop_last = bool(drop_last)
+        self.prefetch = bool(prefetch)
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.images.shape[0]
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch that ``iter(loader)`` runs (its order and augmentation)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        return self.epoch_batches(self.epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample indices of ``epoch`` in the order they are served."""
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
+
+    def make_batch(self, epoch: int, batch_index: int, order: np.ndarray | None = None):
+        """Build batch ``batch_index`` of ``epoch``: a pure function of (seed, epoch, batch_index).
+
+        Returns:
+            (x, y): Tensor (B,C,H',W') float32 and int64 array (B,), both on the device.
+        """
+        # images[idx] (B,C,H,W) uint8 on host -> device -> transform -> x (B,C,H',W') float32
+        order = self.order(epoch) if order is None else order
+        idx = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        x = backend.to_device(self.images[idx], self.device)
+        y = backend.to_device(self.labels[idx], self.device)
+        if self.transform is None:
+            x = x.astype(np.float32)
+        else:
+            rng = np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
+            x = self.transform(x, rng)
+        return Tensor(x), y
+
+    def epoch_batches(self, epoch: int, start_batch: int = 0):
+        """The batches of ``epoch`` from ``start_batch`` on (for resuming mid-epoch).
+
+        Returns:
+            an iterator of (x, y) as in ``make_batch``; closing it early (``break``)
+            also stops the prefetch thread.
+        """
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"DataLoader.epoch_batches: expected 0 <= start_batch <= {len(self)}, got {start_batch}")
+        order = self.order(epoch)
+        indices = range(start_batch, len(self))
+        if self.prefetch:
+            return self._prefetched(epoch, indices, order)
+        return self._serial(epoch, indices, order)
+
+    def _serial(self, epoch: int, indices: range, order: np.ndarray):
+        for b in indices:
+            with backend.device_context(self.device):  # entered per batch, never held across a yield
+                batch = self.make_batch(epoch, b, order)
+            yield batch
+
+    def _prefetched(self, epoch: int, indices: range, order: np.ndarray):
+        """The same batches, built ahead in a worker thread; the thread never outlives this generator."""
+        ready: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            # a bounded put that gives up once the consumer is gone, so the worker cannot hang
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work():
+            try:
+                # CuPy's current device is per thread: make ours the loader's device
+                with backend.device_context(self.device):
+                    for b in indices:
+                        if stop.is_set() or not put(("batch", self.make_batch(epoch, b, order))):
+                            return
+                put(("done", None))
+            except BaseException as exc:  # hand every failure to the consumer
+                put(("error", exc))
+
+        worker = threading.Thread(target=work, name="minidl-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, payload = ready.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise payload
+                yield payload
+        finally:
+            stop.set()
+            worker.join()
