@@ -1,0 +1,330 @@
+"""``Module`` (a layer or a model), ``Parameter`` (a trainable tensor) and ``Sequential``.
+
+A module owns three kinds of state, each kept in registration order so that
+``parameters()``, ``state_dict()`` and therefore optimizer state and checkpoints
+are deterministic:
+
+* parameters: ``Parameter`` tensors, found by the optimizer and updated by it;
+* buffers: raw arrays that are part of the model's state but not trained
+  (BatchNorm's running statistics), registered with ``register_buffer``;
+* children: sub-modules, whose names prefix their state with a dot, PyTorch
+  style ("conv1.weight", "bn1.running_mean").
+
+All three live as ordinary attributes (``self.weight``), so reading a layer reads
+like the maths; the module only remembers which names belong to which kind.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+
+
+class Parameter(Tensor):
+    """A leaf tensor that a module trains: ``requires_grad`` is True by default.
+
+    Args:
+        data: an array (NumPy or CuPy), a nested list or a Tensor (its data is used).
+        requires_grad: set False to freeze it.
+    """
+
+    def __init__(self, data, requires_grad: bool = True):
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses call ``super().__init__()`` first, assign parameters, buffers (via
+    ``register_buffer``) and sub-modules as attributes, and implement ``forward``.
+    Calling the module calls ``forward``. ``training`` (set by ``train()`` and
+    ``eval()`` for the whole tree) tells layers such as Dropout and BatchNorm which
+    behaviour to use.
+    """
+
+    def __init__(self):
+        # Set through object.__setattr__: our own __setattr__ needs these to exist.
+        object.__setattr__(self, "_param_names", [])
+        object.__setattr__(self, "_buffer_names", [])
+        object.__setattr__(self, "_module_names", [])
+        object.__setattr__(self, "training", True)
+
+    # ---- registration ------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_param_names" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if isinstance(value, Parameter):
+            self._forget(name)
+            self._param_names.append(name)
+        elif isinstance(value, Module):
+            self._forget(name)
+            self._module_names.append(name)
+        elif name in self._param_names and value is not None:
+            raise TypeError(f"{type(self).__name__}.{name} is a parameter; assign a Parameter or None, "
+                            f"got {type(value).__name__}")
+        elif name in self._module_names and value is not None:
+            raise TypeError(f"{type(self).__name__}.{name} is a sub-module; assign a Module or None, "
+                            f"got {type(value).__name__}")
+        elif name in self._buffer_names and value is not None and not backend.is_array(value):
+            raise TypeError(f"{type(self).__name__}.{name} is a buffer; assign an array or None, "
+                            f"got {type(value).__name__}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._forget(name)
+        object.__delattr__(self, name)
+
+    def _forget(self, name):
+        for names in (self._param_names, self._buffer_names, self._module_names):
+            if name in names:
+                names.remove(name)
+
+    def register_buffer(self, name: str, array) -> None:
+        """Register a raw array (or None) as part of the state but not a parameter.
+
+        Buffers are saved by ``state_dict``, moved by ``to`` and never trained.
+        """
+        if array is not None and not backend.is_array(array):
+            raise TypeError(f"{type(self).__name__}.register_buffer: {name!r} must be a NumPy/CuPy array "
+                            f"or None, got {type(array).__name__}")
+        self._forget(name)
+        self._buffer_names.append(name)
+        object.__setattr__(self, name, array)
+
+    # ---- traversal ---------------------------------------------------------
+    def named_children(self):
+        """Yield (name, module) for the direct sub-modules, in registration order."""
+        for name in self._module_names:
+            module = self.__dict__[name]
+            if module is not None:
+                yield name, module
+
+    def children(self):
+        for _, module in self.named_children():
+            yield module
+
+    def named_modules(self, prefix: str = ""):
+        """Yield (dotted name, module) for this module and every descendant, pre-order.
+
+        This module itself comes first with the name ``prefix`` ("" by default).
+        Iterative, so very deep models cannot hit the recursion limit.
+        """
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{child_name}" if name else child_name, child)
+                        for child_name, child in module.named_children()]
+            stack.extend(reversed(children))  # reversed: pop() then yields them in order
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self):
+        """Yield (dotted name, Parameter): each module's own parameters, modules pre-order.
+
+        The order is PyTorch's and fixed by the model's code, so an optimizer's
+        per-parameter state lines up across runs. A parameter shared by two
+        modules is yielded once.
+        """
+        seen = set()
+        for module_name, module in self.named_modules():
+            for name in module._param_names:
+                param = module.__dict__[name]
+                if param is None or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self):
+        for _, param in self.named_parameters():
+            yield param
+
+    def named_buffers(self):
+        """Yield (dotted name, array) for every buffer, in the same order as parameters."""
+        for module_name, module in self.named_modules():
+            for name in module._buffer_names:
+                array = module.__dict__[name]
+                if array is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), array
+
+    def buffers(self):
+        for _, array in self.named_buffers():
+            yield array
+
+    # ---- modes, gradients, devices ------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        """Set ``training`` on this module and every descendant; returns self."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode (Dropout off, BatchNorm uses running statistics); returns self."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (sets ``.grad`` to None)."""
+        for param in self.parameters():
+            param.grad = None
+
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move parameters, their gradients and buffers to ``device`` and/or cast floats to ``dtype``.
+
+        The Parameter objects stay the same (only their ``.data`` is replaced), so an
+        optimizer built before ``to`` keeps working. Returns self.
+
+        Args:
+            device: "cpu", "cuda" or "cuda:N"; None keeps each array where it is.
+            dtype: e.g. np.float64 for gradient checks; None keeps dtypes.
+        """
+        device = backend.parse_device(device) if device is not None else None
+
+        def convert(array):
+            if device is not None:
+                array = backend.to_device(array, device)
+            if dtype is not None and array.dtype.kind == "f":
+                array = array.astype(dtype, copy=False)
+            return array
+
+        for param in self.parameters():
+            param.data = convert(param.data)
+            if param.grad is not None:
+                param.grad.data = convert(param.grad.data)
+        for module in self.modules():
+            for name in module._buffer_names:
+                array = module.__dict__[name]
+                if array is not None:
+                    object.__setattr__(module, name, convert(array))
+        return self
+
+    # ---- state ---------------------------------------------------------------
+    def _state_items(self):
+        """(dotted name, owner module, attribute name, array) for every saved value, in order.
+
+        Per module: its parameters, then its buffers; modules pre-order (PyTorch's order).
+        """
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name in module._param_names:
+                param = module.__dict__[name]
+                if param is not None:
+                    yield prefix + name, module, name, param.data
+            for name in module._buffer_names:
+                array = module.__dict__[name]
+                if array is not None:
+                    yield prefix + name, module, name, array
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """An ordered dict: dotted name -> host NumPy copy of every parameter and buffer."""
+        return OrderedDict((key, np.array(backend.to_numpy(array), copy=True))
+                           for key, _, _, array in self._state_items())
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy values from ``state_dict`` into this model's parameters and buffers.
+
+        Values (NumPy/CuPy arrays or Tensors) are copied into the existing arrays, on
+        their current device and in their current dtype; Parameter objects stay the
+        same. Nothing is changed unless every check passes.
+
+        Args:
+            state_dict: a mapping name -> array, e.g. from ``state_dict()``.
+            strict: if True, missing and unexpected keys are errors; if False they are
+                skipped and reported in the result.
+
+        Returns:
+            IncompatibleKeys(missing_keys, unexpected_keys).
+
+        Raises:
+            ValueError: naming the missing keys, the unexpected keys (strict only) and
+                every shape mismatch with both shapes.
+        """
+        items = {key: (module, name, array) for key, module, name, array in self._state_items()}
+        values = {key: (value.data if isinstance(value, Tensor) else value) for key, value in state_dict.items()}
+        missing = [key for key in items if key not in values]
+        unexpected = [key for key in values if key not in items]
+        mismatched = [f"{key}: checkpoint {tuple(np.shape(values[key]))} vs model {tuple(items[key][2].shape)}"
+                      for key in items if key in values and tuple(np.shape(values[key])) != tuple(items[key][2].shape)]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: " + ". ".join(problems))
+        for key, (module, name, target) in items.items():
+            if key not in values:
+                continue
+            source = values[key]
+            if not backend.is_array(source):
+                source = np.asarray(source)
+            source = backend.to_device(source, backend.device_of(target))
+            target[...] = source.astype(target.dtype, copy=False)  # in place: same array, same device
+        return IncompatibleKeys(missing, unexpected)
+
+    # ---- calling and printing -------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        """The text inside this module's parentheses when printed; layers override it."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in children:
+            child_text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_text}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Modules applied one after the other: ``Sequential(conv, relu, pool)(x)``.
+
+    Children are named "0", "1", ... (so state_dict keys read "0.weight"), and can
+    be indexed, iterated and counted.
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: argument {index} is a {type(module).__name__}, not a Module")
+            setattr(self, str(index), module)
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self.children())[index]
+
+    def __len__(self) -> int:
+        return len(self._module_names)
+
+    def __iter__(self):
+        return self.children()
