@@ -161,6 +161,19 @@ def test_only_needed_gradients_are_computed():
     np.testing.assert_allclose(b.grad.numpy(), gy.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
+def test_weight_constant_and_non_contiguous_input():
+    # Only x needs a gradient, and x is a transposed view (strides not C-ordered).
+    rng = np.random.default_rng(4)
+    x_base = rng.standard_normal((2, 7, 6, 3))
+    x = x_base.transpose(0, 3, 2, 1)  # (2, 3, 6, 7), non-contiguous
+    w = rng.standard_normal((4, 3, 2, 3))
+    xt = minidl.tensor(x, requires_grad=True)
+    y = F.conv2d(xt, minidl.tensor(w), stride=(1, 2), padding="valid")
+    np.testing.assert_allclose(y.numpy(), naive_conv2d(x, w, None, (1, 2), "valid", 1), rtol=1e-12, atol=1e-12)
+    check_gradients(lambda x: F.conv2d(x, minidl.tensor(w), stride=(1, 2), padding="valid"),
+                    [minidl.tensor(np.ascontiguousarray(x), requires_grad=True)])
+
+
 def test_batch_slicing_gives_the_same_result(monkeypatch):
     # Large batches are processed in slices; force one image per slice and compare.
     rng = np.random.default_rng(5)
@@ -174,8 +187,8 @@ def test_batch_slicing_gives_the_same_result(monkeypatch):
         return [y.numpy()] + [t.grad.numpy() for t in ts]
 
     whole = run()
-    monkeypatch.setattr(conv_module, "_COL_BYTES", {"cpu": 1, "cuda": 1})
-    assert len(conv_module._batch_slices(x, 100)) == 5
+    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
+    assert len(conv_module.batch_slices(x, 100, conv_module._COL_BYTES)) == 5
     for a, s in zip(whole, run()):
         np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)
 

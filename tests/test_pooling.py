@@ -193,3 +193,18 @@ def test_matches_pytorch(kernel, stride, padding):
     my.backward(gy)
     np.testing.assert_array_equal(my.numpy(), ty.detach().numpy())
     np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_batch_slicing_gives_the_same_result(monkeypatch):
+    # Big batches are pooled in slices; force one image per slice and compare.
+    from minidl.functional import pooling as pooling_module
+    monkeypatch.setattr(pooling_module, "_SLICE_BYTES", 1)
+    rng = np.random.default_rng(8)
+    x = shuffled_linspace((3, 2, 9, 8), rng)
+    xt = minidl.tensor(x, requires_grad=True)
+    y = F.max_pool2d(xt, 3, 2, ((1, 1), (0, 1)))
+    gy = rng.standard_normal(y.shape)
+    y.backward(gy)
+    y_ref, gx_ref = naive_max_pool(x, gy, (3, 3), (2, 2), ((1, 1), (0, 1)))
+    np.testing.assert_array_equal(y.numpy(), y_ref)
+    np.testing.assert_allclose(xt.grad.numpy(), gx_ref, rtol=1e-12, atol=1e-12)

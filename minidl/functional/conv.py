@@ -11,27 +11,21 @@ gy @ col.T and the column gradient W.T @ gy, which col2im folds back onto x.
 Memory: ``col`` is KH*KW/stride^2 times bigger than x (for AlexNet's first layer at
 batch 32 about 140 MB), so it is not kept for backward. Backward rebuilds it from
 x, which the graph holds anyway; the copy is cheap next to the matrix products.
-Each big temporary is deleted as soon as its product has consumed it.
+On the CPU the batch is also processed in slices whose col fits 16 MB, so even
+the forward pass never holds a whole-batch col (see ``batch_slices``). Each big
+temporary is deleted as soon as its product has consumed it.
 """
 from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._im2col import col2im, im2col, output_hw, pair, resolve_padding
+from ._im2col import batch_slices, col2im, im2col, output_hw, pair, resolve_padding
 
 
-# The largest im2col buffer built at once, in bytes. The batch is processed in
-# slices of this many bytes of col: on the CPU, a buffer this small is recycled by
-# the allocator (a fresh 150 MB one costs ~30 ms of page faults per call) and the
-# image slice it is copied from stays in cache, so slicing is faster as well as
-# leaner; products of ~16 MB still run BLAS near peak. GPUs prefer few big products.
-_COL_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
-
-
-def _batch_slices(x, per_sample_bytes: int):
-    """Slices of the batch axis, each needing at most _COL_BYTES of col (at least one sample)."""
-    step = max(1, _COL_BYTES[backend.device_of(x).type] // per_sample_bytes)
-    return [slice(i, min(i + step, x.shape[0])) for i in range(0, x.shape[0], step)]
+# The largest im2col buffer built at once on the CPU, in bytes: the batch is
+# processed in slices (see batch_slices). 16 MB keeps BLAS near peak while the
+# allocator recycles the buffer instead of page-faulting a fresh 100+ MB one.
+_COL_BYTES = 16 * 2**20
 
 
 class Conv2d(Function):
@@ -47,14 +41,16 @@ class Conv2d(Function):
         return weight.reshape(self.groups, weight.shape[0] // self.groups, -1)
 
     def _col(self, x, kernel):
-        """im2col of x as G matrices (G, C/G*KH*KW, n*OH*OW), and (OH, OW)."""
+        """im2col of x viewed as G matrices (G, C/G*KH*KW, n*OH*OW)."""
         col = im2col(x, kernel, self.stride, self.pads)
-        return col.reshape(self.groups, -1, col[0, 0, 0].size), col.shape[4:]
+        n, oh, ow = col.shape[3:]
+        return col.reshape(self.groups, -1, n * oh * ow)
 
     def _slices(self, x, weight):
         n, c, h, w = x.shape
         oh, ow = output_hw("conv2d", (h, w), weight.shape[2:], self.stride, self.pads)
-        return _batch_slices(x, c * weight[0, 0].size * oh * ow * x.itemsize), (oh, ow)
+        per_sample = c * weight[0, 0].size * oh * ow * x.itemsize
+        return batch_slices(x, per_sample, _COL_BYTES), (oh, ow)
 
     def forward(self, x, weight, bias=None):
         xp = backend.get_array_module(x)
@@ -63,7 +59,7 @@ class Conv2d(Function):
         slices, (oh, ow) = self._slices(x, weight)
         y = xp.empty((x.shape[0], o, oh, ow), dtype=x.dtype)
         for part in slices:
-            col, _ = self._col(x[part], weight.shape[2:])
+            col = self._col(x[part], weight.shape[2:])
             # One matrix product per group, all in one batched call; the result's
             # rows are the output channels in order, i.e. laid out (O, n, OH, OW).
             y_t = xp.matmul(w_mat, col)
@@ -86,11 +82,11 @@ class Conv2d(Function):
         slices, _ = self._slices(x, weight)
         gw = xp.zeros(w_mat.shape, dtype=weight.dtype) if need_w else None
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-        for part in slices:
+        for part in slices if need_x or need_w else ():
             # gy (n,O,OH,OW) -> gy_t (O, n*OH*OW) = (G, O/G, n*OH*OW), matching y_t above.
             gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
             if need_w:
-                col, _ = self._col(x[part], weight.shape[2:])
+                col = self._col(x[part], weight.shape[2:])
                 # (G, O/G, n*OH*OW) @ (G, n*OH*OW, C/G*KH*KW): col's transpose is a
                 # view that BLAS reads as such, without a copy.
                 gw += xp.matmul(gy_t, col.transpose(0, 2, 1))
