@@ -1,0 +1,380 @@
+"""Training and evaluation: the fit loop, metrics, history, checkpoints, plots.
+
+    trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=30,
+                      schedule=schedule, out_dir="runs/alexnet", checkpoint_every=200)
+    trainer.fit()                 # history.csv, checkpoint.npz, best.npz, plots
+    trainer.test(test_loader)     # results.json
+
+Exact resumption. A run is a pure function of its settings: data order and
+augmentation come from (seed, epoch, batch) (see ``minidl.data.DataLoader``),
+dropout masks from generators owned by the Dropout layers, and nothing depends on
+timing. A checkpoint records everything else that changes as training goes on:
+weights and BatchNorm statistics, optimizer momentum, the schedule, the dropout
+generators' states, the position (epoch, batch within the epoch), the running
+sums of the epoch's metrics, the history so far and the best validation accuracy.
+So a run killed at any moment and resumed from its last checkpoint replays the
+lost batches exactly and ends with bit-identical weights and results (on the CPU;
+GPU libraries may pick non-deterministic kernels).
+
+Files in ``out_dir`` (each written atomically, see ``minidl.checkpoint``):
+history.csv (a row per epoch), checkpoint.npz (after every epoch and every
+``checkpoint_every`` steps), best.npz (at the best validation accuracy),
+results.json (test metrics and settings, from ``test``), and with matplotlib
+installed curves.png (loss/accuracy per epoch) and filters.png (conv1's filters).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from . import backend
+from . import functional as F
+from .autograd import no_grad
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .plots import plot_curves, plot_filters
+
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "seconds",
+                  "images_per_s"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (usually: the learning rate is too high)."""
+
+
+# ---- metrics ------------------------------------------------------------------
+
+def count_correct(logits, labels, k: int = 1) -> int:
+    """How many rows have their label among the ``k`` highest logits.
+
+    Args:
+        logits: (N, K) raw array (NumPy or CuPy).
+        labels: (N,) integer array on the same device.
+    Returns:
+        the count as a Python int. Top-1 uses argmax (ties go to the lowest index);
+        top-k counts a row when fewer than k classes score strictly higher than the
+        label, which needs no sort and runs unchanged on NumPy and CuPy.
+    """
+    # logits (N,K), labels (N,) -> label score (N,1) -> rank (N,) -> count ()
+    xp = backend.get_array_module(logits)
+    if k == 1:
+        return int((logits.argmax(axis=1) == labels).sum())
+    label_score = logits[xp.arange(logits.shape[0]), labels][:, None]
+    rank = (logits > label_score).sum(axis=1)
+    return int((rank < k).sum())
+
+
+def evaluate(model, loader) -> dict:
+    """Mean loss, top-1 and top-5 accuracy of ``model`` over one pass of ``loader``.
+
+    Runs in eval mode (dropout off, BatchNorm on running statistics) under
+    ``no_grad``; the model's previous mode is restored afterwards.
+
+    Returns:
+        {"loss": float, "acc": float, "top5": float}; accuracies are fractions in [0, 1].
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+    try:
+        with no_grad():
+            for x, y in loader.epoch_batches(0):
+                logits = model(x)
+                n = int(y.shape[0])
+                loss_sum += F.softmax_cross_entropy(logits, y).item() * n
+                top1 += count_correct(logits.data, y, 1)
+                top5 += count_correct(logits.data, y, 5)
+                seen += n
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return {"loss": loss_sum / seen, "acc": top1 / seen, "top5": top5 / seen}
+
+
+def fit(model, optimizer, train_loader, val_loader, *, epochs: int, **kwargs) -> "Trainer":
+    """Train for ``epochs`` epochs with a new ``Trainer`` (same keyword arguments); returns it."""
+    trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=epochs, **kwargs)
+    trainer.fit()
+    return trainer
+
+
+# ---- progress -----------------------------------------------------------------
+
+class _Progress:
+    """A tqdm bar per epoch when tqdm is installed, else a plain line every ~10%."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+        self.total, self.done, self.desc, self.enabled = total, initial, desc, enabled
+        self.every = max(1, total // 10)
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm is optional (extra "progress")
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
+        self.start, self.start_done = time.perf_counter(), initial
+
+    def update(self, loss: float, acc: float, images_per_s: float) -> None:
+        self.done += 1
+        text = f"loss {loss:.4f} acc {100 * acc:.2f}% {images_per_s:.0f} img/s"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif self.enabled and (self.done % self.every == 0 or self.done == self.total):
+            rate = (self.done - self.start_done) / max(time.perf_counter() - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            print(f"{self.desc} [{self.done}/{self.total}] {text} ETA {_clock(eta)}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# ---- the trainer ----------------------------------------------------------------
+
+def _fresh_running() -> dict:
+    """Sums over the current epoch so far (kept in checkpoints, for exact mid-epoch resumes)."""
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None}
+
+
+class Trainer:
+    """Runs epochs of SGD with metrics, checkpoints and exact resumption.
+
+    Args:
+        model: an ``nn.Module`` on the loaders' device.
+        optimizer: e.g. ``SGD``; needs ``lr``, ``zero_grad``, ``step``, ``state_dict``,
+            ``load_state_dict``.
+        train_loader, val_loader: ``DataLoader``s (``epoch_batches`` and ``len``).
+        epochs: total number of epochs of the run.
+        schedule: None (constant lr) or a schedule with ``step_batch()`` (after each
+            optimizer step), ``step_epoch(metric)`` (with the validation accuracy)
+            and ``state_dict``/``load_state_dict``.
+        out_dir: where the run's files go; None writes nothing.
+        settings: a JSON-able dict describing the run, stored in checkpoints and results.
+        checkpoint_every: also checkpoint every this many optimizer steps (0: only
+            at the end of each epoch).
+        progress: show a progress bar (or plain lines without tqdm).
+        plots: redraw curves.png and filters.png after every epoch (needs matplotlib).
+        log: where one-line messages go (default: print).
+    """
+
+    def __init__(self, model, optimizer, train_loader, val_loader, *, epochs: int, schedule=None, out_dir=None,
+                 settings: dict | None = None, checkpoint_every: int = 0, progress: bool = True, plots: bool = True,
+                 log=print):
+        if epochs < 0 or checkpoint_every < 0:
+            raise ValueError(f"Trainer: epochs and checkpoint_every must be >= 0, got {epochs} and {checkpoint_every}")
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.epochs, self.out_dir = int(epochs), (os.fspath(out_dir) if out_dir is not None else None)
+        self.settings = dict(settings or {})
+        self.checkpoint_every, self.progress, self.plots, self.log = int(checkpoint_every), progress, plots, log
+        self.state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "best_val_acc": None,
+                      "best_epoch": None, "running": _fresh_running()}
+        if self.out_dir is not None:
+            os.makedirs(self.out_dir, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out_dir, name)
+
+    # ---- state ---------------------------------------------------------------
+    def _dropout_generators(self) -> dict:
+        """name -> Generator of every module that owns one (Dropout layers), in module order."""
+        return {name: m.rng for name, m in self.model.named_modules()
+                if isinstance(getattr(m, "rng", None), np.random.Generator)}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly (arrays + JSON-able values)."""
+        return {"model": self.model.state_dict(),
+                "optim": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+                "rngs": {name: rng.bit_generator.state for name, rng in self._dropout_generators().items()},
+                "trainer": copy.deepcopy(self.state),
+                "settings": self.settings}
+
+    def load_state_dict(self, state: dict, rebuild_schedule=None) -> None:
+        """Restore a ``state_dict`` (e.g. from ``load_checkpoint``).
+
+        Args:
+            rebuild_schedule: None to restore the saved schedule state. For a run
+                whose length changed (a new ``epochs``), a callable that builds a
+                fresh schedule for the new length on ``self.optimizer``; it is then
+                advanced through the steps and epochs already done, so it continues
+                from the current step on the new curve.
+        """
+        generators = self._dropout_generators()
+        if set(generators) != set(state["rngs"]):
+            raise ValueError(f"Trainer.load_state_dict: the checkpoint has dropout generators "
+                             f"{sorted(state['rngs'])}, the model {sorted(generators)}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+        for name, rng in generators.items():
+            rng.bit_generator.state = state["rngs"][name]
+        self.state = copy.deepcopy(state["trainer"])
+        if rebuild_schedule is not None:
+            self.schedule = rebuild_schedule(self.optimizer)
+            self._replay_schedule()
+        elif self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+
+    def _replay_schedule(self) -> None:
+        """Advance a fresh schedule through every step and epoch end already done."""
+        if self.schedule is None:
+            return
+        steps = len(self.train_loader)
+        for row in self.state["history"]:
+            for _ in range(steps):
+                self.schedule.step_batch()
+            self.schedule.step_epoch(row["val_acc"])
+        for _ in range(self.state["step"]):
+            self.schedule.step_batch()
+
+    def save(self, name: str = "checkpoint.npz") -> None:
+        """Checkpoint to ``out_dir/name``, refusing to overwrite a good one with non-finite weights."""
+        if self.out_dir is None:
+            return
+        for key, param in self.model.named_parameters():
+            xp = backend.get_array_module(param.data)
+            if not bool(xp.isfinite(param.data).all()):
+                raise NonFiniteLossError(f"the weights became non-finite ({key}); the learning rate is probably "
+                                         f"too high. {self._kept()}")
+        save_checkpoint(self.path(name), self.state_dict())
+
+    def _kept(self) -> str:
+        """What happened to the checkpoint when training stops on a non-finite value."""
+        if self.out_dir is None or not os.path.exists(self.path("checkpoint.npz")):
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint {self.path('checkpoint.npz')} is kept."
+
+    def resume(self, path=None, rebuild_schedule=None) -> None:
+        """Load ``path`` (default ``out_dir/checkpoint.npz``) and continue from it on the next ``fit``."""
+        self.load_state_dict(load_checkpoint(path or self.path("checkpoint.npz")), rebuild_schedule)
+
+    # ---- training ---------------------------------------------------------------
+    def fit(self) -> list:
+        """Train from the current position to ``epochs``; returns the history rows."""
+        trained = False
+        while self.state["epoch"] < self.epochs:
+            self._train_epoch()
+            self._end_epoch()
+            trained = True
+        if not trained and self.state["history"] and self.out_dir is not None:
+            self._write_reports()  # a run killed after its last checkpoint, before its reports
+        return self.state["history"]
+
+    def _train_epoch(self) -> None:
+        state, running = self.state, self.state["running"]
+        epoch, total = state["epoch"], len(self.train_loader)
+        if running["lr"] is None:
+            running["lr"] = float(self.optimizer.lr)
+        self.model.train()
+        bar = _Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
+        # time since the epoch (re)started; earlier wall time of this epoch is in running["seconds"]
+        started, seconds_before = time.perf_counter(), running["seconds"]
+        try:
+            for x, y in self.train_loader.epoch_batches(epoch, start_batch=state["step"]):
+                loss, correct, n = self._train_step(x, y)
+                running["loss_sum"] += loss * n
+                running["correct"] += correct
+                running["seen"] += n
+                state["step"] += 1
+                state["global_step"] += 1
+                running["seconds"] = seconds_before + time.perf_counter() - started
+                bar.update(running["loss_sum"] / running["seen"], running["correct"] / running["seen"],
+                           running["seen"] / max(running["seconds"], 1e-9))
+                if self.checkpoint_every and state["global_step"] % self.checkpoint_every == 0 \
+                        and state["step"] < total:  # the epoch's end writes its own checkpoint
+                    self.save()
+        finally:
+            bar.close()
+
+    def _train_step(self, x, y):
+        """One SGD step on a batch; returns (mean loss, correct count, batch size)."""
+        logits = self.model(x)
+        loss = F.softmax_cross_entropy(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"the training loss became {value} at epoch {self.state['epoch'] + 1}, batch "
+                f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. {self._kept()}")
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step_batch()
+        return value, count_correct(logits.data, y, 1), int(y.shape[0])
+
+    def _end_epoch(self) -> None:
+        state, running = self.state, self.state["running"]
+        val = evaluate(self.model, self.val_loader) if self.val_loader is not None else \
+            {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        seen = max(running["seen"], 1)
+        row = {"epoch": state["epoch"] + 1, "lr": running["lr"], "train_loss": running["loss_sum"] / seen,
+               "train_acc": running["correct"] / seen, "val_loss": val["loss"], "val_acc": val["acc"],
+               "val_top5": val["top5"], "seconds": running["seconds"],
+               "images_per_s": running["seen"] / max(running["seconds"], 1e-9)}
+        state["history"].append(row)
+        if self.schedule is not None:
+            self.schedule.step_epoch(val["acc"])
+        improved = state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]
+        if improved:
+            state["best_val_acc"], state["best_epoch"] = val["acc"], row["epoch"]
+        state["epoch"], state["step"], state["running"] = state["epoch"] + 1, 0, _fresh_running()
+        self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
+                 f"{100 * row['train_acc']:.2f}% | val loss {val['loss']:.4f} acc {100 * val['acc']:.2f}% "
+                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {_clock(row['seconds'])}, "
+                 f"{row['images_per_s']:.0f} img/s" + (" | best" if improved else ""))
+        if self.out_dir is None:
+            return
+        # best.npz before checkpoint.npz: a kill in between redoes this epoch from the
+        # previous checkpoint and rewrites the same best.npz.
+        if improved:
+            self.save("best.npz")
+        self.save()
+        self._write_reports()
+
+    def _write_reports(self) -> None:
+        self.write_history()
+        if self.plots:
+            plot_curves(self.path("curves.png"), self.state["history"])
+            plot_filters(self.path("filters.png"), self.model)
+
+    # ---- files --------------------------------------------------------------------
+    def write_history(self) -> None:
+        """history.csv: one row per finished epoch, columns ``HISTORY_FIELDS``."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.state["history"]:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write(self.path("history.csv"), lambda f: f.write(buffer.getvalue()), mode="w")
+
+    def test(self, test_loader) -> dict:
+        """Evaluate the final weights on ``test_loader``; write results.json.
+
+        Returns:
+            the results: test_loss, test_acc, test_top5, best_val_acc, best_epoch,
+            epochs, the settings and the history.
+        """
+        metrics = evaluate(self.model, test_loader)
+        results = {"test_loss": metrics["loss"], "test_acc": metrics["acc"], "test_top5": metrics["top5"],
+                   "best_val_acc": self.state["best_val_acc"], "best_epoch": self.state["best_epoch"],
+                   "epochs": self.state["epoch"], "settings": self.settings, "history": self.state["history"]}
+        if self.out_dir is not None:
+            text = json.dumps(results, indent=2, allow_nan=True) + "\n"
+            atomic_write(self.path("results.json"), lambda f: f.write(text), mode="w")
+        return results
