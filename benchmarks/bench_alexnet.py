@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""AlexNet training and inference speed and peak memory: minidl against PyTorch.
+
+    python benchmarks/bench_alexnet.py --device cpu --batch-size 32
+    python benchmarks/bench_alexnet.py --device cuda --batch-size 128 --per-layer
+    python benchmarks/bench_alexnet.py --device cuda --tf32          # TF32 on both sides
+
+What is timed, for minidl and for the same network built in PyTorch
+(benchmarks/torch_alexnet.py, starting from minidl's weights), on one device, one
+batch of random float32 images, in alternating runs (minidl, torch, minidl, ...):
+  train step  = zero_grad, forward (training mode), softmax cross-entropy, backward,
+                SGD step (lr 0.001, momentum 0.9)
+  inference   = forward in eval mode under no_grad
+``--warmup`` untimed rounds, then ``--iters`` timed ones; the medians are reported,
+as images/s, with the speed ratio minidl/PyTorch (> 1: minidl is faster).
+
+Peak memory: each framework runs in a child process of its own (so neither sees
+the other's allocations). CPU: the peak resident set size (VmHWM, reset through
+/proc/self/clear_refs before each phase; ru_maxrss when that is not allowed) minus
+the resident size right after the imports, so the weights, gradients, optimizer
+state, activations and BLAS work buffers all count and the libraries do not.
+CUDA: the high-water mark of bytes in use: CuPy's memory pool (tracked through an
+allocator hook) and torch.cuda.max_memory_allocated.
+
+``--per-layer`` (benchmarks/per_layer.py) runs the layers one at a time on a
+detached input (the previous layer's output), timing each layer's forward and its
+backward (weight and input gradients, like in the full step; conv1 computes no input
+gradient), for both frameworks in alternation, and shows where minidl loses time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (puts the repo root on sys.path)
+from common import format_table, median, sync, time_alternating  # noqa: E402
+from per_layer import measure_per_layer, per_layer_table  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import minidl  # noqa: E402
+import minidl.functional as F  # noqa: E402
+from minidl import backend  # noqa: E402
+from minidl.models import AlexNet  # noqa: E402
+from minidl.models.alexnet import INPUT_SIZE  # noqa: E402
+from minidl.optim import SGD  # noqa: E402
+
+LR, MOMENTUM = 0.001, 0.9
+
+
+def make_batch(variant: str, batch: int, seed: int = 0):
+    """Random float32 images (N,3,S,S) and int64 labels (N,) on the host."""
+    rng = np.random.default_rng(seed)
+    s = INPUT_SIZE[variant]
+    return rng.standard_normal((batch, 3, s, s), dtype=np.float32), rng.integers(0, 10, batch)
+
+
+# ---- the two frameworks: setup, one train step, one inference pass ------------------
+class MinidlRunner:
+    name = "minidl"
+
+    def __init__(self, variant, device, images, labels):
+        self.device = device
+        self.model = AlexNet(num_classes=10, variant=variant).to(device)
+        self.optimizer = SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x = minidl.tensor(images, device=device)
+        self.labels = backend.to_device(labels, device)
+        self.last_loss = float("nan")
+
+    def train_step(self):
+        self.optimizer.zero_grad()
+        loss = F.softmax_cross_entropy(self.model(self.x), self.labels)
+        loss.backward()
+        self.optimizer.step()
+        sync(self.device)
+        self.loss = loss
+
+    def infer(self):
+        with minidl.no_grad():
+            self.model(self.x)
+        sync(self.device)
+
+    def finish(self):
+        self.last_loss = float(self.loss.item()) if hasattr(self, "loss") else float("nan")
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, variant, device, images, labels, minidl_model=None):
+        import torch
+        from torch_alexnet import TorchAlexNet, copy_minidl_weights
+        self.torch, self.device = torch, device
+        tdev = common.torch_device(device)
+        model = TorchAlexNet(num_classes=10, variant=variant)
+        if minidl_model is not None:
+            copy_minidl_weights(model, minidl_model)  # the same starting point
+        self.model = model.to(tdev)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x = torch.from_numpy(images).to(tdev)
+        self.labels = torch.from_numpy(labels).to(tdev)
+        self.last_loss = float("nan")
+
+    def train_step(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.labels)
+        loss.backward()
+        self.optimizer.step()
+        sync(self.device)
+        self.loss = loss
+
+    def infer(self):
+        with self.torch.no_grad():
+            self.model(self.x)
+        sync(self.device)
+
+    def finish(self):
+        self.last_loss = float(self.loss.item()) if hasattr(self, "loss") else float("nan")
+
+
+# ---- speed ------------------------------------------------------------------------------
+def measure_speed(runners, batch, warmup, iters) -> dict:
+    """Median train-step and inference times of each runner, timed in alternation."""
+    for r in runners:
+        r.model.train()
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    log("train steps:")
+    train = time_alternating([(r.name, r.train_step) for r in runners], warmup, iters, log)
+    for r in runners:
+        r.finish()
+        r.model.eval()
+    log("inference:")
+    infer = time_alternating([(r.name, r.infer) for r in runners], warmup, iters, log)
+    out = {}
+    for r in runners:
+        t, i = median(train[r.name]), median(infer[r.name])
+        out[r.name] = {"train_step_s": t, "train_images_per_s": batch / t, "train_times_s": train[r.name],
+                       "infer_s": i, "infer_images_per_s": batch / i, "infer_times_s": infer[r.name],
+                       "final_train_loss": r.last_loss}
+    return out
+
+
+# ---- peak memory (one child process per framework) -------------------------------------
+def _current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss(reset_ok: bool) -> int:
+    if reset_ok:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def _cuda_peak_tracker(framework, device):
+    """Start tracking the GPU high-water mark; returns a function giving (peak_bytes, reserved_bytes)."""
+    if framework == "torch":
+        import torch
+        torch.cuda.reset_peak_memory_stats(device.index)
+        return lambda: (torch.cuda.max_memory_allocated(device.index), torch.cuda.max_memory_reserved(device.index))
+    cupy = backend.get_array_module(backend.to_device(np.zeros(1), device))
+    pool = cupy.get_default_memory_pool()
+    peak = [pool.used_bytes(), pool.total_bytes()]
+
+    def malloc(size):
+        memory = pool.malloc(size)
+        peak[0], peak[1] = max(peak[0], pool.used_bytes()), max(peak[1], pool.total_bytes())
+        return memory
+    cupy.cuda.set_allocator(malloc)
+    return lambda: (peak[0], peak[1])
+
+
+def memory_child(framework, args) -> dict:
+    """Runs in a child process: setup, inference, then training; reports peak bytes of each phase."""
+    device = backend.parse_device(args.device)
+    torch = common.torch_or_none() if framework == "torch" else None
+    if args.threads:
+        common.set_threads(args.threads, torch)
+    if device.type == "cuda":
+        common.precision_settings(device, args.tf32, torch)
+    images, labels = make_batch(args.variant, args.batch_size)
+    if device.type == "cuda":
+        tracker = _cuda_peak_tracker(framework, device)
+    base = _current_rss()
+    runner = (TorchRunner if framework == "torch" else MinidlRunner)(args.variant, device, images, labels)
+    sync(device)
+    result = {"method": "cuda allocator high-water mark" if device.type == "cuda" else "VmHWM - RSS after imports",
+              "setup_bytes": (_current_rss() - base) if device.type == "cpu" else tracker()[0]}
+    runner.model.eval()
+    reset_ok = _reset_peak()
+    for _ in range(2):
+        runner.infer()
+    if device.type == "cpu":
+        result["infer_peak_bytes"] = _peak_rss(reset_ok) - base
+    runner.model.train()
+    reset_ok = _reset_peak()
+    for _ in range(3):
+        runner.train_step()
+    if device.type == "cpu":
+        result["train_peak_bytes"] = _peak_rss(reset_ok) - base
+        result["peak_reset"] = reset_ok
+    else:  # on the GPU the train phase includes the inference one: weights + activations + grads
+        result["train_peak_bytes"], result["reserved_peak_bytes"] = tracker()
+    return result
+
+
+def measure_memory(framework, args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", framework, "--device", args.device,
+           "--batch-size", str(args.batch_size), "--variant", args.variant, "--threads", str(args.threads)]
+    if args.tf32:
+        cmd.append("--tf32")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.memory_timeout)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["exit %d" % proc.returncode]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- command line -------------------------------------------------------------------------
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--variant", default="seed", choices=sorted(INPUT_SIZE), help="AlexNet variant (default seed)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    p.add_argument("--iters", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--per-layer", action="store_true", help="also time every layer's forward and backward")
+    p.add_argument("--per-layer-iters", type=int, default=3, help="timed rounds of the per-layer breakdown")
+    p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
+    p.add_argument("--skip-torch", action="store_true", help="time minidl only")
+    p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                   help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
+                   "0 leaves both alone; 1 on both sides is the comparison that other jobs' load disturbs least)")
+    p.add_argument("--memory-timeout", type=float, default=600, help="seconds allowed per memory child")
+    p.add_argument("--json", help="output file (default benchmarks/results/alexnet_<device>.json)")
+    p.add_argument("--memory-child", choices=["minidl", "torch"], help=argparse.SUPPRESS)
+    return p
+
+
+def run(args) -> dict:
+    """Run the benchmark, print the tables, write and return the JSON payload."""
+    common.prepare_tf32_env(args.tf32)
+    device = backend.parse_device(args.device)
+    torch = common.torch_or_none(args.skip_torch)
+    threads = common.set_threads(args.threads, torch) if args.threads else "default"
+    precision = common.precision_settings(device, args.tf32, torch)
+    images, labels = make_batch(args.variant, args.batch_size)
+    runners = [MinidlRunner(args.variant, device, images, labels)]
+    if torch is not None:
+        runners.append(TorchRunner(args.variant, device, images, labels, runners[0].model))
+    payload = {"benchmark": "alexnet", "device": str(device), "variant": args.variant,
+               "batch_size": args.batch_size, "warmup": args.warmup, "iters": args.iters, "lr": LR,
+               "momentum": MOMENTUM, "precision": precision, "threads": threads,
+               "machine": common.machine_info(device)}
+    print(f"AlexNet '{args.variant}' batch {args.batch_size} on {device}: {args.warmup} warmup + {args.iters} "
+          f"timed alternating rounds, medians; threads: {threads}; precision {precision}")
+    speed = measure_speed(runners, args.batch_size, args.warmup, args.iters)
+    payload["speed"] = speed
+    if torch is not None:
+        payload["ratio_minidl_over_torch"] = {
+            "train": speed["minidl"]["train_images_per_s"] / speed["torch"]["train_images_per_s"],
+            "infer": speed["minidl"]["infer_images_per_s"] / speed["torch"]["infer_images_per_s"]}
+    if not args.skip_memory:
+        payload["memory"] = {r.name: measure_memory(r.name, args) for r in runners}
+    print(summary_table(payload))
+    if args.per_layer:
+        rows = measure_per_layer(runners, 1, args.per_layer_iters)
+        payload["per_layer"] = rows
+        print(f"\nper-layer breakdown (median of {args.per_layer_iters}; layers run one at a time, "
+              "training mode; conv1 computes no input gradient):")
+        print(per_layer_table(rows, torch is not None))
+    payload["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    path = common.write_json(args.json or common.default_json("alexnet", device), payload)
+    print(f"wrote {path}")
+    return payload
+
+
+def summary_table(payload) -> str:
+    speed, memory = payload["speed"], payload.get("memory", {})
+    rows = []
+    for fw, s in speed.items():
+        mem = memory.get(fw, {})
+        peak = mem.get("train_peak_bytes")
+        rows.append([fw, s["train_images_per_s"], 1e3 * s["train_step_s"], s["infer_images_per_s"],
+                     1e3 * s["infer_s"], peak / 2**20 if peak is not None else mem.get("error", "-")])
+    text = format_table(["framework", "train img/s", "train ms", "infer img/s", "infer ms", "peak MiB"], rows)
+    ratio = payload.get("ratio_minidl_over_torch")
+    if ratio:
+        text += f"\nminidl/PyTorch speed: train {ratio['train']:.2f}x, inference {ratio['infer']:.2f}x"
+        peaks = [memory.get(fw, {}).get("train_peak_bytes") for fw in ("minidl", "torch")]
+        if None not in peaks and peaks[1]:
+            text += f"; peak memory minidl/PyTorch {peaks[0] / peaks[1]:.2f}x"
+    return text
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.memory_child:
+        common.prepare_tf32_env(args.tf32)
+        print(json.dumps(memory_child(args.memory_child, args)))
+        return 0
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""minidl's kernels against the hardware: convolutions vs a GEMM, pooling/BN/ReLU vs a copy.
+
+    python benchmarks/bench_kernels.py --device cpu
+    python benchmarks/bench_kernels.py --device cuda --only conv1,conv2
+
+Convolutions (every AlexNet "seed" conv layer at batch 32): forward and backward
+time against the plain GEMMs an im2col convolution of that shape has to do, on
+preallocated contiguous arrays (forward: per group (N*OH*OW, C/g*KH*KW) x (.., O/g);
+backward: the weight-gradient GEMM and, except conv1, whose input needs no
+gradient, the input-gradient GEMM). roofline ratio = GEMM time / conv time, the
+fraction of the GEMM rate the convolution achieves (1.0: all its time is the
+GEMM; im2col, col2im, padding and bias are the rest). A large square GEMM gives the
+device's peak for reference, and PyTorch's convolution (if installed) the
+competition.
+
+Memory-bound kernels (max pooling 3/2, batch norm in training mode, ReLU): bytes
+that must move at the least (forward: read x, write y; backward: read the upstream
+gradient and x, write the input gradient; pooling's backward: read gy, write gx)
+divided by the time, against the bandwidth of ``x.copy()`` of the same size
+(bytes read + written / time). bandwidth ratio = achieved / copy bandwidth.
+
+Each case is timed in alternating rounds (minidl, GEMM/copy, torch, ...), medians
+of ``--iters``; a table and JSON (default benchmarks/results/kernels_<device>.json).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (puts the repo root on sys.path)
+from common import format_table, median, sync  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import minidl  # noqa: E402
+import minidl.functional as F  # noqa: E402
+from minidl import backend  # noqa: E402
+
+# name: (C, H, W), weight (O, C/g, KH, KW), stride, groups, input needs a gradient
+CONVS = {
+    "conv1": ((3, 224, 224), (96, 3, 11, 11), 4, 1, False),
+    "conv2": ((96, 27, 27), (256, 48, 5, 5), 1, 2, True),
+    "conv3": ((256, 13, 13), (384, 256, 3, 3), 1, 1, True),
+    "conv4": ((384, 13, 13), (384, 192, 3, 3), 1, 2, True),
+    "conv5": ((384, 13, 13), (256, 192, 3, 3), 1, 2, True),
+}
+POOLS = {"pool1": (96, 56, 56), "pool2": (256, 27, 27), "pool5": (256, 13, 13)}
+NORMS = {"bn1": (96, 56, 56), "bn2": (256, 27, 27)}
+RELUS = {"relu1": (96, 56, 56), "relu3": (384, 13, 13)}
+
+
+def same_pads(size, k, s):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def time_fwd_bwd(cases, warmup, iters) -> dict:
+    """Alternate rounds over ``cases`` [(name, fn)], fn() -> (forward s, backward s); medians per name."""
+    samples = {name: [] for name, _ in cases}
+    for round_ in range(warmup + iters):
+        for name, fn in cases:
+            t = fn()
+            if round_ >= warmup:
+                samples[name].append(t)
+    return {name: (median([t[0] for t in s]), median([t[1] for t in s])) for name, s in samples.items()}
+
+
+def _timed(device, fn):
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+# ---- case builders: each returns fn() -> (forward seconds, backward seconds) -----------------
+def minidl_case(device, rng, x_shape, forward, x_grad=True, params=()):
+    """forward(x, *params) -> y Tensor; backward runs y.backward(random gy)."""
+    x = minidl.tensor(rng.standard_normal(x_shape, dtype=np.float32), device=device, requires_grad=x_grad)
+    params = [minidl.tensor(p, device=device, requires_grad=True) for p in params]
+    state = {}
+
+    def run():
+        for p in params:
+            p.grad = None
+        x.grad = None
+        y, tf = _timed(device, lambda: forward(x, *params))
+        if "gy" not in state:
+            state["gy"] = backend.to_device(rng.standard_normal(y.shape, dtype=np.float32), device)
+        _, tb = _timed(device, lambda: y.backward(state["gy"]))
+        return tf, tb
+    return run
+
+
+def torch_case(torch, device, rng, x_shape, forward, x_grad=True, params=()):
+    tdev = common.torch_device(device)
+    x = torch.from_numpy(rng.standard_normal(x_shape, dtype=np.float32)).to(tdev).requires_grad_(x_grad)
+    params = [torch.from_numpy(np.ascontiguousarray(p)).to(tdev).requires_grad_(True) for p in params]
+    state = {}
+
+    def run():
+        for p in params:
+            p.grad = None
+        x.grad = None
+        y, tf = _timed(device, lambda: forward(x, *params))
+        if "gy" not in state:
+            state["gy"] = torch.randn_like(y)
+        _, tb = _timed(device, lambda: y.backward(state["gy"]))
+        return tf, tb
+    return run
+
+
+def gemm_case(device, rng, n, x_shape, w_shape, stride, groups, x_grad):
+    """The GEMMs of an im2col convolution of this shape, on ready contiguous arrays."""
+    c, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    oh, ow = -(-h // stride), -(-w // stride)
+    m, k, og = n * oh * ow, cg * kh * kw, o // groups
+
+    def arr(*shape):
+        return backend.to_device(rng.standard_normal(shape, dtype=np.float32), device)
+    xp = backend.get_array_module(arr(1))
+    col, wmat, gy_t = arr(groups, m, k), arr(groups, k, og), arr(groups, og, m)
+    gy = xp.ascontiguousarray(gy_t.transpose(0, 2, 1))
+    wt = xp.ascontiguousarray(wmat.transpose(0, 2, 1))
+
+    def run():
+        _, tf = _timed(device, lambda: xp.matmul(col, wmat))
+        _, tb = _timed(device, lambda: xp.matmul(gy_t, col))  # weight gradient (g, O/g, K)
+        if x_grad:
+            _, tb2 = _timed(device, lambda: xp.matmul(gy, wt))  # column gradient (g, M, K)
+            tb += tb2
+        return tf, tb
+    flops = 2.0 * groups * m * k * og
+    return run, flops, flops * (2 if x_grad else 1)
+
+
+def copy_case(device, rng, shape):
+    x = backend.to_device(rng.standard_normal(shape, dtype=np.float32), device)
+
+    def run():
+        _, t = _timed(device, x.copy)
+        return t, t
+    return run, 2.0 * x.nbytes
+
+
+def peak_gemm(device, size, iters) -> float:
+    """GFLOP/s of a square float32 GEMM, the device's practical peak."""
+    rng = np.random.default_rng(0)
+    a = backend.to_device(rng.standard_normal((size, size), dtype=np.float32), device)
+    b = backend.to_device(rng.standard_normal((size, size), dtype=np.float32), device)
+    xp = backend.get_array_module(a)
+    times = []
+    for i in range(iters + 1):
+        _, t = _timed(device, lambda: xp.matmul(a, b))
+        if i:
+            times.append(t)
+    return 2.0 * size**3 / median(times) / 1e9
+
+
+# ---- the four families -------------------------------------------------------------------------
+def bench_convs(names, args, device, torch, rng):
+    rows = []
+    for name in names:
+        x_shape, w_shape, stride, groups, x_grad = CONVS[name]
+        shape = (args.batch_size,) + x_shape
+        w = rng.standard_normal(w_shape, dtype=np.float32) * 0.05
+        b = rng.standard_normal(w_shape[0], dtype=np.float32) * 0.05
+        cases = [("minidl", minidl_case(device, rng, shape, lambda x, w, b: F.conv2d(
+            x, w, b, stride=stride, padding="same", groups=groups), x_grad, (w, b)))]
+        gemm, flops_f, flops_b = gemm_case(device, rng, args.batch_size, x_shape, w_shape, stride, groups, x_grad)
+        cases.append(("gemm", gemm))
+        if torch is not None:
+            (pt, pb), (pl, pr) = (same_pads(s, k, stride) for s, k in zip(x_shape[1:], w_shape[2:]))
+            tfn = torch.nn.functional
+
+            def tconv(x, w, b, pads=(pl, pr, pt, pb)):
+                if pads[0] == pads[1] and pads[2] == pads[3]:
+                    return tfn.conv2d(x, w, b, stride, (pads[2], pads[0]), 1, groups)
+                return tfn.conv2d(tfn.pad(x, pads), w, b, stride, 0, 1, groups)
+            cases.append(("torch", torch_case(torch, device, rng, shape, tconv, x_grad, (w, b))))
+        t = time_fwd_bwd(cases, args.warmup, args.iters)
+        row = {"op": name, "x": shape, "w": w_shape, "stride": stride, "groups": groups, "input_grad": x_grad,
+               "flops_fwd": flops_f, "flops_bwd": flops_b}
+        for fw, (tf, tb) in t.items():
+            row.update({f"{fw}_fwd_s": tf, f"{fw}_bwd_s": tb,
+                        f"{fw}_fwd_gflops": flops_f / tf / 1e9, f"{fw}_bwd_gflops": flops_b / tb / 1e9})
+        row["roofline_fwd"] = t["gemm"][0] / t["minidl"][0]
+        row["roofline_bwd"] = t["gemm"][1] / t["minidl"][1]
+        rows.append(row)
+        print(f"  {name} done", flush=True)
+    return rows
+
+
+def bench_memory_bound(names, args, device, torch, rng):
+    rows = []
+    for name in names:
+        family = name.rstrip("0123456789")
+        shape = (args.batch_size,) + {"pool": POOLS, "bn": NORMS, "relu": RELUS}[family][name]
+        c = shape[1]
+        params = ()
+        if family == "pool":
+            fwd = lambda x: F.max_pool2d(x, 3, 2)  # noqa: E731
+            tfwd = lambda x: torch.nn.functional.max_pool2d(x, 3, 2)  # noqa: E731
+        elif family == "bn":
+            params = (np.ones(c, np.float32), np.zeros(c, np.float32))
+            run_m = backend.to_device(np.zeros(c, np.float32), device)
+            run_v = backend.to_device(np.ones(c, np.float32), device)
+            fwd = lambda x, w, b: F.batch_norm(x, w, b, run_m, run_v, True, 0.01, 1e-3)  # noqa: E731
+            if torch is not None:
+                tm = torch.zeros(c, device=common.torch_device(device))
+                tv = torch.ones(c, device=common.torch_device(device))
+                tfwd = lambda x, w, b: torch.nn.functional.batch_norm(x, tm, tv, w, b, True, 0.01, 1e-3)  # noqa
+        else:
+            fwd = F.relu
+            tfwd = lambda x: torch.nn.functional.relu(x)  # noqa: E731
+        cases = [("minidl", minidl_case(device, rng, shape, fwd, True, params))]
+        copy, copy_bytes = copy_case(device, rng, shape)
+        cases.append(("copy", copy))
+        if torch is not None:
+            cases.append(("torch", torch_case(torch, device, rng, shape, tfwd, True, params)))
+        t = time_fwd_bwd(cases, args.warmup, args.iters)
+        x_bytes = 4.0 * np.prod(shape)
+        y_bytes = x_bytes
+        if family == "pool":
+            oh = (shape[2] - 3) // 2 + 1
+            y_bytes = x_bytes * oh * oh / (shape[2] * shape[3])
+        bytes_f = x_bytes + y_bytes
+        bytes_b = y_bytes + x_bytes + (0 if family == "pool" else x_bytes)
+        copy_bw = copy_bytes / t["copy"][0]
+        row = {"op": name, "x": shape, "bytes_fwd": bytes_f, "bytes_bwd": bytes_b, "copy_gbs": copy_bw / 1e9}
+        for fw in ("minidl", "torch"):
+            if fw in t:
+                tf, tb = t[fw]
+                row.update({f"{fw}_fwd_s": tf, f"{fw}_bwd_s": tb, f"{fw}_fwd_gbs": bytes_f / tf / 1e9,
+                            f"{fw}_bwd_gbs": bytes_b / tb / 1e9})
+        row["bandwidth_fwd"] = bytes_f / t["minidl"][0] / copy_bw
+        row["bandwidth_bwd"] = bytes_b / t["minidl"][1] / copy_bw
+        rows.append(row)
+        print(f"  {name} done", flush=True)
+    return rows
+
+
+def tables(conv_rows, mem_rows, has_torch) -> str:
+    out = []
+    if conv_rows:
+        headers = ["conv", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "roofline fwd", "roofline bwd", "gemm fwd ms",
+                   "gemm bwd ms"] + (["torch fwd", "torch bwd", "vs torch"] if has_torch else [])
+        rows = []
+        for r in conv_rows:
+            line = [r["op"], 1e3 * r["minidl_fwd_s"], 1e3 * r["minidl_bwd_s"], r["minidl_fwd_gflops"],
+                    r["minidl_bwd_gflops"], r["roofline_fwd"], r["roofline_bwd"], 1e3 * r["gemm_fwd_s"],
+                    1e3 * r["gemm_bwd_s"]]
+            if has_torch:
+                total_t, total_m = r["torch_fwd_s"] + r["torch_bwd_s"], r["minidl_fwd_s"] + r["minidl_bwd_s"]
+                line += [1e3 * r["torch_fwd_s"], 1e3 * r["torch_bwd_s"], total_t / total_m]
+            rows.append(line)
+        out.append(format_table(headers, rows))
+    if mem_rows:
+        headers = ["op", "shape", "fwd ms", "bwd ms", "fwd GB/s", "bwd GB/s", "copy GB/s", "bw fwd", "bw bwd"] + (
+            ["torch fwd", "torch bwd", "vs torch"] if has_torch else [])
+        rows = []
+        for r in mem_rows:
+            line = [r["op"], "x".join(map(str, r["x"])), 1e3 * r["minidl_fwd_s"], 1e3 * r["minidl_bwd_s"],
+                    r["minidl_fwd_gbs"], r["minidl_bwd_gbs"], r["copy_gbs"], r["bandwidth_fwd"], r["bandwidth_bwd"]]
+            if has_torch:
+                total_t, total_m = r["torch_fwd_s"] + r["torch_bwd_s"], r["minidl_fwd_s"] + r["minidl_bwd_s"]
+                line += [1e3 * r["torch_fwd_s"], 1e3 * r["torch_bwd_s"], total_t / total_m]
+            rows.append(line)
+        out.append(format_table(headers, rows))
+    note = "roofline = GEMM time / conv time; bw = achieved / copy bandwidth"
+    if has_torch:
+        note += "; vs torch = torch (fwd+bwd) / minidl (fwd+bwd), < 1: minidl slower"
+    return "\n\n".join(out + [note])
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch of every shape (default 32)")
+    p.add_argument("--iters", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--only", help="comma-separated subset, e.g. conv1,pool1,bn1,relu1")
+    p.add_argument("--peak-size", type=int, default=None, help="square GEMM size for the peak (default 2048 "
+                   "on CPU, 8192 on CUDA; 0 skips)")
+    p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
+    p.add_argument("--skip-torch", action="store_true", help="time minidl only")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                   help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
+                   "0 leaves both alone; 1 on both sides is the comparison that other jobs' load disturbs least)")
+    p.add_argument("--json", help="output file (default benchmarks/results/kernels_<device>.json)")
+    return p
+
+
+def run(args) -> dict:
+    common.prepare_tf32_env(args.tf32)
+    device = backend.parse_device(args.device)
+    torch = common.torch_or_none(args.skip_torch)
+    threads = common.set_threads(args.threads, torch) if args.threads else "default"
+    precision = common.precision_settings(device, args.tf32, torch)
+    names = list(CONVS) + list(POOLS) + list(NORMS) + list(RELUS)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise SystemExit(f"bench_kernels: unknown --only names {unknown}; choose from {names}")
+        names = wanted
+    rng = np.random.default_rng(0)
+    peak_size = args.peak_size if args.peak_size is not None else (2048 if device.type == "cpu" else 8192)
+    print(f"kernels on {device}, batch {args.batch_size}, {args.warmup} warmup + {args.iters} timed rounds, "
+          f"medians; threads: {threads}; precision {precision}")
+    payload = {"benchmark": "kernels", "device": str(device), "batch_size": args.batch_size,
+               "iters": args.iters, "precision": precision, "threads": threads,
+               "machine": common.machine_info(device)}
+    if peak_size:
+        payload["peak_gemm_gflops"] = peak_gemm(device, peak_size, 3)
+        print(f"square {peak_size} float32 GEMM: {payload['peak_gemm_gflops']:.1f} GFLOP/s")
+    payload["convs"] = bench_convs([n for n in names if n in CONVS], args, device, torch, rng)
+    payload["memory_bound"] = bench_memory_bound([n for n in names if n not in CONVS], args, device, torch, rng)
+    print(tables(payload["convs"], payload["memory_bound"], torch is not None))
+    payload["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    path = common.write_json(args.json or common.default_json("kernels", device), payload)
+    print(f"wrote {path}")
+    return payload
+
+
+def main(argv=None) -> int:
+    run(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# One-shot check of minidl on a GPU machine (no network, nothing installed; under 8 minutes).
+#
+#   bash benchmarks/gpu_check.sh [--device cuda|cuda:N|cpu] [--quick] [OUTDIR]
+#
+# Before carrying the tree to the GPU machine, write the data subset it trains on:
+#   python benchmarks/prepare_gpu_data.py            # -> .gpu_data/ (git-ignored, ~37 MB)
+# and carry .gpu_data with the tree.
+#
+# Steps, each with its own time limit (and all of them within TOTAL_S on CUDA), each
+# logging to OUTDIR/<step>.log and continuing past a failure:
+#   env          versions, the GPU
+#   pytest       the whole test suite (device-parametrised tests run on CUDA)
+#   parity       every kernel, forward and backward, CPU vs the device (benchmarks/parity.py)
+#   bench        AlexNet "seed" train/inference vs PyTorch, peak memory, per-layer breakdown
+#   kernels      conv vs GEMM roofline, pooling/BN/ReLU vs copy bandwidth, vs PyTorch
+#   train        a short real-data run of examples/alexnet_cifar10.py (variant cifar)
+# Then a summary (OUTDIR/summary.txt); the exit status is 1 if any step failed.
+# OUTDIR defaults to $OUT when set, else benchmarks/results/gpu_check. --quick shrinks
+# every step (for a CPU rehearsal: bash benchmarks/gpu_check.sh --device cpu --quick).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+
+DEVICE=cuda
+QUICK=0
+OUTDIR=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) DEVICE="$2"; shift 2 ;;
+        --device=*) DEVICE="${1#--device=}"; shift ;;
+        --quick) QUICK=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -*) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
+        *) OUTDIR="$1"; shift ;;
+    esac
+done
+OUTDIR="${OUTDIR:-${OUT:-benchmarks/results/gpu_check}}"
+mkdir -p "$OUTDIR" || exit 2
+PY="${PYTHON:-python3}"
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"  # minidl is not pip-installed there
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+DATA_DIR="${DATA_DIR:-.gpu_data}"
+if [ ! -d "$DATA_DIR/cifar-10-batches-py" ] && [ -d ../shared/data/cifar-10-batches-py ]; then
+    DATA_DIR=../shared/data
+fi
+
+# Settings per device; --quick shrinks them all.
+read -r -a PYTEST_EXTRA <<< "${PYTEST_ARGS:-}"  # extra pytest arguments from the environment
+if [ "${DEVICE%%:*}" = "cuda" ]; then
+    TOTAL_S=470
+    T_ENV=15; T_PYTEST=200; T_PARITY=40; T_BENCH=90; T_KERNELS=50; T_TRAIN=75  # sums to TOTAL_S
+    BENCH_ARGS="--batch-size 128 --warmup 2 --iters 5 --per-layer --per-layer-iters 3"
+    KERNEL_ARGS="--iters 5"
+    TRAIN_ARGS="--batch-size 128 --val-size 1000 --limit-train 9000 --limit-val 1000 --limit-test 2000"
+else
+    TOTAL_S=7200
+    T_ENV=20; T_PYTEST=1200; T_PARITY=120; T_BENCH=900; T_KERNELS=600; T_TRAIN=900
+    BENCH_ARGS="--batch-size 32 --warmup 1 --iters 3 --per-layer --per-layer-iters 2"
+    KERNEL_ARGS="--iters 3"
+    TRAIN_ARGS="--batch-size 128 --val-size 1000 --limit-train 4000 --limit-val 1000 --limit-test 1000"
+fi
+if [ "$QUICK" = 1 ]; then
+    BENCH_ARGS="--batch-size 8 --warmup 1 --iters 1 --per-layer --per-layer-iters 1"
+    KERNEL_ARGS="--batch-size 4 --iters 1 --warmup 1 --peak-size 512"
+    TRAIN_ARGS="--batch-size 64 --val-size 1000 --limit-train 512 --limit-val 256 --limit-test 256"
+    [ -z "${PYTEST_ARGS:-}" ] && PYTEST_EXTRA=(-m "not slow")
+fi
+
+START=$(date +%s)
+FAILED=0
+SUMMARY=()
+
+# step NAME LIMIT_S COMMAND...: run with a time limit (cut to what is left of TOTAL_S), log, record.
+step() {
+    local name="$1" limit="$2"; shift 2
+    local now left t0 rc status
+    now=$(date +%s)
+    left=$((TOTAL_S - (now - START)))
+    if [ "$left" -lt 5 ]; then
+        SUMMARY+=("$(printf '%-8s %-8s %5s %6s  %s' "$name" SKIPPED - 0 "no time left")")
+        FAILED=1
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "== $name (limit ${limit}s): $*" | tee "$OUTDIR/$name.log"
+    t0=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >> "$OUTDIR/$name.log" 2>&1
+    rc=$?
+    case $rc in
+        0) status=ok ;;
+        124|137) status=TIMEOUT; FAILED=1 ;;
+        *) status=FAIL; FAILED=1 ;;
+    esac
+    tail -n 3 "$OUTDIR/$name.log" | sed 's/^/   /'
+    SUMMARY+=("$(printf '%-8s %-8s %5s %6ss  %s' "$name" "$status" "$rc" "$(($(date +%s) - t0))" "$OUTDIR/$name.log")")
+}
+
+echo "gpu_check: device $DEVICE, quick=$QUICK, output $OUTDIR, data $DATA_DIR"
+
+step env "$T_ENV" bash -c "uptime; nproc; (nvidia-smi || true); '$PY' -c 'import sys, numpy; print(sys.version); print(\"numpy\", numpy.__version__)
+for m in (\"cupy\", \"torch\", \"pytest\", \"hypothesis\"):
+    try:
+        mod = __import__(m); print(m, mod.__version__)
+    except Exception as e:
+        print(m, \"missing:\", e)
+from minidl import backend; print(\"cuda available:\", backend.is_cuda_available())'"
+
+step pytest "$T_PYTEST" "$PY" -m pytest -q -x -p no:cacheprovider ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+
+step parity "$T_PARITY" "$PY" benchmarks/parity.py --device "$DEVICE" --json "$OUTDIR/parity.json"
+
+# shellcheck disable=SC2086  # the argument strings are split into words on purpose
+step bench "$T_BENCH" "$PY" benchmarks/bench_alexnet.py --device "$DEVICE" $BENCH_ARGS --json "$OUTDIR/alexnet.json"
+
+# shellcheck disable=SC2086  # the argument strings are split into words on purpose
+step kernels "$T_KERNELS" "$PY" benchmarks/bench_kernels.py --device "$DEVICE" $KERNEL_ARGS \
+    --json "$OUTDIR/kernels.json"
+
+rm -rf "$OUTDIR/train"
+if [ ! -d "$DATA_DIR/cifar-10-batches-py" ]; then  # no network there: do not try to download
+    SUMMARY+=("$(printf '%-8s %-8s %5s %6s  %s' train FAIL - 0s \
+        "no $DATA_DIR/cifar-10-batches-py: run benchmarks/prepare_gpu_data.py and carry .gpu_data")")
+    FAILED=1
+else
+    # shellcheck disable=SC2086  # the argument strings are split into words on purpose
+    step train "$T_TRAIN" "$PY" examples/alexnet_cifar10.py --variant cifar --device "$DEVICE" \
+        --data-dir "$DATA_DIR" --epochs 1 $TRAIN_ARGS --no-progress --out "$OUTDIR/train"
+fi
+
+{
+    echo "gpu_check summary: device $DEVICE, quick=$QUICK, $(($(date +%s) - START))s in all"
+    printf '%-8s %-8s %5s %7s  %s\n' step status rc time log
+    printf '%s\n' "${SUMMARY[@]}"
+    if [ "$FAILED" = 0 ]; then echo "all steps passed"; else echo "SOME STEPS FAILED"; fi
+} | tee "$OUTDIR/summary.txt"
+exit "$FAILED"

@@ -1,0 +1,151 @@
+"""Per-layer breakdown of an AlexNet training step, for minidl and PyTorch (used by bench_alexnet).
+
+The layers run one at a time on the detached output of the previous layer, in
+training mode, with a fixed random upstream gradient per layer; each layer's
+forward and backward (weight and input gradients; conv1's input needs none, as in
+the full step) are timed for both frameworks in alternating rounds, then the loss
+and the SGD step. The sum is close to, not the same as, a full step: no graph spans
+layers, so each layer's backward starts from its own upstream gradient.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import common
+import minidl
+import minidl.functional as F
+from common import format_table, median, sync
+from minidl import backend
+
+def _minidl_layer_pass(runner, grads):
+    """Forward and backward time of each layer, run one at a time on a detached input."""
+    model, device, times = runner.model, runner.device, {}
+    h = runner.x
+    for i, (name, layer) in enumerate(model.named_children()):
+        inp = minidl.Tensor(h.data, requires_grad=i > 0)  # conv1's input needs no gradient
+        start = time.perf_counter()
+        out = layer(inp)
+        sync(device)
+        mid = time.perf_counter()
+        if name not in grads:
+            grads[name] = np.random.default_rng(i).standard_normal(out.shape, dtype=np.float32)
+        g = backend.to_device(grads[name], device)
+        sync(device)
+        mid2 = time.perf_counter()
+        out.backward(g)
+        sync(device)
+        times[name] = (mid - start, time.perf_counter() - mid2)
+        h = out.detach()
+    logits = minidl.Tensor(h.data, requires_grad=True)
+    start = time.perf_counter()
+    loss = F.softmax_cross_entropy(logits, runner.labels)
+    sync(device)
+    mid = time.perf_counter()
+    loss.backward()
+    sync(device)
+    times["loss"] = (mid - start, time.perf_counter() - mid)
+    start = time.perf_counter()
+    runner.optimizer.step()
+    sync(device)
+    times["sgd step"] = (time.perf_counter() - start, 0.0)
+    runner.optimizer.zero_grad()
+    return times
+
+
+def _torch_layer_pass(runner, grads):
+    torch, device, times = runner.torch, runner.device, {}
+    tdev = common.torch_device(device)
+    h = runner.x
+    for i, (name, layer) in enumerate(runner.model.named_children()):
+        inp = h.detach().requires_grad_(i > 0)
+        start = time.perf_counter()
+        out = layer(inp)
+        sync(device)
+        mid = time.perf_counter()
+        g = torch.from_numpy(grads[name]).to(tdev) if name in grads else torch.ones_like(out)
+        sync(device)
+        mid2 = time.perf_counter()
+        out.backward(g)
+        sync(device)
+        times[name] = (mid - start, time.perf_counter() - mid2)
+        h = out.detach()
+    logits = h.detach().requires_grad_(True)
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(logits, runner.labels)
+    sync(device)
+    mid = time.perf_counter()
+    loss.backward()
+    sync(device)
+    times["loss"] = (mid - start, time.perf_counter() - mid)
+    start = time.perf_counter()
+    runner.optimizer.step()
+    sync(device)
+    times["sgd step"] = (time.perf_counter() - start, 0.0)
+    runner.optimizer.zero_grad(set_to_none=True)
+    return times
+
+
+def _set_lr(runner, lr):
+    """Set the runner's learning rate; returns the old one."""
+    if runner.name == "torch":
+        old = runner.optimizer.param_groups[0]["lr"]
+        for group in runner.optimizer.param_groups:
+            group["lr"] = lr
+        return old
+    old, runner.optimizer.lr = runner.optimizer.lr, lr
+    return old
+
+
+def measure_per_layer(runners, warmup, iters) -> list:
+    """Rows (layer, minidl fwd/bwd, torch fwd/bwd) of median seconds, layers in execution order."""
+    grads, samples = {}, {r.name: [] for r in runners}
+    passes = {"minidl": _minidl_layer_pass, "torch": _torch_layer_pass}
+    # The upstream gradients are random, so the SGD steps run with lr 0: same arithmetic,
+    # weights unchanged (random gradients would otherwise blow the weights up into NaNs).
+    saved_lr = {r.name: _set_lr(r, 0.0) for r in runners}
+    for r in runners:
+        r.model.train()
+    for round_ in range(warmup + iters):
+        for r in runners:  # minidl first: it draws the shared upstream gradients
+            t = passes[r.name](r, grads)
+            if round_ >= warmup:
+                samples[r.name].append(t)
+    for r in runners:
+        _set_lr(r, saved_lr[r.name])
+    rows = []
+    for name in samples["minidl"][0]:
+        row = {"layer": name}
+        for fw, runs in samples.items():
+            row[f"{fw}_fwd_s"] = median([t[name][0] for t in runs]) if name in runs[0] else float("nan")
+            row[f"{fw}_bwd_s"] = median([t[name][1] for t in runs]) if name in runs[0] else float("nan")
+        rows.append(row)
+    return rows
+
+
+def per_layer_table(rows, has_torch: bool) -> str:
+    total = sum(r["minidl_fwd_s"] + r["minidl_bwd_s"] for r in rows)
+    headers = ["layer", "fwd ms", "bwd ms", "% of step"]
+    if has_torch:
+        headers += ["torch fwd", "torch bwd", "fwd speed", "bwd speed", "lost ms"]
+    table, sums = [], [0.0, 0.0, 0.0, 0.0]
+    for r in rows:
+        mf, mb = 1e3 * r["minidl_fwd_s"], 1e3 * r["minidl_bwd_s"]
+        line = [r["layer"], mf, mb, 100 * (mf + mb) / (1e3 * total)]
+        sums[0] += mf
+        sums[1] += mb
+        if has_torch:
+            tf, tb = 1e3 * r["torch_fwd_s"], 1e3 * r["torch_bwd_s"]
+            sums[2] += tf
+            sums[3] += tb
+            line += [tf, tb, tf / mf if mf else float("nan"), tb / mb if mb else float("nan"), (mf + mb) - (tf + tb)]
+        table.append(line)
+    last = ["total", sums[0], sums[1], 100.0]
+    if has_torch:
+        last += [sums[2], sums[3], sums[2] / sums[0], sums[3] / sums[1] if sums[1] else float("nan"),
+                 sum(sums[:2]) - sum(sums[2:])]
+    table.append(last)
+    note = ("speed = torch time / minidl time (< 1: minidl slower); lost ms = minidl - torch, fwd + bwd"
+            if has_torch else "")
+    return format_table(headers, table) + ("\n" + note if note else "")
