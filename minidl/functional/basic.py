@@ -6,6 +6,8 @@ tensor's dtype on the tensor's device, so ``x * 2`` stays float32 and stays put.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function, Tensor
 
@@ -161,8 +163,8 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        return gy.transpose(tuple(xp.argsort(xp.asarray(self.axes)).tolist()))
+        inverse = tuple(int(i) for i in np.argsort(self.axes))  # axes are host ints: no device round trip
+        return gy.transpose(inverse)
 
 
 class Sum(Function):
@@ -208,7 +210,7 @@ class Concat(Function):
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        bounds = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist())
+        bounds = [int(b) for b in np.cumsum(self.sizes)[:-1]]  # host ints, as split expects
         return tuple(xp.split(gy, bounds, axis=self.axis))
 
 

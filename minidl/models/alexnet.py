@@ -12,8 +12,8 @@ variant="seed" (input 3x224x224; Keras two-stream AlexNet with BatchNorm):
     conv4 384 3x3 "same" groups=2 -> relu                        384x13x13
     conv5 256 3x3 "same" groups=2 -> relu -> pool 3/2           256x13x13 -> 256x6x6
     flatten -> fc6 4096 -> relu -> dropout -> fc7 4096 -> relu -> dropout -> fc8
-    BN: eps=1e-3, momentum=0.01 (Keras's defaults). He-normal weights (Glorot-uniform
-    for the logits layer fc8, which no ReLU follows), zero biases.
+    BN: eps=1e-3, momentum=0.01 (Keras's defaults). He-normal weights (N(0, 0.01) for
+    the logits layer fc8, which no ReLU follows), zero biases.
     10 classes: 56,909,898 trainable + 704 non-trainable = 56,910,602 parameters.
 
 variant="paper" (input 3x227x227; Krizhevsky et al. 2012): as "seed" but conv1 is
@@ -30,7 +30,10 @@ variant="cifar" (input 3x32x32): the same shape scaled down to train in minutes 
     8 -> 4 after conv5):
     conv1 k1 -> pool -> conv2 k2 groups=2 -> pool -> conv3 (both streams)
     -> conv4 groups=2 -> conv5 groups=2 -> pool -> fc6 -> fc7 -> fc8.
-    Initialised as "seed".
+    Initialised with the layers' defaults (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for weights and biases), not He: measured on 4,096 CIFAR images, 3 epochs of
+    one-cycle SGD peaking at 0.1 reached 32% validation accuracy this way and 13%
+    with He-normal, whose dense layers (with dropout) start with exploding logits.
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from .summary import summarize
 
 VARIANTS = ("seed", "paper", "cifar")
 INPUT_SIZE = {"seed": 224, "paper": 227, "cifar": 32}
-CIFAR_WIDTHS = (32, 96, 192, 128, 128, 512, 512)  # conv1..conv5, fc6, fc7
-CIFAR_KERNELS = (5, 3, 3, 3, 3)                  # conv1..conv5
+CIFAR_WIDTHS = (32, 64, 128, 128, 128, 512, 512)  # conv1..conv5, fc6, fc7
+CIFAR_KERNELS = (3, 3, 3, 3, 3)                   # conv1..conv5
 
 
 class AlexNet(nn.Module):
@@ -135,7 +138,7 @@ class AlexNet(nn.Module):
         self.bn5, self.relu5 = nn.BatchNorm2d(c5), nn.ReLU()
         self.pool5, self.flatten = nn.MaxPool2d(3, 2, padding=1), nn.Flatten()
         self._build_classifier(c5 * 4 * 4, f6, f7, rng, drop6, drop7)
-        self._he_init(rng)
+        # The layers' default init stays: see the module docstring.
 
     def _build_classifier(self, features, f6, f7, rng, drop6, drop7):
         self.fc6, self.relu6, self.drop6 = nn.Linear(features, f6, rng=rng), nn.ReLU(), drop6
@@ -143,15 +146,16 @@ class AlexNet(nn.Module):
         self.fc8 = nn.Linear(f7, self.num_classes, rng=rng)
 
     def _he_init(self, rng):
-        """He-normal weights for the layers followed by ReLU, Glorot-uniform for fc8; zero biases.
+        """He-normal weights for the layers followed by ReLU, N(0, 0.01) for fc8; zero biases.
 
         He's factor 2 compensates for ReLU halving the signal; fc8's logits meet no
-        ReLU, and He there would start the loss far above log(num_classes).
+        ReLU, and with He or even Glorot there (measured: loss 3.4, 6.2 with dropout)
+        the loss would start far above log(num_classes) = 2.30.
         """
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 if module is self.fc8:
-                    init.glorot_uniform_(module.weight, rng=rng)
+                    init.normal_(module.weight, std=0.01, rng=rng)
                 else:
                     init.he_normal_(module.weight, rng=rng, groups=getattr(module, "groups", 1))
                 init.zeros_(module.bias)
