@@ -78,11 +78,15 @@ def test_seed_forward_batch_one(seed_model):
     np.testing.assert_array_equal(outputs["flatten"].numpy(), outputs["pool5"].numpy().reshape(1, -1))
 
 
-def test_seed_init_is_he_normal_with_zero_biases(seed_model):
+def test_seed_init_is_he_normal_convs_and_default_uniform_dense(seed_model):
     w = seed_model.conv2.weight.numpy()
     assert w.std() == pytest.approx(np.sqrt(2 / (48 * 25)), rel=0.02)
-    assert seed_model.fc7.weight.numpy()[:512].std() == pytest.approx(np.sqrt(2 / 4096), rel=0.02)
-    assert all(np.all(getattr(seed_model, n).bias.numpy() == 0) for n in ("conv1", "conv3", "fc6", "fc8"))
+    assert all(np.all(getattr(seed_model, n).bias.numpy() == 0) for n in ("conv1", "conv3", "conv5"))
+    # dense layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std = bound / sqrt(3), biases too
+    bound = 1 / np.sqrt(4096)
+    fc7 = seed_model.fc7.weight.numpy()[:512]
+    assert fc7.std() == pytest.approx(bound / np.sqrt(3), rel=0.02) and np.abs(fc7).max() <= bound
+    assert np.abs(seed_model.fc8.bias.numpy()).max() <= bound and seed_model.fc8.bias.numpy().std() > 0
 
 
 def test_wrong_input_size_names_the_expected_size(seed_model):
