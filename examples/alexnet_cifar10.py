@@ -48,7 +48,7 @@ RECIPES = {
     "paper": dict(epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
                   schedule="plateau", augment=True),
     # native 32x32: Nesterov SGD with a one-cycle schedule (lr is the peak)
-    "cifar": dict(epochs=6, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
+    "cifar": dict(epochs=7, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
                   schedule="onecycle", augment=True),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
