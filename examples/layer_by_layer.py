@@ -177,7 +177,7 @@ def load_model(weights):
     """The seed AlexNet, with the model state of a checkpoint when ``weights`` names one."""
     model = AlexNet(variant="seed")
     if not weights:
-        print("weights: none given, so fresh He-initialised weights (seed 0): the maps show what random filters "
+        print("weights: none given, so fresh initial weights (seed 0; He-normal convs): the maps show what random filters "
               "do and the prediction is chance. Pass --weights to see a trained model.")
         return model
     state = load_checkpoint(weights)

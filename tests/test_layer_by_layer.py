@@ -52,7 +52,7 @@ def test_walk_prints_every_layer_and_saves_grids(fixture, tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    assert "fresh He-initialised weights" in text
+    assert "fresh initial weights" in text
     # every layer, in execution order, and nothing else numbered
     assert re.findall(r"^\[\s*\d+\] (\w+) \(", text, flags=re.M) == SEED_LAYERS
     blocks = dict(zip(SEED_LAYERS, re.split(r"^\[\s*\d+\] ", text, flags=re.M)[1:]))
