@@ -72,6 +72,11 @@ class _BatchNorm(Function):
             grads += (None if sum_gy is None else sum_gy.reshape(-1),)
         return grads
 
+    @staticmethod
+    def _scale(inv_std, gamma, ndim: int):
+        """The per-channel factor that multiplies x - mean: gamma * inv_std, or inv_std without gamma."""
+        return inv_std if gamma is None else inv_std * _per_channel(gamma, ndim)
+
     def _wants(self):
         """Whether the gradients of x, gamma and beta are wanted (False for absent inputs)."""
         wants = self.needs_input_grad
@@ -100,7 +105,7 @@ class BatchNormTraining(_BatchNorm):
         # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
         var = xp.square(y).mean(axis=axes, keepdims=True)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        y *= inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+        y *= self._scale(inv_std, gamma, x.ndim)
         if beta is not None:
             y += _per_channel(beta, x.ndim)
         if self.running_mean is not None:
@@ -137,7 +142,7 @@ class BatchNormTraining(_BatchNorm):
             backend.get_array_module(gy).subtract(gy, sum_gy / m, out=gx)
             xhat *= sum_gy_xhat / m
             gx -= xhat
-            gx *= inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+            gx *= self._scale(inv_std, gamma, x.ndim)
             assert gx.shape == x.shape
         return self._grads(gx, sum_gy_xhat, sum_gy)
 
@@ -157,7 +162,7 @@ class BatchNormInference(_BatchNorm):
         mean = _per_channel(self.running_mean.astype(x.dtype), x.ndim)
         inv_std = 1.0 / xp.sqrt(_per_channel(self.running_var.astype(x.dtype), x.ndim) + self.eps)
         self.running_mean = self.running_var = None
-        scale = inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim)
+        scale = self._scale(inv_std, gamma, x.ndim)
         shift = -mean * scale if beta is None else _per_channel(beta, x.ndim) - mean * scale
         y = x * scale
         y += shift
@@ -170,7 +175,7 @@ class BatchNormInference(_BatchNorm):
         axes = _reduce_axes(x.ndim)
         gx = None
         if want_x:
-            gx = gy * (inv_std if gamma is None else inv_std * _per_channel(gamma, x.ndim))
+            gx = gy * self._scale(inv_std, gamma, x.ndim)
             assert gx.shape == x.shape
         sum_gy_xhat = None
         if want_gamma:
