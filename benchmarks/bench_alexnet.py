@@ -247,9 +247,7 @@ def build_parser():
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-torch", action="store_true", help="time minidl only")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                   help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
-                   "0 leaves both alone; 1 on both sides is the comparison that other jobs' load disturbs least)")
+    common.add_threads_argument(p)
     p.add_argument("--memory-timeout", type=float, default=600, help="seconds allowed per memory child")
     p.add_argument("--json", help="output file (default benchmarks/results/alexnet_<device>.json)")
     p.add_argument("--memory-child", choices=["minidl", "torch"], help=argparse.SUPPRESS)
@@ -258,11 +256,7 @@ def build_parser():
 
 def run(args) -> dict:
     """Run the benchmark, print the tables, write and return the JSON payload."""
-    common.prepare_tf32_env(args.tf32)
-    device = backend.parse_device(args.device)
-    torch = common.torch_or_none(args.skip_torch)
-    threads = common.set_threads(args.threads, torch) if args.threads else "default"
-    precision = common.precision_settings(device, args.tf32, torch)
+    device, torch, threads, precision = common.setup(args)
     images, labels = make_batch(args.variant, args.batch_size)
     runners = [MinidlRunner(args.variant, device, images, labels)]
     if torch is not None:

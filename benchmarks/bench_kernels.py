@@ -290,19 +290,13 @@ def build_parser():
                    "on CPU, 8192 on CUDA; 0 skips)")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-torch", action="store_true", help="time minidl only")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                   help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
-                   "0 leaves both alone; 1 on both sides is the comparison that other jobs' load disturbs least)")
+    common.add_threads_argument(p)
     p.add_argument("--json", help="output file (default benchmarks/results/kernels_<device>.json)")
     return p
 
 
 def run(args) -> dict:
-    common.prepare_tf32_env(args.tf32)
-    device = backend.parse_device(args.device)
-    torch = common.torch_or_none(args.skip_torch)
-    threads = common.set_threads(args.threads, torch) if args.threads else "default"
-    precision = common.precision_settings(device, args.tf32, torch)
+    device, torch, threads, precision = common.setup(args)
     names = list(CONVS) + list(POOLS) + list(NORMS) + list(RELUS)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]

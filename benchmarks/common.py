@@ -207,3 +207,24 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def add_threads_argument(parser) -> None:
+    """The --threads flag that every benchmark shares."""
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                        help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
+                        "0 leaves both alone; 1 on both sides is the comparison that other jobs' load "
+                        "disturbs least)")
+
+
+def setup(args):
+    """What every benchmark does first: TF32 setting, device, torch, threads, precision.
+
+    Returns:
+        (device, torch module or None, threads description, precision settings dict).
+    """
+    prepare_tf32_env(args.tf32)
+    device = backend.parse_device(args.device)
+    torch = torch_or_none(args.skip_torch)
+    threads = set_threads(args.threads, torch) if args.threads else "default"
+    return device, torch, threads, precision_settings(device, args.tf32, torch)
