@@ -19,6 +19,26 @@ import minidl.functional as F
 from common import format_table, median, sync
 from minidl import backend
 
+def _time_loss_and_step(runner, times, loss_fn):
+    """Time the loss (forward, backward) and the SGD step into ``times``; either framework.
+
+    zero_grad() leaves the gradients unset in both (minidl always, torch by default).
+    """
+    device = runner.device
+    start = time.perf_counter()
+    loss = loss_fn()
+    sync(device)
+    mid = time.perf_counter()
+    loss.backward()
+    sync(device)
+    times["loss"] = (mid - start, time.perf_counter() - mid)
+    start = time.perf_counter()
+    runner.optimizer.step()
+    sync(device)
+    times["sgd step"] = (time.perf_counter() - start, 0.0)
+    runner.optimizer.zero_grad()
+
+
 def _minidl_layer_pass(runner, grads):
     """Forward and backward time of each layer, run one at a time on a detached input."""
     model, device, times = runner.model, runner.device, {}
@@ -39,18 +59,7 @@ def _minidl_layer_pass(runner, grads):
         times[name] = (mid - start, time.perf_counter() - mid2)
         h = out.detach()
     logits = minidl.Tensor(h.data, requires_grad=True)
-    start = time.perf_counter()
-    loss = F.softmax_cross_entropy(logits, runner.labels)
-    sync(device)
-    mid = time.perf_counter()
-    loss.backward()
-    sync(device)
-    times["loss"] = (mid - start, time.perf_counter() - mid)
-    start = time.perf_counter()
-    runner.optimizer.step()
-    sync(device)
-    times["sgd step"] = (time.perf_counter() - start, 0.0)
-    runner.optimizer.zero_grad()
+    _time_loss_and_step(runner, times, lambda: F.softmax_cross_entropy(logits, runner.labels))
     return times
 
 
@@ -72,18 +81,7 @@ def _torch_layer_pass(runner, grads):
         times[name] = (mid - start, time.perf_counter() - mid2)
         h = out.detach()
     logits = h.detach().requires_grad_(True)
-    start = time.perf_counter()
-    loss = torch.nn.functional.cross_entropy(logits, runner.labels)
-    sync(device)
-    mid = time.perf_counter()
-    loss.backward()
-    sync(device)
-    times["loss"] = (mid - start, time.perf_counter() - mid)
-    start = time.perf_counter()
-    runner.optimizer.step()
-    sync(device)
-    times["sgd step"] = (time.perf_counter() - start, 0.0)
-    runner.optimizer.zero_grad(set_to_none=True)
+    _time_loss_and_step(runner, times, lambda: torch.nn.functional.cross_entropy(logits, runner.labels))
     return times
 
 
