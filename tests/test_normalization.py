@@ -143,6 +143,32 @@ def test_batch_norm_eval_backward_uses_the_stats_of_its_forward(rng):
     np.testing.assert_allclose(x.grad.numpy(), gy * scale, rtol=1e-12)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training):
+    # The CPU passes walk (N*C, S) rows in chunks; 3 rows of 7 values per chunk here,
+    # so chunks start mid-image and mid-channel. Every result must equal the one-chunk run.
+    from minidl.functional import _channel_rows
+    shape = (5, 4, 7)
+    x, gamma, beta, rm, rv = bn_inputs(rng, shape, "cpu")
+    gy = rng.standard_normal(shape)
+
+    def run():
+        for t in (x, gamma, beta):
+            t.grad = None
+        y = F.batch_norm(x, gamma, beta, rm.copy(), rv.copy(), training)
+        y.backward(gy)
+        return [y.numpy(), x.grad.numpy(), gamma.grad.numpy(), beta.grad.numpy()]
+
+    whole = run()
+    monkeypatch.setattr(_channel_rows, "_CHUNK_BYTES", 3 * 7 * 8)
+    assert len(_channel_rows.chunks(np.zeros((20, 7)))) == 7
+    for got, expected in zip(run(), whole):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(whole[0], bn_reference(x.numpy(), gamma.numpy(), beta.numpy(),
+                                                      None if training else rm, None if training else rv),
+                               rtol=1e-10, atol=1e-12)
+
+
 @given(n=st.integers(1, 4), c=st.integers(1, 3), spatial=st.lists(st.integers(1, 3), max_size=2),
        training=st.booleans(), seed=st.integers(0, 2 ** 16))
 @settings(max_examples=20, deadline=None)

@@ -29,16 +29,12 @@ import numbers
 
 from .. import backend
 from ..autograd import Function, Tensor
+from ._channel_rows import centered_affine, centered_dots, channel_total, per_row, row_sums, rows_of
 
 
 # ---------------------------------------------------------------------------
 # Batch normalisation
 # ---------------------------------------------------------------------------
-
-def _reduce_axes(ndim: int) -> tuple:
-    """Every axis except the channel axis 1: the values one channel's statistics cover."""
-    return (0,) + tuple(range(2, ndim))
-
 
 def _per_channel(array, ndim: int):
     """A (C,) array reshaped to (1, C, 1, ...) so that it broadcasts against (N, C, ...)."""
@@ -63,7 +59,7 @@ class _BatchNorm(Function):
     def _grads(self, gx, sum_gy_xhat, sum_gy):
         """The gradients (x, gamma?, beta?) in input order: d gamma = sum(gy * xhat), d beta = sum(gy).
 
-        The sums are (1,C,1..) arrays or None (not wanted); the affine gradients come out (C,).
+        The sums are (C,) arrays or None (not wanted).
         """
         grads = (gx,)
         if self.has_weight:
@@ -73,9 +69,9 @@ class _BatchNorm(Function):
         return grads
 
     @staticmethod
-    def _scale(inv_std, gamma, ndim: int):
-        """The per-channel factor that multiplies x - mean: gamma * inv_std, or inv_std without gamma."""
-        return inv_std if gamma is None else inv_std * _per_channel(gamma, ndim)
+    def _scale(inv_std, gamma):
+        """The (C,) factor that multiplies x - mean: gamma * inv_std, or inv_std without gamma."""
+        return inv_std if gamma is None else inv_std * gamma
 
     def _wants(self):
         """Whether the gradients of x, gamma and beta are wanted (False for absent inputs)."""
@@ -86,11 +82,12 @@ class _BatchNorm(Function):
 
 
 class BatchNormTraining(_BatchNorm):
-    # x (N,C,*S) -> mean, var (1,C,1..) over the m = N*prod(S) values of each channel
-    #   -> xhat = (x - mean) * inv_std (N,C,*S) -> y = gamma * xhat + beta (N,C,*S)
+    # x (N,C,*S) as rows (N*C, S) -> mean, var (C,) over the m = N*prod(S) values of
+    #   each channel -> y = (x - mean) * gamma * inv_std + beta (N,C,*S)
     # Saved for backward: x (the graph keeps it alive anyway, so it costs nothing),
-    # mean and inv_std (per channel) and gamma. Backward rebuilds xhat in one pass
-    # instead of keeping a second activation-sized array alive until then.
+    # mean and inv_std (per channel) and gamma. Backward recomputes x - mean chunk by
+    # chunk instead of keeping an activation-sized xhat alive until then. The passes
+    # run over cache-sized chunks of rows (see _channel_rows).
     def __init__(self, has_weight, has_bias, eps, running_mean, running_var, momentum):
         super().__init__(has_weight, has_bias, eps)
         self.running_mean, self.running_var, self.momentum = running_mean, running_var, momentum
@@ -98,58 +95,57 @@ class BatchNormTraining(_BatchNorm):
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
         gamma, beta = self._split(affine)
-        axes = _reduce_axes(x.ndim)
-        m = x.size // x.shape[1]
-        mean = x.mean(axis=axes, keepdims=True)
-        y = x - mean                                     # centred; becomes the output in place
+        n, c = x.shape[:2]
+        rows = rows_of(x)
+        m = rows.size // c
+        mean = channel_total(row_sums(rows), n) / m
+        mean_r = per_row(mean, n)
         # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
-        var = xp.square(y).mean(axis=axes, keepdims=True)
+        var = channel_total(centered_dots(rows, mean_r), n) / m
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        y *= self._scale(inv_std, gamma, x.ndim)
-        if beta is not None:
-            y += _per_channel(beta, x.ndim)
+        shift_r = None if beta is None else per_row(beta, n)
+        y = centered_affine(rows, mean_r, per_row(self._scale(inv_std, gamma), n), shift_r)
         if self.running_mean is not None:
             # In place: these are the caller's buffers. Unbiased variance, as PyTorch.
-            c, mom = x.shape[1], self.momentum
+            mom = self.momentum
             self.running_mean *= 1.0 - mom
-            self.running_mean += mom * mean.reshape(c)
+            self.running_mean += mom * mean
             self.running_var *= 1.0 - mom
-            self.running_var += (mom * m / (m - 1)) * var.reshape(c)
+            self.running_var += (mom * m / (m - 1)) * var
         self.running_mean = self.running_var = None     # backward never needs the buffers
         self.save_for_backward(x, mean, inv_std, gamma)
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, gy):
         x, mean, inv_std, gamma = self.saved_arrays
         want_x, want_gamma, want_beta = self._wants()
-        axes = _reduce_axes(x.ndim)
-        m = x.size // x.shape[1]
-        sum_gy = gy.sum(axis=axes, keepdims=True) if want_x or want_beta else None
+        n, c = x.shape[:2]
+        gy_rows = rows_of(gy)
+        m = gy_rows.size // c
+        sum_gy = channel_total(row_sums(gy_rows), n) if want_x or want_beta else None
         if not (want_x or want_gamma):
             return self._grads(None, None, sum_gy)
-        xhat = x - mean
-        xhat *= inv_std
-        gy_xhat = gy * xhat
-        sum_gy_xhat = gy_xhat.sum(axis=axes, keepdims=True)
+        rows, mean_r = rows_of(x), per_row(mean, n)
+        sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
         gx = None
         if want_x:
             # With g = gamma * gy, the closed form is
             #   dx = inv_std / m * (m * g - sum(g) - xhat * sum(g * xhat)),
             # i.e. gamma * inv_std * (gy - mean(gy) - xhat * mean(gy * xhat)): the mean
             # and the scale of the batch depend on every x, which removes from gy its
-            # per-channel mean and its component along xhat.
-            gx = gy_xhat                                 # the product is summed: reuse its memory
-            backend.get_array_module(gy).subtract(gy, sum_gy / m, out=gx)
-            xhat *= sum_gy_xhat / m
-            gx -= xhat
-            gx *= self._scale(inv_std, gamma, x.ndim)
+            # per-channel mean and its component along xhat. As one fused pass:
+            #   (gy + (x - mean) * (-inv_std * mean(gy * xhat)) - mean(gy)) * gamma * inv_std.
+            gx = centered_affine(rows, mean_r, per_row(-inv_std * sum_gy_xhat / m, n),
+                                 per_row(-sum_gy / m, n), other=gy_rows,
+                                 other_scale_r=per_row(self._scale(inv_std, gamma), n))
+            gx = gx.reshape(x.shape)
             assert gx.shape == x.shape
         return self._grads(gx, sum_gy_xhat, sum_gy)
 
 
 class BatchNormInference(_BatchNorm):
-    # x (N,C,*S), running mean/var (C,) -> scale = gamma * inv_std, shift = beta - mean * scale
-    #   (1,C,1..) -> y = x * scale + shift (N,C,*S): a fixed per-channel affine map.
+    # x (N,C,*S), running mean/var (C,) -> y = (x - mean) * gamma * inv_std + beta
+    # (N,C,*S): a fixed per-channel affine map.
     def __init__(self, has_weight, has_bias, eps, running_mean, running_var):
         super().__init__(has_weight, has_bias, eps)
         self.running_mean, self.running_var = running_mean, running_var
@@ -157,33 +153,30 @@ class BatchNormInference(_BatchNorm):
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
         gamma, beta = self._split(affine)
+        n = x.shape[0]
         # Copies in x's dtype: a later training step updates the buffers in place, and
         # this call's backward must still see the statistics its forward used.
-        mean = _per_channel(self.running_mean.astype(x.dtype), x.ndim)
-        inv_std = 1.0 / xp.sqrt(_per_channel(self.running_var.astype(x.dtype), x.ndim) + self.eps)
+        mean = self.running_mean.astype(x.dtype)
+        inv_std = 1.0 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
         self.running_mean = self.running_var = None
-        scale = self._scale(inv_std, gamma, x.ndim)
-        shift = -mean * scale if beta is None else _per_channel(beta, x.ndim) - mean * scale
-        y = x * scale
-        y += shift
+        shift_r = None if beta is None else per_row(beta, n)
+        y = centered_affine(rows_of(x), per_row(mean, n), per_row(self._scale(inv_std, gamma), n), shift_r)
         self.save_for_backward(x, mean, inv_std, gamma)
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, gy):
         x, mean, inv_std, gamma = self.saved_arrays
         want_x, want_gamma, want_beta = self._wants()
-        axes = _reduce_axes(x.ndim)
+        n = x.shape[0]
         gx = None
         if want_x:
-            gx = gy * self._scale(inv_std, gamma, x.ndim)
+            gx = gy * _per_channel(self._scale(inv_std, gamma), x.ndim)
             assert gx.shape == x.shape
+        gy_rows = rows_of(gy)
         sum_gy_xhat = None
         if want_gamma:
-            xhat = x - mean
-            xhat *= inv_std
-            xhat *= gy
-            sum_gy_xhat = xhat.sum(axis=axes, keepdims=True)
-        sum_gy = gy.sum(axis=axes, keepdims=True) if want_beta else None
+            sum_gy_xhat = channel_total(centered_dots(rows_of(x), per_row(mean, n), gy_rows), n) * inv_std
+        sum_gy = channel_total(row_sums(gy_rows), n) if want_beta else None
         return self._grads(gx, sum_gy_xhat, sum_gy)
 
 
