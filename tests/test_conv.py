@@ -119,6 +119,8 @@ GRAD_CASES = [  # x shape, w shape, stride, padding, groups
     ((1, 3, 7, 7), (3, 1, 3, 3), 2, "same", 3),
     ((2, 2, 6, 6), (2, 2, 4, 4), 3, "same", 1),   # stride 3 "same": asymmetric, extra pixel after
     ((1, 2, 5, 4), (2, 2, 2, 3), 1, "valid", 1),
+    ((2, 2, 5, 6), (4, 1, 3, 3), 1, ((2, 0), (1, 2)), 2),  # stride 1, asymmetric: gx by correlation
+    ((1, 2, 4, 4), (2, 2, 2, 2), 1, 3, 1),              # padding > kernel - 1: gx by col2im
 ]
 
 
@@ -133,12 +135,33 @@ def test_gradients_match_finite_differences(device, xs, ws, stride, padding, gro
 
 
 def test_gradient_check_catches_a_wrong_backward(monkeypatch):
-    # The check above must be able to fail: break col2im and expect an AssertionError.
+    # The check above must be able to fail: break col2im (the input gradient of strided
+    # convs) and expect an AssertionError.
     rng = np.random.default_rng(0)
     x = minidl.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
     w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
     original = conv_module.col2im
     monkeypatch.setattr(conv_module, "col2im", lambda *a: 1.01 * original(*a))
+    with pytest.raises(AssertionError, match="input 0"):
+        check_gradients(lambda x, w: F.conv2d(x, w, stride=2, padding=1), [x, w])
+
+
+def test_gradient_check_catches_unflipped_weights_in_the_correlation_path(monkeypatch):
+    # Stride 1 computes gx by correlating gy with flipped weights; without the flip
+    # (an easy mistake) the check must fail on input 0 only.
+    rng = np.random.default_rng(0)
+    x = minidl.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
+    assert conv_module.Conv2d((3, 3), (1, 1), ((1, 1), (1, 1)), 1)._input_grad_by_correlation()
+    check_gradients(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+    x.grad = w.grad = None
+
+    def unflipped(self, weight):
+        o, cg, kh, kw = weight.shape
+        per_group = weight.reshape(self.groups, o // self.groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+        return np.ascontiguousarray(per_group).reshape(self.groups, cg, -1)
+
+    monkeypatch.setattr(conv_module.Conv2d, "_flipped_weight_matrices", unflipped)
     with pytest.raises(AssertionError, match="input 0"):
         check_gradients(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
 
