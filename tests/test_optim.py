@@ -97,6 +97,33 @@ def test_sgd_matches_torch(momentum, weight_decay, nesterov):
         np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("nesterov,weight_decay", [(False, 0.0), (True, 0.01)])
+def test_sgd_chunked_and_non_contiguous_steps_match_the_rule(monkeypatch, nesterov, weight_decay):
+    # The CPU walks flat parameters in chunks (5 elements here, so chunks split rows);
+    # a non-contiguous parameter takes one whole pass. Both must follow the rule exactly.
+    import minidl.optim as optim_module
+    monkeypatch.setattr(optim_module, "_STEP_CHUNK", 5)
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=(4, 3))
+    chunked = param(start)
+    strided = nn.Parameter(np.asfortranarray(start))     # same values, not C-contiguous
+    assert not strided.data.flags.c_contiguous
+    opts = [SGD([p], lr=0.1, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
+            for p in (chunked, strided)]
+    expected, buf = start.copy(), None
+    for _ in range(3):
+        g = rng.normal(size=(4, 3))
+        for p, opt in zip((chunked, strided), opts):
+            set_grad(p, g)
+            opt.step()
+        d = g + weight_decay * expected
+        buf = d.copy() if buf is None else 0.9 * buf + d
+        expected = expected - 0.1 * (d + 0.9 * buf if nesterov else buf)
+    for p in (chunked, strided):
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-13, atol=1e-15)
+    assert strided.data.flags.f_contiguous  # updated in place, not replaced
+
+
 def test_sgd_float32_step_keeps_dtype_and_arrays():
     p = nn.Parameter(np.ones((3, 3), np.float32))
     data = p.data
