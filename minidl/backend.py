@@ -184,6 +184,37 @@ def synchronize(device: Device) -> None:
             cupy.cuda.runtime.deviceSynchronize()
 
 
+# One compiled kernel per (source, name, options, GPU): compiling takes a moment
+# (NVRTC), launching a cached kernel takes microseconds.
+_RAW_KERNELS: dict = {}
+
+
+def raw_kernel(source: str, name: str, options=()):
+    """The ``cupy.RawKernel`` for function ``name`` of CUDA C ``source``, built once.
+
+    Cached per (source, name, options, current GPU), so every later call with the
+    same arguments returns the same kernel object; CuPy compiles it (NVRTC) at its
+    first launch and keeps the binary in its on-disk cache.
+
+    Args:
+        source: complete CUDA C source; ``name`` must be declared ``extern "C"``.
+        name: the ``__global__`` function to launch.
+        options: NVRTC options, e.g. ``("--fmad=false",)``.
+    Returns:
+        a callable ``kernel(grid, block, args)`` (grid and block are tuples; args the
+        CuPy arrays and NumPy scalars the kernel takes, in order).
+    Raises:
+        DeviceError when CuPy is missing.
+    """
+    cupy = _import_cupy()
+    options = tuple(options)
+    key = (source, name, options, int(cupy.cuda.runtime.getDevice()))
+    kernel = _RAW_KERNELS.get(key)
+    if kernel is None:
+        kernel = _RAW_KERNELS[key] = cupy.RawKernel(source, name, options=options)
+    return kernel
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True when ``exc`` is an out-of-memory error from NumPy or CuPy."""
     if isinstance(exc, MemoryError):

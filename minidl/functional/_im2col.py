@@ -26,6 +26,7 @@ from __future__ import annotations
 import numbers
 
 from .. import backend
+from . import _cuda_kernels as cuda_kernels
 
 
 def _is_int(value) -> bool:
@@ -139,11 +140,14 @@ def im2col(x, kernel: tuple, stride: tuple, pads: tuple):
         col with col[c, kh, kw, n, oh, ow] = xpad[n, c, oh*SH + kh, ow*SW + kw].
 
     Shapes: x (N,C,H,W) -> xpad (C,N,Hp,Wp) -> col (C,KH,KW,N,OH,OW).
+    On CUDA a raw kernel does it in one pass (``_cuda_kernels.im2col``).
     """
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
     (kh_size, kw_size), (sh, sw) = kernel, stride
     oh, ow = output_hw("im2col", x.shape[2:], kernel, stride, pads)
+    if cuda_kernels.wanted(x):
+        return cuda_kernels.im2col(x, kernel, stride, pads, (oh, ow))
     # Channels first, so that each offset's pixels (C,N,OH,OW) land as col[:, kh, kw].
     xpad = pad2d(x.transpose(1, 0, 2, 3), pads)
     # The strided view windows[c, kh, kw, n, oh, ow] = xpad[c, n, oh*SH + kh, ow*SW + kw]
@@ -171,7 +175,10 @@ def col2im(col, x_shape: tuple, stride: tuple, pads: tuple):
         gx, contiguous, shape x_shape.
 
     Shapes: col (C,KH,KW,N,OH,OW) -> gxpad (C,N,Hp,Wp) -> gx (N,C,H,W).
+    On CUDA a raw kernel gathers each pixel's sum in one pass (``_cuda_kernels.col2im``).
     """
+    if cuda_kernels.wanted(col):
+        return cuda_kernels.col2im(col, x_shape, stride, pads)
     xp = backend.get_array_module(col)
     c, kh_size, kw_size, n, oh, ow = col.shape
     (sh, sw), ((top, bottom), (left, right)) = stride, pads

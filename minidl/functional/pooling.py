@@ -13,11 +13,17 @@ input can be the maximum of several windows; its gradient is the sum of theirs,
 which the per-offset strided adds accumulate.
 
 Padding is -inf, never zero: a zero pad would beat an all-negative window.
+
+On CUDA (float32/float64, unless MINIDL_RAW_KERNELS=0) both directions run as one
+raw kernel each (``_cuda_kernels``): forward with one thread per window, applying
+the same running-maximum rule; backward with one thread per input pixel, gathering
+the gradients of the windows that chose it, in the order the loop below adds them.
 """
 from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function, Tensor
+from . import _cuda_kernels as cuda_kernels
 from ._im2col import batch_slices, output_hw, pad2d, pair, resolve_padding, window
 
 
@@ -50,6 +56,11 @@ class MaxPool2d(Function):
         xp = backend.get_array_module(x)
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         oh, ow = output_hw("max_pool2d", x.shape[2:], self.kernel, self.stride, self.pads)
+        self.x_shape = x.shape
+        if cuda_kernels.wanted(x):
+            y, self.argmax = cuda_kernels.max_pool2d_forward(
+                x, self.kernel, self.stride, self.pads, (oh, ow), _index_dtype(xp, kh_size * kw_size))
+            return y
         y = xp.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
         argmax = xp.zeros(y.shape, dtype=_index_dtype(xp, kh_size * kw_size))
         for part in self._slices(x.shape, x):
@@ -74,10 +85,12 @@ class MaxPool2d(Function):
                     xp.maximum(y_part, candidate, out=y_part)
             del xpad
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
-        self.x_shape = x.shape
         return y
 
     def backward(self, gy):
+        if cuda_kernels.wanted(gy):
+            return cuda_kernels.max_pool2d_backward(gy, self.argmax, self.x_shape, self.kernel, self.stride,
+                                                    self.pads)
         xp = backend.get_array_module(gy)
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         (top, bottom), (left, right) = self.pads

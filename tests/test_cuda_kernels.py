@@ -1,0 +1,439 @@
+"""The hand-written CUDA kernels (minidl/functional/_cuda_kernels.py) against their xp twins.
+
+Three layers, from the real thing to what any machine can run:
+  * GPU: each raw kernel against the xp code on CuPy arrays, directly and through
+    the public functions, with MINIDL_RAW_KERNELS on and off (skipped without CUDA);
+  * nvcc: every kernel source, every element/index type, compiles to PTX for sm_90,
+    and the PTX holds no atomics, shared memory or barriers (skipped without nvcc);
+  * CPU emulation: the same sources compiled with g++ (tests/cuda_emulation.py) run
+    on NumPy arrays through minidl's real launch wrappers and public functions, on
+    a small grid that really strides, against the NumPy code (skipped without g++).
+The kernels add in the xp code's order without fused multiply-adds, so emulated
+results must match exactly, sums included.
+"""
+import contextlib
+import importlib.util
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as F
+from minidl import backend
+from minidl.backend import is_cuda_available
+from minidl.data import transforms
+from minidl.functional import _cuda_kernels as cuda_kernels
+from minidl.functional import _cuda_sources as cuda_sources
+from minidl.functional import _im2col
+from minidl.functional.pooling import MaxPool2d
+
+from cuda_emulation import GUARD, Emulator
+
+needs_cuda = pytest.mark.skipif(not is_cuda_available(), reason="no CUDA GPU/CuPy")
+FLOATS = [np.float32, np.float64]
+
+# (x shape, kernel, stride, pads): stride > 1, asymmetric pads, kernel == input,
+# stride > kernel (skipped pixels), 1x1 kernels, N = 1 and C = 1, AlexNet's conv1.
+WINDOW_CASES = [
+    ((2, 3, 7, 6), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((1, 1, 9, 8), (3, 2), (2, 3), ((0, 2), (1, 0))),
+    ((2, 2, 5, 4), (5, 4), (1, 1), ((0, 0), (0, 0))),
+    ((1, 2, 7, 7), (2, 2), (3, 3), ((1, 1), (0, 1))),
+    ((3, 1, 4, 6), (1, 1), (2, 2), ((0, 0), (0, 0))),
+    ((1, 3, 23, 21), (11, 11), (4, 4), ((3, 4), (4, 4))),
+]
+# Pooling needs padding smaller than the kernel; (12, 11) has 132 offsets: an int16 argmax.
+POOL_CASES = [
+    ((2, 3, 9, 8), (3, 3), (2, 2), ((0, 0), (0, 0))),
+    ((1, 1, 7, 6), (3, 3), (2, 2), ((1, 2), (2, 1))),
+    ((2, 2, 5, 4), (5, 4), (1, 1), ((0, 0), (0, 0))),
+    ((1, 2, 8, 9), (2, 3), (3, 1), ((1, 0), (0, 2))),
+    ((2, 1, 13, 12), (12, 11), (1, 1), ((0, 1), (1, 0))),
+]
+
+
+def case_id(case):
+    shape, kernel, stride, pads = case
+    return f"x{'x'.join(map(str, shape))}-k{kernel[0]}{kernel[1]}-s{stride[0]}{stride[1]}-p{pads}"
+
+
+def out_hw(case):
+    shape, kernel, stride, pads = case
+    return _im2col.output_hw("test", shape[2:], kernel, stride, pads)
+
+
+def tied_input(rng, shape, dtype):
+    """Few distinct values, so most windows hold ties (the first maximum must win)."""
+    return rng.integers(-2, 3, size=shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Everywhere: sources, switches, the backend factory
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), (" 0 ", False)])
+def test_environment_switch(monkeypatch, value, enabled):
+    if value is None:
+        monkeypatch.delenv("MINIDL_RAW_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("MINIDL_RAW_KERNELS", value)
+    assert cuda_kernels.raw_kernels_enabled() is enabled
+    assert not cuda_kernels.wanted(np.zeros((1, 1, 2, 2), np.float32))  # NumPy: never a raw kernel
+
+
+def test_cuda_source_types_and_errors():
+    src = cuda_sources.cuda_source("minidl_max_pool2d_forward", np.float64, np.int16)
+    assert src.startswith("typedef double real_t;\ntypedef short index_t;\n")
+    assert cuda_sources.cuda_source("minidl_im2col", "float32") is cuda_sources.cuda_source("minidl_im2col", "float32")
+    with pytest.raises(ValueError, match="unknown kernel"):
+        cuda_sources.cuda_source("minidl_nope", np.float32)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        cuda_sources.cuda_source("minidl_im2col", np.float16)
+    with pytest.raises(ValueError, match="index dtype"):
+        cuda_sources.cuda_source("minidl_max_pool2d_backward", np.float32)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_raw_kernel_without_cupy_is_a_device_error():
+    with pytest.raises(backend.DeviceError, match="CuPy"):
+        backend.raw_kernel(cuda_sources.cuda_source("minidl_im2col", np.float32), "minidl_im2col")
+
+
+@pytest.mark.parametrize("name", sorted(cuda_sources.KERNELS))
+def test_every_kernel_uses_the_grid_stride_loop(name):
+    # The emulation runs threads one after another, so a loop that strides by the
+    # block only (every block redoing the work) would still pass there: check the text.
+    body = cuda_sources.KERNELS[name].body
+    assert "const long long step = (long long)blockDim.x * gridDim.x;" in body
+    assert "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step)" in body
+    assert body.count("for (long long i") == 1
+
+
+@pytest.mark.parametrize("fn, args", [
+    ("channel_affine", lambda x, c: (x, np.ones(c + 1), np.zeros(c))),
+    ("channel_affine2", lambda x, c: (x, np.ones(c), x, np.ones(c), np.zeros(c - 1))),
+    ("channel_affine2", lambda x, c: (x, np.ones(c), x[:1], np.ones(c), np.zeros(c))),
+])
+def test_channel_affine_rejects_bad_shapes(fn, args):
+    x = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=fn):
+        getattr(cuda_kernels, fn)(*args(x, 3))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 4, 5), (1, 1, 2, 2)])
+def test_channel_affine_xp_twins_compute_the_formula(rng, shape):
+    x, z = rng.standard_normal(shape), rng.standard_normal(shape)
+    a, b, c = (rng.standard_normal(shape[1]) for _ in range(3))
+    bc = (1, -1) + (1,) * (len(shape) - 2)
+    np.testing.assert_allclose(cuda_kernels.channel_affine(x, a, b), x * a.reshape(bc) + b.reshape(bc))
+    np.testing.assert_allclose(cuda_kernels.channel_affine2(x, a, z, b, c.reshape(bc)),
+                               x * a.reshape(bc) + z * b.reshape(bc) + c.reshape(bc))
+    out = x.copy()
+    assert cuda_kernels.channel_affine2(x, a, out, b, c, out=out) is out  # out may be b_arr
+    np.testing.assert_allclose(out, x * a.reshape(bc) + x * b.reshape(bc) + c.reshape(bc))
+
+
+# ---------------------------------------------------------------------------
+# nvcc: the sources compile for a real GPU
+# ---------------------------------------------------------------------------
+
+def _all_variants():
+    """(kernel name, source) for every kernel and every element (and argmax) type."""
+    for name, kernel in cuda_sources.KERNELS.items():
+        for real in cuda_sources.REAL_TYPES:
+            for index in (cuda_sources.INDEX_TYPES if kernel.uses_index else [None]):
+                yield name, cuda_sources.cuda_source(name, real, index)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_every_kernel_compiles_with_nvcc(tmp_path):
+    # One translation unit (nvcc's start-up dominates): each variant, unchanged, in a
+    # namespace of its own, its extern "C" name made unique by a macro.
+    parts, entries = [], []
+    for i, (name, source) in enumerate(_all_variants()):
+        unique = f"{name}__v{i}"
+        parts.append(f"namespace v{i} {{\n#define {name} {unique}\n{source}#undef {name}\n}}\n")
+        entries.append(unique)
+    cu = tmp_path / "kernels.cu"
+    cu.write_text("".join(parts))
+    options = list(cuda_sources.KERNEL_OPTIONS)
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *options,
+                           "-o", str(tmp_path / "kernels.ptx"), str(cu)], capture_output=True, text=True)
+    assert done.returncode == 0, f"nvcc failed on {cu}:\n{done.stderr}"
+    ptx = (tmp_path / "kernels.ptx").read_text()
+    missing = [e for e in entries if not re.search(rf"\.entry\s+{e}\s*\(", ptx)]
+    assert not missing, f"no PTX entry for {missing}"
+    # The design rules: gathers only (no atomics), no shared memory, no barriers.
+    used = sorted(set(re.findall(r"\b(?:atom|red|bar|barrier)\.\w+|\.shared\b", ptx)))
+    assert not used, f"PTX uses {used}"
+
+
+# ---------------------------------------------------------------------------
+# CPU emulation: the same sources, compiled with g++, on NumPy arrays
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    if not Emulator.available():
+        pytest.skip("g++ is not on PATH")
+    return Emulator(tmp_path_factory.mktemp("cuda_emulation"))
+
+
+# (threads per block, most blocks): 15 threads that each stride over many elements,
+# one thread doing everything, and a grid with more threads than elements.
+LAUNCHES = [(5, 3), (1, 1), (64, 65535)]
+
+
+@pytest.fixture
+def emulate(emulator, monkeypatch):
+    """``with emulate(block, max_blocks):`` NumPy float arrays take the raw-kernel path, emulated."""
+    @contextlib.contextmanager
+    def on(block=5, max_blocks=3):
+        with monkeypatch.context() as patch:
+            patch.setattr(backend, "raw_kernel", emulator.kernel)
+            patch.setattr(cuda_kernels, "wanted", lambda x: x.dtype in (np.float32, np.float64))
+            patch.setattr(cuda_kernels, "_BLOCK", block)
+            patch.setattr(cuda_kernels, "_MAX_BLOCKS", max_blocks)
+            emulator.launches.clear()
+            yield emulator
+    return on
+
+
+def launched(emulator) -> set:
+    return {name for name, _, _ in emulator.launches}
+
+
+def test_emulator_catches_bad_kernels(emulator):
+    """The harness must be able to fail: a write past the end, a skipped output, a wrong scalar type."""
+    source = """typedef float real_t;
+extern "C" __global__ void bad(const real_t* __restrict__ x, real_t* __restrict__ y, const long long n,
+                               const long long extra) {
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+        if (i != 3) y[i] = x[i];
+        if (i == 0) y[n - 1 + extra] = 0;
+    }
+}
+"""
+    kernel = emulator.kernel(source, "bad")
+    x, y = np.arange(8, dtype=np.float32), np.zeros(8, np.float32)
+    kernel((3,), (5,), (x, y, np.int64(8), np.int64(0)))
+    assert np.isnan(y[3]) and np.array_equal(np.delete(y, 3)[:-1], np.delete(x, 3)[:-1])
+    with pytest.raises(AssertionError, match="wrote outside argument y"):
+        kernel((3,), (5,), (x, y, np.int64(8), np.int64(GUARD // 2)))
+    with pytest.raises(TypeError, match="NumPy int64 scalar"):
+        kernel((3,), (5,), (x, y, 8, np.int64(0)))
+    with pytest.raises(TypeError, match="float32 array"):
+        kernel((3,), (5,), (x.astype(np.float64), y, np.int64(8), np.int64(0)))
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=str)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=case_id)
+def test_im2col_col2im_emulated(emulate, rng, case, dtype, launch):
+    shape, kernel, stride, pads = case
+    x = rng.standard_normal(shape).astype(dtype)
+    col_ref = _im2col.im2col(x, kernel, stride, pads)
+    gcol = rng.standard_normal(col_ref.shape).astype(dtype)
+    gx_ref = _im2col.col2im(gcol, shape, stride, pads)
+    with emulate(*launch) as emulator:
+        col = _im2col.im2col(x, kernel, stride, pads)
+        gx = _im2col.col2im(gcol, shape, stride, pads)
+        assert launched(emulator) == {"minidl_im2col", "minidl_col2im"}
+    assert col.dtype == dtype and gx.dtype == dtype
+    np.testing.assert_array_equal(col, col_ref)
+    np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+@pytest.mark.parametrize("values", ["tied", "distinct", "nan_and_inf"])
+def test_max_pool_emulated(emulate, rng, case, dtype, values):
+    shape, kernel, stride, pads = case
+    if values == "tied":
+        x = tied_input(rng, shape, dtype)
+    else:
+        x = rng.permutation(np.arange(np.prod(shape), dtype=dtype)).reshape(shape)
+        if values == "nan_and_inf":  # -inf everywhere but a few cells: windows tie with the padding
+            x = np.full(shape, -np.inf, dtype=dtype)
+            x.reshape(-1)[rng.choice(x.size, size=max(1, x.size // 4), replace=False)] = 1.0
+            x.reshape(-1)[rng.choice(x.size, size=max(1, x.size // 8), replace=False)] = np.nan
+    ref = MaxPool2d(kernel, stride, pads)
+    y_ref = ref.forward(x)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx_ref = ref.backward(gy)
+    with emulate() as emulator:
+        raw = MaxPool2d(kernel, stride, pads)
+        y = raw.forward(x)
+        gx = raw.backward(gy)
+        assert launched(emulator) == {"minidl_max_pool2d_forward", "minidl_max_pool2d_backward"}
+    assert raw.argmax.dtype == ref.argmax.dtype and y.dtype == dtype and gx.dtype == dtype
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(raw.argmax, ref.argmax)
+    np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype):
+    """conv2d (groups, TF "same" padding, stride 4) and max_pool2d, forward and backward."""
+    def run():
+        x = minidl.tensor(rng_x, requires_grad=True)
+        w = minidl.tensor(rng_w, requires_grad=True)
+        b = minidl.tensor(rng_b, requires_grad=True)
+        y = F.max_pool2d(F.conv2d(x, w, b, stride=4, padding="same", groups=2), 3, stride=2)
+        (y * minidl.tensor(gy)).sum().backward()
+        return y.data, x.grad.data, w.grad.data, b.grad.data
+
+    rng_x = rng.standard_normal((2, 4, 27, 25)).astype(dtype)
+    rng_w = rng.standard_normal((6, 2, 5, 5)).astype(dtype)
+    rng_b = rng.standard_normal(6).astype(dtype)
+    gy = rng.standard_normal((2, 6, 3, 3)).astype(dtype)
+    expected = run()
+    with emulate() as emulator:
+        got = run()
+        assert launched(emulator) == {"minidl_im2col", "minidl_col2im", "minidl_max_pool2d_forward",
+                                      "minidl_max_pool2d_backward"}
+    for a, b in zip(got, expected):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("launch", LAUNCHES[:2], ids=str)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 4, 5), (1, 1, 3, 2), (3, 1)])
+def test_channel_affine_emulated(emulate, rng, shape, dtype, launch):
+    x, z = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    a, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])  # float64: cast to x's dtype
+    c = rng.standard_normal((1, shape[1]) + (1,) * (len(shape) - 2)).astype(dtype)
+    one_ref = cuda_kernels.channel_affine_xp(x, a, b)
+    two_ref = cuda_kernels.channel_affine2_xp(x, a, z, b, c)
+    with emulate(*launch) as emulator:
+        one = cuda_kernels.channel_affine(x, a, b)
+        two = cuda_kernels.channel_affine2(x, a, z, b, c)
+        in_place = x.copy()
+        assert cuda_kernels.channel_affine(in_place, a, b, out=in_place) is in_place
+        in_place2 = z.copy()
+        assert cuda_kernels.channel_affine2(x, a, in_place2, b, c, out=in_place2) is in_place2
+        with pytest.raises(ValueError, match="channel_affine: out must be a contiguous"):
+            cuda_kernels.channel_affine(x, a, b, out=np.empty(shape + (2,), dtype)[..., 0])
+        assert launched(emulator) == {"minidl_channel_affine", "minidl_channel_affine2"}
+    for got, want in ((one, one_ref), (in_place, one_ref), (two, two_ref), (in_place2, two_ref)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + [np.uint8])
+@pytest.mark.parametrize("shape, size", [
+    ((2, 3, 5, 7), (9, 4)),      # up along H, down along W
+    ((1, 2, 5, 7), (5, 11)),     # H unchanged: identity taps on that axis
+    ((1, 1, 1, 1), (3, 2)),      # a single pixel
+    ((2, 3, 32, 32), 224),       # the tutorial's 32 -> 224
+])
+def test_resize_bilinear_emulated(emulate, rng, shape, size, dtype):
+    if dtype == np.uint8:
+        x = rng.integers(0, 256, size=shape).astype(np.uint8)
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    expected = transforms.resize_bilinear(x, size)
+    with emulate() as emulator:
+        got = transforms.resize_bilinear(x, size)
+        assert launched(emulator) == {"minidl_resize_bilinear"}
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------
+# GPU: raw kernels against the xp code on CuPy arrays
+# ---------------------------------------------------------------------------
+
+def _both_paths(monkeypatch, fn):
+    """fn() with raw kernels, then with MINIDL_RAW_KERNELS=0 (checking which ran); host copies."""
+    compiled, real = [], backend.raw_kernel
+    monkeypatch.setattr(backend, "raw_kernel", lambda source, name, options=(): compiled.append(name)
+                        or real(source, name, options))
+    monkeypatch.setenv("MINIDL_RAW_KERNELS", "1")
+    raw = fn()
+    assert compiled, "no raw kernel ran"
+    compiled.clear()
+    monkeypatch.setenv("MINIDL_RAW_KERNELS", "0")
+    xp_result = fn()
+    assert not compiled, f"MINIDL_RAW_KERNELS=0 still ran {compiled}"
+    as_host = (lambda r: tuple(backend.to_numpy(a) for a in r)) if isinstance(raw, tuple) else backend.to_numpy
+    return as_host(raw), as_host(xp_result)
+
+
+def _close(got, want, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=case_id)
+def test_im2col_col2im_cuda(monkeypatch, rng, case, dtype):
+    shape, kernel, stride, pads = case
+    x = backend.to_device(rng.standard_normal(shape).astype(dtype), "cuda")
+    col_shape = (shape[1],) + kernel + (shape[0],) + out_hw(case)
+    gcol = backend.to_device(rng.standard_normal(col_shape).astype(dtype), "cuda")
+    (col_raw, gx_raw), (col_xp, gx_xp) = _both_paths(monkeypatch, lambda: (
+        _im2col.im2col(x, kernel, stride, pads), _im2col.col2im(gcol, shape, stride, pads)))
+    np.testing.assert_array_equal(col_raw, col_xp)
+    _close(gx_raw, gx_xp, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_max_pool_cuda(monkeypatch, rng, case, dtype):
+    shape, kernel, stride, pads = case
+    x = backend.to_device(tied_input(rng, shape, dtype), "cuda")
+    gy = backend.to_device(rng.standard_normal((shape[0], shape[1]) + out_hw(case)).astype(dtype), "cuda")
+
+    def run():
+        f = MaxPool2d(kernel, stride, pads)
+        return f.forward(x), f.argmax, f.backward(gy)
+
+    (y_raw, arg_raw, gx_raw), (y_xp, arg_xp, gx_xp) = _both_paths(monkeypatch, run)
+    np.testing.assert_array_equal(y_raw, y_xp)
+    assert arg_raw.dtype == arg_xp.dtype
+    np.testing.assert_array_equal(arg_raw, arg_xp)
+    _close(gx_raw, gx_xp, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_public_functions_cuda(monkeypatch, rng, dtype):
+    """conv2d and max_pool2d forward and backward, and the resize (up along H, down along W)."""
+    x0 = rng.standard_normal((4, 4, 27, 25)).astype(dtype)
+    w0 = rng.standard_normal((6, 2, 5, 5)).astype(dtype)
+    gy = rng.standard_normal((4, 6, 3, 3)).astype(dtype)
+
+    def run():
+        x = minidl.tensor(x0, requires_grad=True, device="cuda")
+        w = minidl.tensor(w0, requires_grad=True, device="cuda")
+        y = F.max_pool2d(F.conv2d(x, w, stride=4, padding="same", groups=2), 3, stride=2)
+        (y * minidl.tensor(gy, device="cuda")).sum().backward()
+        images = transforms.resize_bilinear(backend.to_device(x0[:, :3], "cuda"), (40, 30))
+        return y.data, x.grad.data, w.grad.data, images
+
+    for got, want in zip(*_both_paths(monkeypatch, run)):
+        _close(got, want, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (8, 16, 7, 9)])
+def test_channel_affine_cuda(rng, shape, dtype):
+    x, z = (backend.to_device(rng.standard_normal(shape).astype(dtype), "cuda") for _ in range(2))
+    a, b, c = (backend.to_device(rng.standard_normal(shape[1]).astype(dtype), "cuda") for _ in range(3))
+    assert cuda_kernels.wanted(x)
+    _close(backend.to_numpy(cuda_kernels.channel_affine(x, a, b)),
+           backend.to_numpy(cuda_kernels.channel_affine_xp(x, a, b)), dtype)
+    _close(backend.to_numpy(cuda_kernels.channel_affine2(x, a, z, b, c)),
+           backend.to_numpy(cuda_kernels.channel_affine2_xp(x, a, z, b, c)), dtype)
+    out = z.copy()
+    cuda_kernels.channel_affine2(x, a, out, b, c, out=out)  # in place over b_arr
+    _close(backend.to_numpy(out), backend.to_numpy(cuda_kernels.channel_affine2_xp(x, a, z, b, c)), dtype)
