@@ -80,7 +80,7 @@ def median(values) -> float:
 
 
 def set_threads(n: int, torch=None) -> str:
-    """Use ``n`` CPU threads in NumPy's BLAS (via threadpoolctl) and in torch; say what was set.
+    """Use ``n`` CPU threads in NumPy's BLAS (via threadpoolctl), minidl's kernels and torch; say what was set.
 
     On a machine shared with other jobs, OpenBLAS's busy-waiting threads can lose
     an order of magnitude when a core is taken away mid-GEMM (seen here: conv1's
@@ -92,6 +92,8 @@ def set_threads(n: int, torch=None) -> str:
     if torch is not None:
         torch.set_num_threads(n)
         done.append(f"torch {n}")
+    os.environ["MINIDL_NUM_THREADS"] = str(n)  # minidl's CPU kernel workers (minidl/_cpu_threads.py)
+    done.append(f"minidl workers {n}")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -17,11 +17,15 @@ batch 32 about 140 MB), so it is not kept for backward. Backward rebuilds it fro
 x, which the graph holds anyway; the copy is cheap next to the matrix products.
 On the CPU the batch is also processed in slices whose col fits 16 MB, so even
 the forward pass never holds a whole-batch col (see ``batch_slices``). Each big
-temporary is deleted as soon as its product has consumed it.
+temporary is deleted as soon as its product has consumed it. The slices are
+independent, so on the CPU worker threads take contiguous shares of them, each
+with a single-threaded matrix product, and the copies around the products run on
+every core too (minidl._cpu_threads).
 """
 from __future__ import annotations
 
 from .. import backend
+from .._cpu_threads import balanced_slices, map_shares
 from ..autograd import Function, Tensor
 from ._im2col import batch_slices, col2im, im2col, output_hw, pair, resolve_padding
 
@@ -50,11 +54,27 @@ class Conv2d(Function):
         n, oh, ow = col.shape[3:]
         return col.reshape(self.groups, -1, n * oh * ow)
 
+    @staticmethod
+    def _batch_slices(x, per_sample_bytes: int) -> list:
+        """Batch slices whose col fits _COL_BYTES on the CPU (a multiple of the worker count)."""
+        if backend.device_of(x).type == "cpu":
+            return balanced_slices(x.shape[0], per_sample_bytes, _COL_BYTES)
+        return batch_slices(x, per_sample_bytes, _COL_BYTES)
+
+    @staticmethod
+    def _for_slices(x, work, slices) -> list:
+        """``work(part)`` for every slice: on the CPU in worker threads, each taking a
+        contiguous share (see minidl._cpu_threads); the results in slice order."""
+        if backend.device_of(x).type != "cpu":
+            return [work(part) for part in slices]
+        shares = map_shares(lambda share: [work(part) for part in share], slices)
+        return [result for share in shares for result in share]
+
     def _slices(self, x, weight):
         n, c, h, w = x.shape
         oh, ow = output_hw("conv2d", (h, w), weight.shape[2:], self.stride, self.pads)
         per_sample = c * weight[0, 0].size * oh * ow * x.itemsize
-        return batch_slices(x, per_sample, _COL_BYTES), (oh, ow)
+        return self._batch_slices(x, per_sample), (oh, ow)
 
     def forward(self, x, weight, bias=None):
         xp = backend.get_array_module(x)
@@ -62,7 +82,8 @@ class Conv2d(Function):
         w_mat = self._weight_matrices(weight)
         slices, (oh, ow) = self._slices(x, weight)
         y = xp.empty((x.shape[0], o, oh, ow), dtype=x.dtype)
-        for part in slices:
+
+        def work(part):
             col = self._col(x[part], weight.shape[2:])
             # One matrix product per group, all in one batched call; the result's
             # rows are the output channels in order, i.e. laid out (O, n, OH, OW).
@@ -73,6 +94,8 @@ class Conv2d(Function):
                 y[part] = y_t
             else:  # add the bias during the layout copy instead of in a pass of its own
                 xp.add(y_t, bias.reshape(1, o, 1, 1), out=y[part])
+
+        self._for_slices(x, work, slices)
         self.save_for_backward(x, weight)  # both are held by the graph anyway: no extra memory
         return y
 
@@ -119,13 +142,16 @@ class Conv2d(Function):
         pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
         w_mat = self._flipped_weight_matrices(weight)
         gx = xp.empty(x_shape, dtype=gy.dtype)
-        per_sample = gy.shape[1] * kh * kw * h * w * gy.itemsize
-        for part in batch_slices(gy, per_sample, _COL_BYTES):
+
+        def work(part):
             gcol = im2col(gy[part], self.kernel, (1, 1), pads)
             gcol = gcol.reshape(self.groups, -1, gcol.shape[3] * h * w)
             gx_t = xp.matmul(w_mat, gcol)
             del gcol
             gx[part] = gx_t.reshape(c, -1, h, w).transpose(1, 0, 2, 3)
+
+        per_sample = gy.shape[1] * kh * kw * h * w * gy.itemsize
+        self._for_slices(gy, work, self._batch_slices(gy, per_sample))
         return gx
 
     def _input_grad_col2im(self, gy, weight, x_shape):
@@ -138,13 +164,14 @@ class Conv2d(Function):
         w_mat = self._weight_matrices(weight)
         g, og, _ = w_mat.shape
         gx = xp.empty(x_shape, dtype=gy.dtype)
-        slices, _ = self._slices(gx, weight)
-        for part in slices:
+
+        def work(part):
             gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
             gcol = xp.matmul(w_mat.transpose(0, 2, 1), gy_t)
             gcol = gcol.reshape((x_shape[1],) + self.kernel + (-1,) + gy.shape[2:])
             gx[part] = col2im(gcol, gx[part].shape, self.stride, self.pads)
-            del gcol
+
+        self._for_slices(gx, work, self._slices(gx, weight)[0])
         return gx
 
     def _weight_grad(self, x, gy, weight):
@@ -154,16 +181,28 @@ class Conv2d(Function):
         -> gw (G, O/G, C/G*KH*KW) -> (O, C/G, KH, KW).
         """
         xp = backend.get_array_module(x)
-        w_mat = self._weight_matrices(weight)
-        g, og, _ = w_mat.shape
-        gw = xp.zeros(w_mat.shape, dtype=weight.dtype)
+        g, og = self.groups, weight.shape[0] // self.groups
+
+        def share_sum(share):
+            """The weight gradient of a run of slices, summed in slice order."""
+            total = None
+            for part in share:
+                gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
+                col = self._col(x[part], self.kernel)
+                # col's transpose is a view that BLAS reads as such, without a copy.
+                product = xp.matmul(gy_t, col.transpose(0, 2, 1))
+                del col
+                total = product if total is None else xp.add(total, product, out=total)
+            return total
+
         slices, _ = self._slices(x, weight)
-        for part in slices:
-            gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
-            col = self._col(x[part], self.kernel)
-            # col's transpose is a view that BLAS reads as such, without a copy.
-            gw += xp.matmul(gy_t, col.transpose(0, 2, 1))
-            del col
+        if backend.device_of(x).type == "cpu":
+            partials = map_shares(share_sum, slices)   # one partial sum per worker, in order
+        else:
+            partials = [share_sum(slices)]
+        gw = partials[0]
+        for partial in partials[1:]:
+            gw += partial
         return gw.reshape(weight.shape)
 
     def backward(self, gy):

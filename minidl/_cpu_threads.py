@@ -1,0 +1,132 @@
+"""Independent CPU pieces of a kernel on all cores, with BLAS single-threaded meanwhile.
+
+Why: BLAS runs a matrix product on every core, but NumPy runs each of the
+memory-bound passes around it (im2col copies, col2im adds, layout transposes) on
+one. A convolution processes its batch in slices anyway (see conv.py), and the
+slices are independent, so W worker threads can each take a share of them, with a
+single-threaded matrix product inside each: then every core is busy through the
+copies as well as the products. NumPy and BLAS release Python's GIL inside their
+loops, so the threads really do run in parallel.
+
+While the workers run, BLAS is limited to one thread (through threadpoolctl).
+Otherwise each worker's product would start W BLAS threads of its own, and
+OpenBLAS's busy-waiting threads slow down badly when there are more of them than
+cores. Without threadpoolctl, or with one core, everything runs serially.
+
+Determinism: work is split into contiguous shares by position, one per worker, and
+results come back in share order, so a result never depends on thread timing.
+Sums over shares (a weight gradient) are added in share order; they are therefore
+reproducible for a given thread count, and differ only by rounding between counts.
+
+Settings: ``MINIDL_NUM_THREADS`` (default: the CPUs this process may run on).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_controller = None          # threadpoolctl.ThreadpoolController, False if unavailable
+_region = threading.Lock()  # one parallel region at a time: BLAS limits are process-wide
+_inside = threading.local()  # set in worker threads: nested regions run serially
+
+
+def num_threads() -> int:
+    """Worker threads for CPU kernels: ``MINIDL_NUM_THREADS``, else the usable CPUs.
+
+    Raises:
+        ValueError when MINIDL_NUM_THREADS is set to anything but a positive integer.
+    """
+    value = os.environ.get("MINIDL_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MINIDL_NUM_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _blas_controller():
+    """A threadpoolctl controller that sees a BLAS library, or None."""
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            controller = ThreadpoolController()
+            _controller = controller if controller.select(user_api="blas").lib_controllers else False
+        except Exception:  # not installed, or it cannot inspect this process's libraries
+            _controller = False
+    return _controller or None
+
+
+def workers() -> int:
+    """How many shares ``map_shares`` will run in parallel right now (1 means serial)."""
+    count = num_threads()
+    if count <= 1 or getattr(_inside, "active", False) or _blas_controller() is None:
+        return 1
+    return count
+
+
+def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
+    """Split range(n) into slices of at most ``budget`` bytes, their count a multiple of the workers.
+
+    Args:
+        n: number of items (images).
+        per_item_bytes: temporary bytes one item needs.
+        budget: bytes allowed per slice (at least one item per slice).
+    Returns:
+        contiguous slices covering 0..n, sizes differing by at most one, so that
+        each worker's share of them costs about the same.
+    """
+    per_slice = max(1, budget // max(per_item_bytes, 1))
+    count = -(-n // per_slice)
+    w = min(workers(), n)
+    count = min(n, -(-count // w) * w)
+    bounds = [n * i // count for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _shares(items: list, count: int) -> list:
+    """``items`` cut into ``count`` contiguous shares of nearly equal length (none empty)."""
+    count = max(1, min(count, len(items)))
+    bounds = [len(items) * i // count for i in range(count + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _run_as_worker(fn, share):
+    _inside.active = True
+    try:
+        return fn(share)
+    finally:
+        _inside.active = False
+
+
+def map_shares(fn, items: list) -> list:
+    """Call ``fn(share)`` for contiguous shares of ``items``, one per worker, in parallel.
+
+    Args:
+        fn: takes a list of items and processes them in order; it must only write
+            memory that no other share writes.
+        items: the pieces of work (e.g. batch slices).
+    Returns:
+        the list of fn's results, in share order (one share when running serially).
+    """
+    items = list(items)
+    count = workers()
+    if count == 1 or len(items) < 2 or not _region.acquire(blocking=False):
+        return [fn(items)]
+    global _pool, _pool_size
+    try:
+        if _pool is None or _pool_size != count:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="minidl-cpu"), count
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            futures = [_pool.submit(_run_as_worker, fn, share) for share in _shares(items, count)]
+            return [f.result() for f in futures]
+    finally:
+        _region.release()

@@ -1,0 +1,101 @@
+"""minidl._cpu_threads: slicing, shares in parallel with single-threaded BLAS, and conv2d through it."""
+import threading
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as F
+from minidl import _cpu_threads as threads
+from minidl.functional import conv as conv_module
+from minidl.gradcheck import check_gradients
+
+threadpoolctl = pytest.importorskip("threadpoolctl")  # a runtime dependency; parallel needs it
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    monkeypatch.setenv("MINIDL_NUM_THREADS", "2")
+    assert threads.workers() == 2
+
+
+def test_num_threads_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("MINIDL_NUM_THREADS", "3")
+    assert threads.num_threads() == 3
+    monkeypatch.delenv("MINIDL_NUM_THREADS")
+    assert threads.num_threads() >= 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MINIDL_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match=f"MINIDL_NUM_THREADS must be a positive integer, got '{bad}'"):
+            threads.num_threads()
+
+
+@pytest.mark.parametrize("n,per_item,budget", [(32, 10, 70), (7, 1, 100), (5, 100, 1), (1, 1, 1), (33, 3, 10)])
+def test_balanced_slices_cover_the_batch_evenly(two_workers, n, per_item, budget):
+    slices = threads.balanced_slices(n, per_item, budget)
+    assert slices[0].start == 0 and slices[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    sizes = [s.stop - s.start for s in slices]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    assert max(sizes) <= max(1, budget // per_item)          # each slice fits the budget
+    if n >= 2:
+        assert len(slices) % 2 == 0 or len(slices) == n      # equal shares, unless one item each
+
+
+def test_map_shares_runs_contiguous_shares_in_parallel_with_blas_single_threaded(two_workers):
+    seen = []
+    main_blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    def fn(share):
+        blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+        seen.append((threading.get_ident(), blas, threads.workers()))
+        return [i * 10 for i in share]
+
+    results = threads.map_shares(fn, list(range(5)))
+    assert results == [[0, 10], [20, 30, 40]]                 # contiguous shares, in order
+    assert len({ident for ident, _, _ in seen}) == 2          # two different threads
+    assert all(blas == [1] * len(blas) for _, blas, _ in seen)  # BLAS limited to one thread inside
+    assert all(inner == 1 for _, _, inner in seen)            # nested regions would run serially
+    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    assert after == main_blas                                  # and restored afterwards
+
+
+def test_map_shares_serial_with_one_worker_and_errors_propagate(monkeypatch, two_workers):
+    def boom(share):
+        if 3 in share:
+            raise RuntimeError("share with 3 failed")
+        return share
+
+    with pytest.raises(RuntimeError, match="share with 3 failed"):
+        threads.map_shares(boom, [0, 1, 2, 3])
+    assert threads.map_shares(lambda s: s, [0, 1]) == [[0], [1]]  # the pool still works after an error
+    monkeypatch.setenv("MINIDL_NUM_THREADS", "1")
+    assert threads.map_shares(lambda s: s, [0, 1, 2]) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("stride,padding,groups,c,o", [
+    (1, 1, 1, 3, 4),    # gx by correlation
+    (2, 1, 2, 4, 6),    # gx by col2im
+    (1, 2, 1, 2, 8),    # O > C: col2im at stride 1
+])
+def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, groups, c, o):
+    rng = np.random.default_rng(5)
+    x = minidl.tensor(rng.standard_normal((7, c, 6, 6)), requires_grad=True)
+    w = minidl.tensor(rng.standard_normal((o, c // groups, 3, 3)), requires_grad=True)
+    b = minidl.tensor(rng.standard_normal(o), requires_grad=True)
+    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)  # one image per slice: 7 slices, 2 shares
+    gy = rng.standard_normal(F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups).shape)
+
+    def run(workers):
+        monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
+        for t in (x, w, b):
+            t.grad = None
+        y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+        y.backward(gy)
+        return y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()
+
+    serial, parallel = run(1), run(2)
+    for got, expected in zip(parallel, serial):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(run(2)[2], parallel[2])    # reproducible for a thread count
+    check_gradients(lambda x, w: F.conv2d(x, w, stride=stride, padding=padding, groups=groups), [x, w])
