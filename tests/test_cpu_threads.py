@@ -99,3 +99,21 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(run(2)[2], parallel[2])    # reproducible for a thread count
     check_gradients(lambda x, w: F.conv2d(x, w, stride=stride, padding=padding, groups=groups), [x, w])
+
+
+def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
+    from minidl.functional import pooling as pooling_module
+    rng = np.random.default_rng(6)
+    x = minidl.tensor(rng.standard_normal((5, 3, 9, 9)), requires_grad=True)
+    gy = rng.standard_normal((5, 3, 4, 4))
+    monkeypatch.setattr(pooling_module, "_SLICE_BYTES", 1)  # one image per slice
+
+    def run(workers):
+        monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
+        x.grad = None
+        y = F.max_pool2d(x, 3, stride=2)
+        y.backward(gy)
+        return y.numpy(), x.grad.numpy()
+
+    for got, expected in zip(run(2), run(1)):
+        np.testing.assert_array_equal(got, expected)

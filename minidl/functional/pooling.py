@@ -22,6 +22,7 @@ the gradients of the windows that chose it, in the order the loop below adds the
 from __future__ import annotations
 
 from .. import backend
+from .._cpu_threads import balanced_slices, map_shares
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
 from ._im2col import batch_slices, output_hw, pad2d, pair, resolve_padding, window
@@ -40,6 +41,17 @@ def _index_dtype(xp, positions: int):
 _SLICE_BYTES = 2 * 2**20
 
 
+def _for_slices(array, work, slices) -> None:
+    """``work(part)`` for each batch slice; the slices write disjoint outputs, so on the
+    CPU worker threads take contiguous shares of them (minidl._cpu_threads). A GPU
+    runs them in order (CuPy's current device and stream are per thread)."""
+    if backend.device_of(array).type != "cpu":
+        for part in slices:
+            work(part)
+        return
+    map_shares(lambda share: [work(part) for part in share], slices)
+
+
 class MaxPool2d(Function):
     # For each batch slice of n images:
     # x (n,C,H,W) -> xpad (n,C,Hp,Wp) padded with -inf -> y (n,C,OH,OW), and
@@ -50,6 +62,8 @@ class MaxPool2d(Function):
     def _slices(self, x_shape, x):
         (top, bottom), (left, right) = self.pads
         padded = x_shape[1] * (x_shape[2] + top + bottom) * (x_shape[3] + left + right)
+        if backend.device_of(x).type == "cpu":
+            return balanced_slices(x_shape[0], padded * x.itemsize, _SLICE_BYTES)
         return batch_slices(x, padded * x.itemsize, _SLICE_BYTES)
 
     def forward(self, x):
@@ -63,7 +77,8 @@ class MaxPool2d(Function):
             return y
         y = xp.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
         argmax = xp.zeros(y.shape, dtype=_index_dtype(xp, kh_size * kw_size))
-        for part in self._slices(x.shape, x):
+
+        def work(part):
             xpad = pad2d(x[part], self.pads, value=-xp.inf)
             y_part, argmax_part = y[part], argmax[part]
             candidate = xp.empty_like(y_part)
@@ -83,7 +98,8 @@ class MaxPool2d(Function):
                     better *= k
                     xp.maximum(argmax_part, better, out=argmax_part)
                     xp.maximum(y_part, candidate, out=y_part)
-            del xpad
+
+        _for_slices(x, work, self._slices(x.shape, x))
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
         return y
 
@@ -97,16 +113,21 @@ class MaxPool2d(Function):
         n, c, h, w = self.x_shape
         oh, ow = gy.shape[2:]
         gx = xp.empty(self.x_shape, dtype=gy.dtype)
-        for part in self._slices(self.x_shape, gy):
+
+        def work(part):
             gy_part, argmax_part = gy[part], self.argmax[part]
             gxpad = xp.zeros((gy_part.shape[0], c, top + h + bottom, left + w + right), dtype=gy.dtype)
+            mine, sent = xp.empty(gy_part.shape, dtype=bool), xp.empty_like(gy_part)
             for kh in range(kh_size):
                 for kw in range(kw_size):
                     # Outputs whose maximum sat at this offset send their gradient
                     # there; the += accumulates where windows overlap.
-                    mine = argmax_part == kh * kw_size + kw
-                    gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += gy_part * mine
+                    xp.equal(argmax_part, kh * kw_size + kw, out=mine)
+                    xp.multiply(gy_part, mine, out=sent)
+                    gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += sent
             gx[part] = gxpad[:, :, top:top + h, left:left + w]
+
+        _for_slices(gy, work, self._slices(self.x_shape, gy))
         assert gx.shape == tuple(self.x_shape)
         return gx
 
