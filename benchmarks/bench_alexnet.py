@@ -240,7 +240,7 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--variant", default="seed", choices=sorted(INPUT_SIZE), help="AlexNet variant (default seed)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    p.add_argument("--iters", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--iters", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--per-layer", action="store_true", help="also time every layer's forward and backward")
     p.add_argument("--per-layer-iters", type=int, default=3, help="timed rounds of the per-layer breakdown")
@@ -273,6 +273,12 @@ def run(args) -> dict:
         payload["ratio_minidl_over_torch"] = {
             "train": speed["minidl"]["train_images_per_s"] / speed["torch"]["train_images_per_s"],
             "infer": speed["minidl"]["infer_images_per_s"] / speed["torch"]["infer_images_per_s"]}
+        # Each round times minidl and then torch back to back, so the per-round ratio
+        # cancels the machine's slow drifts (other tenants); its median is a second opinion.
+        payload["paired_ratio_minidl_over_torch"] = {
+            phase: median([t / m for m, t in zip(speed["minidl"][f"{phase}_times_s"],
+                                                 speed["torch"][f"{phase}_times_s"])])
+            for phase in ("train", "infer")}
     if not args.skip_memory:
         payload["memory"] = {r.name: measure_memory(r.name, args) for r in runners}
     print(summary_table(payload))
@@ -300,6 +306,9 @@ def summary_table(payload) -> str:
     ratio = payload.get("ratio_minidl_over_torch")
     if ratio:
         text += f"\nminidl/PyTorch speed: train {ratio['train']:.2f}x, inference {ratio['infer']:.2f}x"
+        paired = payload.get("paired_ratio_minidl_over_torch")
+        if paired:
+            text += f" (median of per-round ratios: train {paired['train']:.2f}x, inference {paired['infer']:.2f}x)"
         peaks = [memory.get(fw, {}).get("train_peak_bytes") for fw in ("minidl", "torch")]
         if None not in peaks and peaks[1]:
             text += f"; peak memory minidl/PyTorch {peaks[0] / peaks[1]:.2f}x"

@@ -87,6 +87,9 @@ def test_bench_alexnet_runs_and_reports(tmp_path, with_torch):
         ratio = saved["ratio_minidl_over_torch"]["train"]
         assert ratio == pytest.approx(saved["speed"]["minidl"]["train_images_per_s"]
                                       / saved["speed"]["torch"]["train_images_per_s"])
+        m, t = saved["speed"]["minidl"]["train_times_s"], saved["speed"]["torch"]["train_times_s"]
+        assert saved["paired_ratio_minidl_over_torch"]["train"] == pytest.approx(
+            np.median([b / a for a, b in zip(m, t)]))
         assert all(r["torch_bwd_s"] > 0 for r in payload["per_layer"][:-1])
         assert "lost ms" in bench_alexnet.per_layer_table(payload["per_layer"], True)
 
