@@ -3,25 +3,28 @@
 Why: BLAS runs a matrix product on every core, but NumPy runs each of the
 memory-bound passes around it (im2col copies, col2im adds, layout transposes) on
 one. A convolution processes its batch in slices anyway (see conv.py), and the
-slices are independent, so W worker threads can each take a share of them, with a
-single-threaded matrix product inside each: then every core is busy through the
-copies as well as the products. NumPy and BLAS release Python's GIL inside their
-loops, so the threads really do run in parallel.
+slices are independent, so W worker threads can take them one at a time, each with
+a single-threaded matrix product: then every core is busy through the copies as
+well as the products. NumPy and BLAS release Python's GIL inside their loops, so
+the threads really do run in parallel. Workers pull the next slice when they are
+free, so when another process takes a core for a while, the other worker simply
+does more of the slices instead of waiting for it.
 
 While the workers run, BLAS is limited to one thread (through threadpoolctl).
 Otherwise each worker's product would start W BLAS threads of its own, and
 OpenBLAS's busy-waiting threads slow down badly when there are more of them than
 cores. Without threadpoolctl, or with one core, everything runs serially.
 
-Determinism: work is split into contiguous shares by position, one per worker, and
-results come back in share order, so a result never depends on thread timing.
-Sums over shares (a weight gradient) are added in share order; they are therefore
-reproducible for a given thread count, and differ only by rounding between counts.
+Determinism: each item's result depends only on the item, and results come back
+in item order, so callers that combine them (a weight gradient summed over slices)
+add them in that order: the result never depends on thread timing or on the number
+of threads.
 
 Settings: ``MINIDL_NUM_THREADS`` (default: the CPUs this process may run on).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +67,7 @@ def _blas_controller():
 
 
 def workers() -> int:
-    """How many shares ``map_shares`` will run in parallel right now (1 means serial)."""
+    """How many threads ``parallel_map`` would use right now (1 means serial)."""
     count = num_threads()
     if count <= 1 or getattr(_inside, "active", False) or _blas_controller() is None:
         return 1
@@ -80,7 +83,7 @@ def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
         budget: bytes allowed per slice (at least one item per slice).
     Returns:
         contiguous slices covering 0..n, sizes differing by at most one, so that
-        each worker's share of them costs about the same.
+        the workers finish together when no other process interferes.
     """
     per_slice = max(1, budget // max(per_item_bytes, 1))
     count = -(-n // per_slice)
@@ -90,43 +93,53 @@ def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def _shares(items: list, count: int) -> list:
-    """``items`` cut into ``count`` contiguous shares of nearly equal length (none empty)."""
-    count = max(1, min(count, len(items)))
-    bounds = [len(items) * i // count for i in range(count + 1)]
-    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def _run_as_worker(fn, share):
+def _worker(fn, items, results, next_index, lock, stop):
+    """Take items by index until none is left (or one failed); store fn(item) at its index."""
     _inside.active = True
     try:
-        return fn(share)
+        while not stop.is_set():
+            with lock:
+                i = next(next_index)
+            if i >= len(items):
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException:
+                stop.set()         # the other workers stop taking items
+                raise
     finally:
         _inside.active = False
 
 
-def map_shares(fn, items: list) -> list:
-    """Call ``fn(share)`` for contiguous shares of ``items``, one per worker, in parallel.
+def parallel_map(fn, items) -> list:
+    """``[fn(item) for item in items]``, with the items spread over the worker threads.
 
     Args:
-        fn: takes a list of items and processes them in order; it must only write
-            memory that no other share writes.
+        fn: processes one item; it must only write memory that no other item writes.
         items: the pieces of work (e.g. batch slices).
     Returns:
-        the list of fn's results, in share order (one share when running serially).
+        fn's results in item order. An exception from any item is raised here
+        (after the other workers have stopped).
     """
     items = list(items)
-    count = workers()
-    if count == 1 or len(items) < 2 or not _region.acquire(blocking=False):
-        return [fn(items)]
+    count = min(workers(), len(items))
+    if count <= 1 or not _region.acquire(blocking=False):
+        return [fn(item) for item in items]
     global _pool, _pool_size
     try:
-        if _pool is None or _pool_size != count:
+        if _pool is None or _pool_size < count:
             if _pool is not None:
                 _pool.shutdown(wait=False)
             _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="minidl-cpu"), count
+        results = [None] * len(items)
+        next_index, lock, stop = itertools.count(), threading.Lock(), threading.Event()
         with _blas_controller().limit(limits=1, user_api="blas"):
-            futures = [_pool.submit(_run_as_worker, fn, share) for share in _shares(items, count)]
-            return [f.result() for f in futures]
+            futures = [_pool.submit(_worker, fn, items, results, next_index, lock, stop)
+                       for _ in range(count)]
+            for f in futures:
+                f.exception()          # wait for every worker before raising anything
+            for f in futures:
+                f.result()
+        return results
     finally:
         _region.release()

@@ -1,4 +1,4 @@
-"""minidl._cpu_threads: slicing, shares in parallel with single-threaded BLAS, and conv2d through it."""
+"""minidl._cpu_threads: slicing, items in parallel with single-threaded BLAS, and conv2d/max_pool2d through it."""
 import threading
 
 import numpy as np
@@ -39,38 +39,62 @@ def test_balanced_slices_cover_the_batch_evenly(two_workers, n, per_item, budget
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
     assert max(sizes) <= max(1, budget // per_item)          # each slice fits the budget
     if n >= 2:
-        assert len(slices) % 2 == 0 or len(slices) == n      # equal shares, unless one item each
+        assert len(slices) % 2 == 0 or len(slices) == n      # even per worker, unless one item each
 
 
-def test_map_shares_runs_contiguous_shares_in_parallel_with_blas_single_threaded(two_workers):
-    seen = []
+def test_parallel_map_uses_both_workers_with_blas_single_threaded(two_workers):
+    seen, both_started = [], threading.Barrier(2, timeout=10)
     main_blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
 
-    def fn(share):
+    def fn(i):
+        if i < 2:
+            both_started.wait()  # items 0 and 1 run at the same time, in two threads
         blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
         seen.append((threading.get_ident(), blas, threads.workers()))
-        return [i * 10 for i in share]
+        return i * 10
 
-    results = threads.map_shares(fn, list(range(5)))
-    assert results == [[0, 10], [20, 30, 40]]                 # contiguous shares, in order
+    assert threads.parallel_map(fn, range(7)) == [0, 10, 20, 30, 40, 50, 60]   # in item order
     assert len({ident for ident, _, _ in seen}) == 2          # two different threads
+    assert threading.get_ident() not in {ident for ident, _, _ in seen}
     assert all(blas == [1] * len(blas) for _, blas, _ in seen)  # BLAS limited to one thread inside
     assert all(inner == 1 for _, _, inner in seen)            # nested regions would run serially
     after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     assert after == main_blas                                  # and restored afterwards
 
 
-def test_map_shares_serial_with_one_worker_and_errors_propagate(monkeypatch, two_workers):
-    def boom(share):
-        if 3 in share:
-            raise RuntimeError("share with 3 failed")
-        return share
+def test_parallel_map_balances_when_one_worker_is_slow(two_workers):
+    # Workers pull items: while one is stuck on item 0, the other takes all the rest.
+    release, done = threading.Event(), []
 
-    with pytest.raises(RuntimeError, match="share with 3 failed"):
-        threads.map_shares(boom, [0, 1, 2, 3])
-    assert threads.map_shares(lambda s: s, [0, 1]) == [[0], [1]]  # the pool still works after an error
+    def fn(i):
+        if i == 0:
+            assert release.wait(timeout=10)
+        else:
+            done.append(i)
+            if len(done) == 9:
+                release.set()
+        return threading.get_ident()
+
+    owners = threads.parallel_map(fn, range(10))
+    assert len(set(owners[1:])) == 1 and owners[0] != owners[1]
+
+
+def test_parallel_map_serial_with_one_worker_and_errors_propagate(monkeypatch, two_workers):
+    ran = []
+
+    def boom(i):
+        ran.append(i)
+        if i == 1:
+            raise RuntimeError("item 1 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="item 1 failed"):
+        threads.parallel_map(boom, range(1000))
+    assert len(ran) < 1000                                     # the others stopped taking items
+    assert threads.parallel_map(lambda i: -i, [0, 1]) == [0, -1]  # the pool still works after an error
     monkeypatch.setenv("MINIDL_NUM_THREADS", "1")
-    assert threads.map_shares(lambda s: s, [0, 1, 2]) == [[0, 1, 2]]
+    main = threading.get_ident()
+    assert threads.parallel_map(lambda i: threading.get_ident() == main, [0, 1, 2]) == [True] * 3
 
 
 @pytest.mark.parametrize("stride,padding,groups,c,o", [
@@ -83,7 +107,7 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
     x = minidl.tensor(rng.standard_normal((7, c, 6, 6)), requires_grad=True)
     w = minidl.tensor(rng.standard_normal((o, c // groups, 3, 3)), requires_grad=True)
     b = minidl.tensor(rng.standard_normal(o), requires_grad=True)
-    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)  # one image per slice: 7 slices, 2 shares
+    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)  # one image per slice: 7 slices
     gy = rng.standard_normal(F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups).shape)
 
     def run(workers):
@@ -97,7 +121,7 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
     serial, parallel = run(1), run(2)
     for got, expected in zip(parallel, serial):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(run(2)[2], parallel[2])    # reproducible for a thread count
+    np.testing.assert_array_equal(parallel[2], serial[2])    # gw summed in slice order either way
     check_gradients(lambda x, w: F.conv2d(x, w, stride=stride, padding=padding, groups=groups), [x, w])
 
 

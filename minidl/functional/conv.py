@@ -18,14 +18,14 @@ x, which the graph holds anyway; the copy is cheap next to the matrix products.
 On the CPU the batch is also processed in slices whose col fits 16 MB, so even
 the forward pass never holds a whole-batch col (see ``batch_slices``). Each big
 temporary is deleted as soon as its product has consumed it. The slices are
-independent, so on the CPU worker threads take contiguous shares of them, each
-with a single-threaded matrix product, and the copies around the products run on
-every core too (minidl._cpu_threads).
+independent, so on the CPU worker threads take them one at a time, each with a
+single-threaded matrix product, and the copies around the products run on every
+core too (minidl._cpu_threads).
 """
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import balanced_slices, map_shares
+from .._cpu_threads import balanced_slices, parallel_map
 from ..autograd import Function, Tensor
 from ._im2col import batch_slices, col2im, im2col, output_hw, pair, resolve_padding
 
@@ -63,12 +63,11 @@ class Conv2d(Function):
 
     @staticmethod
     def _for_slices(x, work, slices) -> list:
-        """``work(part)`` for every slice: on the CPU in worker threads, each taking a
-        contiguous share (see minidl._cpu_threads); the results in slice order."""
+        """``work(part)`` for every slice, on the CPU in worker threads (see
+        minidl._cpu_threads); the results in slice order."""
         if backend.device_of(x).type != "cpu":
             return [work(part) for part in slices]
-        shares = map_shares(lambda share: [work(part) for part in share], slices)
-        return [result for share in shares for result in share]
+        return parallel_map(work, slices)
 
     def _slices(self, x, weight):
         n, c, h, w = x.shape
@@ -183,26 +182,18 @@ class Conv2d(Function):
         xp = backend.get_array_module(x)
         g, og = self.groups, weight.shape[0] // self.groups
 
-        def share_sum(share):
-            """The weight gradient of a run of slices, summed in slice order."""
-            total = None
-            for part in share:
-                gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
-                col = self._col(x[part], self.kernel)
-                # col's transpose is a view that BLAS reads as such, without a copy.
-                product = xp.matmul(gy_t, col.transpose(0, 2, 1))
-                del col
-                total = product if total is None else xp.add(total, product, out=total)
-            return total
+        def work(part):
+            gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
+            col = self._col(x[part], self.kernel)
+            # col's transpose is a view that BLAS reads as such, without a copy.
+            return xp.matmul(gy_t, col.transpose(0, 2, 1))
 
-        slices, _ = self._slices(x, weight)
-        if backend.device_of(x).type == "cpu":
-            partials = map_shares(share_sum, slices)   # one partial sum per worker, in order
-        else:
-            partials = [share_sum(slices)]
-        gw = partials[0]
-        for partial in partials[1:]:
-            gw += partial
+        # One product per slice (each as small as the weights), summed in slice order:
+        # the same sum however many threads computed the products.
+        products = self._for_slices(x, work, self._slices(x, weight)[0])
+        gw = products[0]
+        for product in products[1:]:
+            gw += product
         return gw.reshape(weight.shape)
 
     def backward(self, gy):

@@ -22,7 +22,7 @@ the gradients of the windows that chose it, in the order the loop below adds the
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import balanced_slices, map_shares
+from .._cpu_threads import balanced_slices, parallel_map
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
 from ._im2col import batch_slices, output_hw, pad2d, pair, resolve_padding, window
@@ -43,13 +43,13 @@ _SLICE_BYTES = 2 * 2**20
 
 def _for_slices(array, work, slices) -> None:
     """``work(part)`` for each batch slice; the slices write disjoint outputs, so on the
-    CPU worker threads take contiguous shares of them (minidl._cpu_threads). A GPU
-    runs them in order (CuPy's current device and stream are per thread)."""
+    CPU worker threads share them out (minidl._cpu_threads). A GPU runs them in
+    order (CuPy's current device and stream are per thread)."""
     if backend.device_of(array).type != "cpu":
         for part in slices:
             work(part)
         return
-    map_shares(lambda share: [work(part) for part in share], slices)
+    parallel_map(work, slices)
 
 
 class MaxPool2d(Function):
