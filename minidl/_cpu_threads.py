@@ -24,6 +24,7 @@ Settings: ``MINIDL_NUM_THREADS`` (default: the CPUs this process may run on).
 """
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import threading
@@ -134,8 +135,10 @@ def parallel_map(fn, items) -> list:
         results = [None] * len(items)
         next_index, lock, stop = itertools.count(), threading.Lock(), threading.Event()
         with _blas_controller().limit(limits=1, user_api="blas"):
-            futures = [_pool.submit(_worker, fn, items, results, next_index, lock, stop)
-                       for _ in range(count)]
+            # Each worker runs in a copy of the caller's context, so that context-local
+            # settings such as np.errstate (floating-point warnings) hold there too.
+            futures = [_pool.submit(contextvars.copy_context().run, _worker, fn, items, results,
+                                    next_index, lock, stop) for _ in range(count)]
             for f in futures:
                 f.exception()          # wait for every worker before raising anything
             for f in futures:

@@ -97,6 +97,17 @@ def test_parallel_map_serial_with_one_worker_and_errors_propagate(monkeypatch, t
     assert threads.parallel_map(lambda i: threading.get_ident() == main, [0, 1, 2]) == [True] * 3
 
 
+def test_parallel_map_workers_see_the_callers_errstate(two_workers):
+    # NumPy's error state is context-local; kernels run inside np.errstate(...) must
+    # behave the same in the worker threads (the CLI relies on it to stay quiet).
+    big = np.full(4, 1e308)
+    with np.errstate(over="raise"):
+        with pytest.raises(FloatingPointError):
+            threads.parallel_map(lambda i: big * 10.0, range(4))
+    with np.errstate(over="ignore"):
+        assert all(np.isinf(r).all() for r in threads.parallel_map(lambda i: big * 10.0, range(4)))
+
+
 @pytest.mark.parametrize("stride,padding,groups,c,o", [
     (1, 1, 1, 3, 4),    # gx by correlation
     (2, 1, 2, 4, 6),    # gx by col2im
