@@ -74,7 +74,17 @@ extern "C" __global__ void minidl_im2col(
 # for oh from max(0, floor((p - KH) / SH) + 1) up to min(floor(p / SH), OH - 1).
 # Both kernels walk oh (and ow) *downwards*, i.e. kh (kw) upwards: the order in
 # which their xp twins add the offsets, so the sums match bit for bit.
-_COL2IM = r"""
+_WINDOW_RANGE = r"""
+// The windows along one axis that see padded position p (kernel k, stride s, out windows):
+// window o covers p exactly when 0 <= p - o*s < k.
+__device__ void minidl_window_range(const long long p, const long long k, const long long s,
+                                    const long long out, long long* first, long long* last) {
+    *first = p >= k ? (p - k) / s + 1 : 0;
+    *last = p / s < out - 1 ? p / s : out - 1;
+}
+"""
+
+_COL2IM = _WINDOW_RANGE + r"""
 // col2im, the adjoint of im2col: col (C,KH,KW,N,OH,OW) -> gx (N,C,H,W), one thread per
 // pixel, summing the columns of every window that covers it (a gather: no atomics).
 extern "C" __global__ void minidl_col2im(
@@ -91,10 +101,9 @@ extern "C" __global__ void minidl_col2im(
         const long long c = rest % c_size;
         const long long n = rest / c_size;
         const long long p = row + top, q = column + left;  // in the padded image
-        const long long oh_last = p / sh < oh_size - 1 ? p / sh : oh_size - 1;
-        const long long oh_first = p >= kh_size ? (p - kh_size) / sh + 1 : 0;
-        const long long ow_last = q / sw < ow_size - 1 ? q / sw : ow_size - 1;
-        const long long ow_first = q >= kw_size ? (q - kw_size) / sw + 1 : 0;
+        long long oh_first, oh_last, ow_first, ow_last;
+        minidl_window_range(p, kh_size, sh, oh_size, &oh_first, &oh_last);
+        minidl_window_range(q, kw_size, sw, ow_size, &ow_first, &ow_last);
         real_t sum = 0;
         for (long long oh = oh_last; oh >= oh_first; --oh) {
             const long long kh = p - oh * sh;
@@ -154,7 +163,7 @@ extern "C" __global__ void minidl_max_pool2d_forward(
 }
 """
 
-_MAX_POOL_BACKWARD = r"""
+_MAX_POOL_BACKWARD = _WINDOW_RANGE + r"""
 // Max pooling backward: gy, argmax (N,C,OH,OW) -> gx (N,C,H,W), one thread per input
 // pixel, summing gy over the windows that cover it and chose it (argmax == its offset).
 extern "C" __global__ void minidl_max_pool2d_backward(
@@ -170,10 +179,9 @@ extern "C" __global__ void minidl_max_pool2d_backward(
         const long long plane = i / (w_size * h_size);  // n * C + c
         const long long base = plane * oh_size * ow_size;
         const long long p = row + top, q = column + left;  // in the padded image
-        const long long oh_last = p / sh < oh_size - 1 ? p / sh : oh_size - 1;
-        const long long oh_first = p >= kh_size ? (p - kh_size) / sh + 1 : 0;
-        const long long ow_last = q / sw < ow_size - 1 ? q / sw : ow_size - 1;
-        const long long ow_first = q >= kw_size ? (q - kw_size) / sw + 1 : 0;
+        long long oh_first, oh_last, ow_first, ow_last;
+        minidl_window_range(p, kh_size, sh, oh_size, &oh_first, &oh_last);
+        minidl_window_range(q, kw_size, sw, ow_size, &ow_first, &ow_last);
         real_t sum = 0;
         for (long long oh = oh_last; oh >= oh_first; --oh) {
             const long long kh = p - oh * sh;
