@@ -37,6 +37,16 @@ _region = threading.Lock()  # one parallel region at a time: BLAS limits are pro
 _inside = threading.local()  # set in worker threads: nested regions run serially
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: start a fresh pool there."""
+    global _pool, _pool_size, _region
+    _pool, _pool_size, _region = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def num_threads() -> int:
     """Worker threads for CPU kernels: ``MINIDL_NUM_THREADS``, else the usable CPUs.
 

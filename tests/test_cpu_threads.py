@@ -152,3 +152,4 @@ def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
 
     for got, expected in zip(run(2), run(1)):
         np.testing.assert_array_equal(got, expected)
+
