@@ -100,7 +100,7 @@ def set_threads(n: int, torch=None) -> str:
         done.append("numpy BLAS: default (threadpoolctl not installed)")
     else:
         _LIMITS.append(threadpool_limits(limits=n, user_api="blas"))
-        done.append(f"numpy BLAS {n}")
+        done.append(f"numpy BLAS {n}" + (" (minidl pins it to 1 once its workers run)" if n > 1 else ""))
     return ", ".join(done)
 
 

@@ -1,4 +1,4 @@
-"""Independent CPU pieces of a kernel on all cores, with BLAS single-threaded meanwhile.
+"""Independent CPU pieces of a kernel on all cores, with BLAS single-threaded.
 
 Why: BLAS runs a matrix product on every core, but NumPy runs each of the
 memory-bound passes around it (im2col copies, col2im adds, layout transposes) on
@@ -10,10 +10,17 @@ the threads really do run in parallel. Workers pull the next slice when they are
 free, so when another process takes a core for a while, the other worker simply
 does more of the slices instead of waiting for it.
 
-While the workers run, BLAS is limited to one thread (through threadpoolctl).
-Otherwise each worker's product would start W BLAS threads of its own, and
-OpenBLAS's busy-waiting threads slow down badly when there are more of them than
-cores. Without threadpoolctl, or with one core, everything runs serially.
+BLAS runs single-threaded: the first time the workers are used, minidl sets
+NumPy's BLAS to one thread for the rest of the process (through threadpoolctl),
+and the large products that are not already split by batch slices (dense layers)
+are split into column blocks over the workers here (``matmul``). Two reasons.
+Each worker's product would otherwise start W BLAS threads of its own; and
+OpenBLAS's threads keep spinning for a while after every multi-threaded product,
+so a 2-thread product anywhere (a dense layer, a reduction) leaves a core busy
+that the workers then fight over: measured on the CIFAR AlexNet, a training step
+took 798 ms with BLAS at 2 threads outside the workers' regions, 515 ms with BLAS
+single-threaded throughout. ``MINIDL_NUM_THREADS=1`` leaves BLAS as it was and
+runs minidl's kernels serially; so does a missing threadpoolctl.
 
 Determinism: each item's result depends only on the item, and results come back
 in item order, so callers that combine them (a weight gradient summed over slices)
@@ -30,11 +37,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as _np
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _controller = None          # threadpoolctl.ThreadpoolController, False if unavailable
 _region = threading.Lock()  # one parallel region at a time: BLAS limits are process-wide
 _inside = threading.local()  # set in worker threads: nested regions run serially
+_blas_pinned = False        # BLAS set to one thread for good (see the module docstring)
+
+# Products with fewer multiply-adds than this are not split (the split costs ~50 us).
+_SPLIT_MACS = 2**22
 
 
 def _forget_pool_after_fork() -> None:
@@ -104,6 +117,14 @@ def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
+def _pin_blas_to_one_thread() -> None:
+    """Set BLAS to one thread for the rest of the process (once; see the module docstring)."""
+    global _blas_pinned
+    if not _blas_pinned:
+        _blas_controller().limit(limits=1, user_api="blas")  # not a context: the limit stays
+        _blas_pinned = True
+
+
 def _worker(fn, items, results, next_index, lock, stop):
     """Take items by index until none is left (or one failed); store fn(item) at its index."""
     _inside.active = True
@@ -144,6 +165,8 @@ def parallel_map(fn, items) -> list:
             _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="minidl-cpu"), count
         results = [None] * len(items)
         next_index, lock, stop = itertools.count(), threading.Lock(), threading.Event()
+        _pin_blas_to_one_thread()
+        # Also for this region alone, in case the caller raised BLAS threads since.
         with _blas_controller().limit(limits=1, user_api="blas"):
             # Each worker runs in a copy of the caller's context, so that context-local
             # settings such as np.errstate (floating-point warnings) hold there too.
@@ -156,3 +179,30 @@ def parallel_map(fn, items) -> list:
         return results
     finally:
         _region.release()
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D NumPy arrays, cut into blocks of the result's longer side over the workers.
+
+    With BLAS single-threaded, a large product must be spread over the cores by
+    minidl itself: each block is one BLAS call writing its own rows or columns of
+    the result (views of ``a`` and ``b``, no copies). Small products, and any
+    product when the workers are off, are one plain call.
+
+    Shapes: a (M, K), b (K, N) -> (M, N).
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    count = workers()
+    if count == 1 or m * n * k < _SPLIT_MACS:
+        return a @ b
+    out = _np.empty((m, n), dtype=_np.result_type(a, b))
+    blocks = 2 * count        # a few more blocks than workers: a slowed worker takes fewer
+    if n >= m:
+        bounds = [n * i // blocks for i in range(blocks + 1)]
+        work = lambda part: _np.matmul(a, b[:, part], out=out[:, part])  # noqa: E731
+    else:
+        bounds = [m * i // blocks for i in range(blocks + 1)]
+        work = lambda part: _np.matmul(a[part], b, out=out[part])  # noqa: E731
+    parallel_map(work, [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo])
+    return out

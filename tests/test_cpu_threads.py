@@ -44,7 +44,6 @@ def test_balanced_slices_cover_the_batch_evenly(two_workers, n, per_item, budget
 
 def test_parallel_map_uses_both_workers_with_blas_single_threaded(two_workers):
     seen, both_started = [], threading.Barrier(2, timeout=10)
-    main_blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
 
     def fn(i):
         if i < 2:
@@ -58,8 +57,43 @@ def test_parallel_map_uses_both_workers_with_blas_single_threaded(two_workers):
     assert threading.get_ident() not in {ident for ident, _, _ in seen}
     assert all(blas == [1] * len(blas) for _, blas, _ in seen)  # BLAS limited to one thread inside
     assert all(inner == 1 for _, _, inner in seen)            # nested regions would run serially
-    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-    assert after == main_blas                                  # and restored afterwards
+
+
+def _blas_threads():
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_first_parallel_region_pins_blas_to_one_thread(two_workers, monkeypatch):
+    if not _blas_threads():
+        pytest.skip("threadpoolctl sees no BLAS library")
+    monkeypatch.setattr(threads, "_blas_pinned", False)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # restores the original on exit
+        threads.parallel_map(lambda i: i, range(2))
+        assert _blas_threads() == [1] * len(_blas_threads())   # kept after the region
+    monkeypatch.setenv("MINIDL_NUM_THREADS", "1")
+    monkeypatch.setattr(threads, "_blas_pinned", False)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        threads.parallel_map(lambda i: i, range(2))          # serial: BLAS left alone
+        assert _blas_threads() == [2] * len(_blas_threads())
+
+
+@pytest.mark.parametrize("shape", [(6, 50, 40), (40, 50, 6), (3, 4, 5)])
+def test_matmul_splits_the_longer_side_and_matches(two_workers, monkeypatch, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    calls = []
+    original = threads.parallel_map
+    monkeypatch.setattr(threads, "parallel_map", lambda fn, items: calls.append(list(items)) or original(fn, items))
+    monkeypatch.setattr(threads, "_SPLIT_MACS", 10)
+    np.testing.assert_allclose(threads.matmul(a, b), a @ b, rtol=1e-13)
+    np.testing.assert_allclose(threads.matmul(b.T, a.T), (a @ b).T, rtol=1e-13)  # transposed views
+    blocks = calls[0]
+    assert len(blocks) == min(4, max(m, n)) and blocks[0].start == 0 and blocks[-1].stop == max(m, n)
+    monkeypatch.setattr(threads, "_SPLIT_MACS", 2**22)
+    calls.clear()
+    np.testing.assert_allclose(threads.matmul(a, b), a @ b, rtol=1e-13)
+    assert calls == []                                          # small: one plain product
 
 
 def test_parallel_map_balances_when_one_worker_is_slow(two_workers):

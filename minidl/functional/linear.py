@@ -1,7 +1,13 @@
 """Fully connected layer: y = x @ W^T + b."""
 from __future__ import annotations
 
+from .. import _cpu_threads, backend
 from ..autograd import Function, Tensor
+
+
+def _matmul(a, b):
+    """a @ b; on the CPU split over minidl's worker threads (BLAS runs single-threaded there)."""
+    return _cpu_threads.matmul(a, b) if backend.device_of(a).type == "cpu" else a @ b
 
 
 class Linear(Function):
@@ -9,7 +15,7 @@ class Linear(Function):
     # W.T is a free transposed view, and BLAS reads it as such without a copy.
     def forward(self, x, weight, bias=None):
         self.save_for_backward(x, weight)
-        y = x @ weight.T
+        y = _matmul(x, weight.T)
         if bias is not None:
             y += bias
         return y
@@ -17,8 +23,8 @@ class Linear(Function):
     def backward(self, gy):
         x, weight = self.saved_arrays
         need_x, need_w = self.needs_input_grad[:2]
-        gx = gy @ weight if need_x else None          # (N, out) @ (out, in) -> (N, in)
-        gw = gy.T @ x if need_w else None             # (out, N) @ (N, in) -> (out, in)
+        gx = _matmul(gy, weight) if need_x else None   # (N, out) @ (out, in) -> (N, in)
+        gw = _matmul(gy.T, x) if need_w else None      # (out, N) @ (N, in) -> (out, in)
         grads = (gx, gw)
         if len(self.needs_input_grad) == 3:
             grads += (gy.sum(axis=0) if self.needs_input_grad[2] else None,)
