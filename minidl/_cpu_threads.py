@@ -109,6 +109,8 @@ def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
         contiguous slices covering 0..n, sizes differing by at most one, so that
         the workers finish together when no other process interferes.
     """
+    if n == 0:
+        return []
     per_slice = max(1, budget // max(per_item_bytes, 1))
     count = -(-n // per_slice)
     w = min(workers(), n)

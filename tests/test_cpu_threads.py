@@ -42,6 +42,15 @@ def test_balanced_slices_cover_the_batch_evenly(two_workers, n, per_item, budget
         assert len(slices) % 2 == 0 or len(slices) == n      # even per worker, unless one item each
 
 
+def test_empty_batch_has_no_slices_and_kernels_accept_it(two_workers):
+    assert threads.balanced_slices(0, 10, 100) == []
+    x = minidl.tensor(np.zeros((0, 2, 5, 5)), requires_grad=True)
+    y = F.max_pool2d(F.conv2d(x, minidl.tensor(np.ones((3, 2, 3, 3)), requires_grad=True), padding=1), 2)
+    assert y.shape == (0, 3, 2, 2)
+    y.sum().backward()
+    assert x.grad.shape == (0, 2, 5, 5)
+
+
 def test_parallel_map_uses_both_workers_with_blas_single_threaded(two_workers):
     seen, both_started = [], threading.Barrier(2, timeout=10)
 

@@ -191,6 +191,8 @@ class Conv2d(Function):
         # One product per slice (each as small as the weights), summed in slice order:
         # the same sum however many threads computed the products.
         products = self._for_slices(x, work, self._slices(x, weight)[0])
+        if not products:  # an empty batch: no slices, a zero gradient
+            return xp.zeros(weight.shape, dtype=weight.dtype)
         gw = products[0]
         for product in products[1:]:
             gw += product
