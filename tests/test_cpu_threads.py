@@ -196,3 +196,26 @@ def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
     for got, expected in zip(run(2), run(1)):
         np.testing.assert_array_equal(got, expected)
 
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_in_parallel_chunks_matches_serial(monkeypatch, training):
+    from minidl.functional import _channel_rows
+    rng = np.random.default_rng(9)
+    x = minidl.tensor(rng.standard_normal((5, 3, 4, 4)) * 3 + 1, requires_grad=True)
+    gamma = minidl.tensor(rng.uniform(0.5, 1.5, 3), requires_grad=True)
+    beta = minidl.tensor(rng.standard_normal(3), requires_grad=True)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    gy = rng.standard_normal((5, 3, 4, 4))
+    monkeypatch.setattr(_channel_rows, "_CHUNK_BYTES", 2 * 16 * 8)  # two rows per chunk: 8 chunks
+
+    def run(workers):
+        monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
+        for t in (x, gamma, beta):
+            t.grad = None
+        y = F.batch_norm(x, gamma, beta, rm.copy(), rv.copy(), training)
+        y.backward(gy)
+        return y.numpy(), x.grad.numpy(), gamma.grad.numpy(), beta.grad.numpy()
+
+    for got, expected in zip(run(2), run(1)):
+        np.testing.assert_array_equal(got, expected)

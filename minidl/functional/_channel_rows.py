@@ -12,11 +12,15 @@ chunk's intermediate results stay in the core's cache and are recycled between
 chunks, and each pass reads its inputs from memory once. Per-channel parameters are
 expanded to one value per row, (N*C, 1), which broadcasts against a chunk.
 
-On a GPU there is one chunk: the device prefers few large kernels to many small ones.
+Chunks write disjoint rows, so on the CPU minidl's worker threads share them out
+(minidl._cpu_threads); per-row results are totalled per channel afterwards, in row
+order, so the thread count never changes a result. On a GPU there is one chunk: the
+device prefers few large kernels to many small ones.
 """
 from __future__ import annotations
 
 from .. import backend
+from .._cpu_threads import parallel_map
 from ._im2col import batch_slices
 
 # Bytes per chunk on the CPU: half a core's 1 MB L2, so a chunk and its temporary fit.
@@ -33,6 +37,16 @@ def rows_of(x):
 def chunks(rows) -> list:
     """Row slices of about _CHUNK_BYTES each on the CPU, one slice covering all on a GPU."""
     return batch_slices(rows, rows.shape[1] * rows.itemsize, _CHUNK_BYTES, gpu_budget=2**62)
+
+
+def for_chunks(rows, work) -> None:
+    """``work(part)`` for every chunk of rows; chunks write disjoint rows, so on the CPU
+    minidl's worker threads share them out (minidl._cpu_threads)."""
+    if backend.device_of(rows).type != "cpu":
+        for part in chunks(rows):
+            work(part)
+        return
+    parallel_map(work, chunks(rows))
 
 
 def per_row(values, n: int):
@@ -71,9 +85,12 @@ def centered_dots(rows, center_r, other=None):
     """
     xp = backend.get_array_module(rows)
     out = xp.empty(rows.shape[0], dtype=rows.dtype)
-    for part in chunks(rows):
+
+    def work(part):
         d = rows[part] - center_r[part]
         out[part] = xp.einsum("ij,ij->i", d, d if other is None else other[part])
+
+    for_chunks(rows, work)
     return out
 
 
@@ -95,7 +112,8 @@ def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_sca
     """
     xp = backend.get_array_module(rows)
     out = xp.empty_like(rows)
-    for part in chunks(rows):
+
+    def work(part):
         o = out[part]
         xp.subtract(rows[part], center_r[part], out=o)
         o *= scale_r[part]
@@ -104,4 +122,6 @@ def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_sca
         if other is not None:
             o += other[part]
             o *= other_scale_r[part]
+
+    for_chunks(rows, work)
     return out
