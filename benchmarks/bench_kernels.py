@@ -123,10 +123,10 @@ def _gemm(a, b):
     time; a multi-threaded BLAS call here would also leave OpenBLAS threads spinning
     into the next timed case.
     """
-    if backend.device_of(a).type != "cpu":
-        return backend.get_array_module(a).matmul(a, b)
     if a.ndim == 2:
         return _cpu_threads.matmul(a, b)
+    if backend.device_of(a).type != "cpu":
+        return backend.get_array_module(a).matmul(a, b)
     return [_cpu_threads.matmul(a[i], b[i]) for i in range(a.shape[0])]
 
 

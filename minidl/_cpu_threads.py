@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as _np
 
+from . import backend
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _controller = None          # threadpoolctl.ThreadpoolController, False if unavailable
@@ -183,20 +185,32 @@ def parallel_map(fn, items) -> list:
         _region.release()
 
 
+def map_pieces(array, work, items) -> list:
+    """``[work(item) for item in items]`` for pieces of a kernel working on ``array``.
+
+    On the CPU the pieces are spread over the worker threads (``parallel_map``); on a
+    GPU they run in order in this thread, since CuPy's current device and stream are
+    per thread and the GPU runs each piece in parallel anyway.
+    """
+    if backend.device_of(array).type != "cpu":
+        return [work(item) for item in items]
+    return parallel_map(work, items)
+
+
 def matmul(a, b):
-    """``a @ b`` for 2-D NumPy arrays, cut into blocks of the result's longer side over the workers.
+    """``a @ b`` for 2-D arrays; on the CPU cut into blocks of the result's longer side over the workers.
 
     With BLAS single-threaded, a large product must be spread over the cores by
     minidl itself: each block is one BLAS call writing its own rows or columns of
-    the result (views of ``a`` and ``b``, no copies). Small products, and any
-    product when the workers are off, are one plain call.
+    the result (views of ``a`` and ``b``, no copies). Small products, any product
+    when the workers are off, and GPU arrays (cuBLAS) are one plain call.
 
     Shapes: a (M, K), b (K, N) -> (M, N).
     """
     m, k = a.shape
     n = b.shape[1]
     count = workers()
-    if count == 1 or m * n * k < _SPLIT_MACS:
+    if count == 1 or m * n * k < _SPLIT_MACS or backend.device_of(a).type != "cpu":
         return a @ b
     out = _np.empty((m, n), dtype=_np.result_type(a, b))
     blocks = 2 * count        # a few more blocks than workers: a slowed worker takes fewer

@@ -20,7 +20,7 @@ device prefers few large kernels to many small ones.
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import parallel_map
+from .._cpu_threads import map_pieces
 from ._im2col import batch_slices
 
 # Bytes per chunk on the CPU: half a core's 1 MB L2, so a chunk and its temporary fit.
@@ -37,16 +37,6 @@ def rows_of(x):
 def chunks(rows) -> list:
     """Row slices of about _CHUNK_BYTES each on the CPU, one slice covering all on a GPU."""
     return batch_slices(rows, rows.shape[1] * rows.itemsize, _CHUNK_BYTES, gpu_budget=2**62)
-
-
-def for_chunks(rows, work) -> None:
-    """``work(part)`` for every chunk of rows; chunks write disjoint rows, so on the CPU
-    minidl's worker threads share them out (minidl._cpu_threads)."""
-    if backend.device_of(rows).type != "cpu":
-        for part in chunks(rows):
-            work(part)
-        return
-    parallel_map(work, chunks(rows))
 
 
 def per_row(values, n: int):
@@ -90,7 +80,7 @@ def centered_dots(rows, center_r, other=None):
         d = rows[part] - center_r[part]
         out[part] = xp.einsum("ij,ij->i", d, d if other is None else other[part])
 
-    for_chunks(rows, work)
+    map_pieces(rows, work, chunks(rows))
     return out
 
 
@@ -123,5 +113,5 @@ def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_sca
             o += other[part]
             o *= other_scale_r[part]
 
-    for_chunks(rows, work)
+    map_pieces(rows, work, chunks(rows))
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numbers
 
 from .. import backend
+from .._cpu_threads import balanced_slices
 from . import _cuda_kernels as cuda_kernels
 
 
@@ -211,3 +212,14 @@ def batch_slices(x, per_sample_bytes: int, cpu_budget: int, gpu_budget: int = 51
     step = max(1, budget // max(per_sample_bytes, 1))
     return [slice(i, min(i + step, x.shape[0])) for i in range(0, x.shape[0], step)]
 
+
+def worker_slices(x, per_sample_bytes: int, cpu_budget: int) -> list:
+    """``batch_slices`` for kernels whose slices run on the CPU workers (``_cpu_threads.map_pieces``).
+
+    On the CPU the slice count is a multiple of the worker count, sizes within one of
+    each other (``_cpu_threads.balanced_slices``), so the workers finish together; a
+    GPU gets ``batch_slices``' default budget.
+    """
+    if backend.device_of(x).type == "cpu":
+        return balanced_slices(x.shape[0], per_sample_bytes, cpu_budget)
+    return batch_slices(x, per_sample_bytes, cpu_budget)

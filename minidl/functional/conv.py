@@ -25,9 +25,9 @@ core too (minidl._cpu_threads).
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import balanced_slices, parallel_map
+from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
-from ._im2col import batch_slices, col2im, im2col, output_hw, pair, resolve_padding
+from ._im2col import col2im, im2col, output_hw, pair, resolve_padding, worker_slices
 
 
 # The largest im2col buffer built at once on the CPU, in bytes: the batch is
@@ -54,26 +54,11 @@ class Conv2d(Function):
         n, oh, ow = col.shape[3:]
         return col.reshape(self.groups, -1, n * oh * ow)
 
-    @staticmethod
-    def _batch_slices(x, per_sample_bytes: int) -> list:
-        """Batch slices whose col fits _COL_BYTES on the CPU (a multiple of the worker count)."""
-        if backend.device_of(x).type == "cpu":
-            return balanced_slices(x.shape[0], per_sample_bytes, _COL_BYTES)
-        return batch_slices(x, per_sample_bytes, _COL_BYTES)
-
-    @staticmethod
-    def _for_slices(x, work, slices) -> list:
-        """``work(part)`` for every slice, on the CPU in worker threads (see
-        minidl._cpu_threads); the results in slice order."""
-        if backend.device_of(x).type != "cpu":
-            return [work(part) for part in slices]
-        return parallel_map(work, slices)
-
     def _slices(self, x, weight):
         n, c, h, w = x.shape
         oh, ow = output_hw("conv2d", (h, w), weight.shape[2:], self.stride, self.pads)
         per_sample = c * weight[0, 0].size * oh * ow * x.itemsize
-        return self._batch_slices(x, per_sample), (oh, ow)
+        return worker_slices(x, per_sample, _COL_BYTES), (oh, ow)
 
     def forward(self, x, weight, bias=None):
         xp = backend.get_array_module(x)
@@ -94,7 +79,7 @@ class Conv2d(Function):
             else:  # add the bias during the layout copy instead of in a pass of its own
                 xp.add(y_t, bias.reshape(1, o, 1, 1), out=y[part])
 
-        self._for_slices(x, work, slices)
+        map_pieces(x, work, slices)
         self.save_for_backward(x, weight)  # both are held by the graph anyway: no extra memory
         return y
 
@@ -150,7 +135,7 @@ class Conv2d(Function):
             gx[part] = gx_t.reshape(c, -1, h, w).transpose(1, 0, 2, 3)
 
         per_sample = gy.shape[1] * kh * kw * h * w * gy.itemsize
-        self._for_slices(gy, work, self._batch_slices(gy, per_sample))
+        map_pieces(gy, work, worker_slices(gy, per_sample, _COL_BYTES))
         return gx
 
     def _input_grad_col2im(self, gy, weight, x_shape):
@@ -170,7 +155,7 @@ class Conv2d(Function):
             gcol = gcol.reshape((x_shape[1],) + self.kernel + (-1,) + gy.shape[2:])
             gx[part] = col2im(gcol, gx[part].shape, self.stride, self.pads)
 
-        self._for_slices(gx, work, self._slices(gx, weight)[0])
+        map_pieces(gx, work, self._slices(gx, weight)[0])
         return gx
 
     def _weight_grad(self, x, gy, weight):
@@ -190,7 +175,7 @@ class Conv2d(Function):
 
         # One product per slice (each as small as the weights), summed in slice order:
         # the same sum however many threads computed the products.
-        products = self._for_slices(x, work, self._slices(x, weight)[0])
+        products = map_pieces(x, work, self._slices(x, weight)[0])
         if not products:  # an empty batch: no slices, a zero gradient
             return xp.zeros(weight.shape, dtype=weight.dtype)
         gw = products[0]

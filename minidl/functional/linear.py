@@ -1,13 +1,8 @@
 """Fully connected layer: y = x @ W^T + b."""
 from __future__ import annotations
 
-from .. import _cpu_threads, backend
+from .._cpu_threads import matmul as _matmul  # on the CPU split over the worker threads
 from ..autograd import Function, Tensor
-
-
-def _matmul(a, b):
-    """a @ b; on the CPU split over minidl's worker threads (BLAS runs single-threaded there)."""
-    return _cpu_threads.matmul(a, b) if backend.device_of(a).type == "cpu" else a @ b
 
 
 class Linear(Function):

@@ -22,10 +22,10 @@ the gradients of the windows that chose it, in the order the loop below adds the
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import balanced_slices, parallel_map
+from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
-from ._im2col import batch_slices, output_hw, pad2d, pair, resolve_padding, window
+from ._im2col import output_hw, pad2d, pair, resolve_padding, window, worker_slices
 
 
 def _index_dtype(xp, positions: int):
@@ -41,17 +41,6 @@ def _index_dtype(xp, positions: int):
 _SLICE_BYTES = 2 * 2**20
 
 
-def _for_slices(array, work, slices) -> None:
-    """``work(part)`` for each batch slice; the slices write disjoint outputs, so on the
-    CPU worker threads share them out (minidl._cpu_threads). A GPU runs them in
-    order (CuPy's current device and stream are per thread)."""
-    if backend.device_of(array).type != "cpu":
-        for part in slices:
-            work(part)
-        return
-    parallel_map(work, slices)
-
-
 class MaxPool2d(Function):
     # For each batch slice of n images:
     # x (n,C,H,W) -> xpad (n,C,Hp,Wp) padded with -inf -> y (n,C,OH,OW), and
@@ -62,9 +51,7 @@ class MaxPool2d(Function):
     def _slices(self, x_shape, x):
         (top, bottom), (left, right) = self.pads
         padded = x_shape[1] * (x_shape[2] + top + bottom) * (x_shape[3] + left + right)
-        if backend.device_of(x).type == "cpu":
-            return balanced_slices(x_shape[0], padded * x.itemsize, _SLICE_BYTES)
-        return batch_slices(x, padded * x.itemsize, _SLICE_BYTES)
+        return worker_slices(x, padded * x.itemsize, _SLICE_BYTES)
 
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -99,7 +86,7 @@ class MaxPool2d(Function):
                     xp.maximum(argmax_part, better, out=argmax_part)
                     xp.maximum(y_part, candidate, out=y_part)
 
-        _for_slices(x, work, self._slices(x.shape, x))
+        map_pieces(x, work, self._slices(x.shape, x))
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
         return y
 
@@ -127,7 +114,7 @@ class MaxPool2d(Function):
                     gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += sent
             gx[part] = gxpad[:, :, top:top + h, left:left + w]
 
-        _for_slices(gy, work, self._slices(self.x_shape, gy))
+        map_pieces(gy, work, self._slices(self.x_shape, gy))
         assert gx.shape == tuple(self.x_shape)
         return gx
 
