@@ -48,6 +48,11 @@ class Conv2d(Function):
         """weight (O, C/G, KH, KW) as G matrices (G, O/G, C/G*KH*KW), a free view."""
         return weight.reshape(self.groups, weight.shape[0] // self.groups, -1)
 
+    def _gy_matrices(self, gy):
+        """gy (n, O, OH, OW) as G matrices (G, O/G, n*OH*OW): forward's y_t layout, a contiguous copy."""
+        xp = backend.get_array_module(gy)
+        return xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(self.groups, gy.shape[1] // self.groups, -1)
+
     def _col(self, x, kernel):
         """im2col of x viewed as G matrices (G, C/G*KH*KW, n*OH*OW)."""
         col = im2col(x, kernel, self.stride, self.pads)
@@ -146,12 +151,10 @@ class Conv2d(Function):
         """
         xp = backend.get_array_module(gy)
         w_mat = self._weight_matrices(weight)
-        g, og, _ = w_mat.shape
         gx = xp.empty(x_shape, dtype=gy.dtype)
 
         def work(part):
-            gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
-            gcol = xp.matmul(w_mat.transpose(0, 2, 1), gy_t)
+            gcol = xp.matmul(w_mat.transpose(0, 2, 1), self._gy_matrices(gy[part]))
             gcol = gcol.reshape((x_shape[1],) + self.kernel + (-1,) + gy.shape[2:])
             gx[part] = col2im(gcol, gx[part].shape, self.stride, self.pads)
 
@@ -165,13 +168,11 @@ class Conv2d(Function):
         -> gw (G, O/G, C/G*KH*KW) -> (O, C/G, KH, KW).
         """
         xp = backend.get_array_module(x)
-        g, og = self.groups, weight.shape[0] // self.groups
 
         def work(part):
-            gy_t = xp.ascontiguousarray(gy[part].transpose(1, 0, 2, 3)).reshape(g, og, -1)
             col = self._col(x[part], self.kernel)
             # col's transpose is a view that BLAS reads as such, without a copy.
-            return xp.matmul(gy_t, col.transpose(0, 2, 1))
+            return xp.matmul(self._gy_matrices(gy[part]), col.transpose(0, 2, 1))
 
         # One product per slice (each as small as the weights), summed in slice order:
         # the same sum however many threads computed the products.
