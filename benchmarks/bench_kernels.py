@@ -79,10 +79,11 @@ def _timed(device, fn):
 
 
 # ---- case builders: each returns fn() -> (forward seconds, backward seconds) -----------------
-def minidl_case(device, rng, x_shape, forward, x_grad=True, params=()):
-    """forward(x, *params) -> y Tensor; backward runs y.backward(random gy)."""
-    x = minidl.tensor(rng.standard_normal(x_shape, dtype=np.float32), device=device, requires_grad=x_grad)
-    params = [minidl.tensor(p, device=device, requires_grad=True) for p in params]
+def _forward_backward(device, x, params, forward, random_like):
+    """fn() -> (forward s, backward s) of forward(x, *params), for either framework's tensors.
+
+    The upstream gradient is drawn once (``random_like(y)``) and reused every round.
+    """
     state = {}
 
     def run():
@@ -91,28 +92,25 @@ def minidl_case(device, rng, x_shape, forward, x_grad=True, params=()):
         x.grad = None
         y, tf = _timed(device, lambda: forward(x, *params))
         if "gy" not in state:
-            state["gy"] = backend.to_device(rng.standard_normal(y.shape, dtype=np.float32), device)
+            state["gy"] = random_like(y)
         _, tb = _timed(device, lambda: y.backward(state["gy"]))
         return tf, tb
     return run
+
+
+def minidl_case(device, rng, x_shape, forward, x_grad=True, params=()):
+    """forward(x, *params) -> y Tensor; backward runs y.backward(random gy)."""
+    x = minidl.tensor(rng.standard_normal(x_shape, dtype=np.float32), device=device, requires_grad=x_grad)
+    params = [minidl.tensor(p, device=device, requires_grad=True) for p in params]
+    return _forward_backward(device, x, params, forward, lambda y: backend.to_device(
+        rng.standard_normal(y.shape, dtype=np.float32), device))
 
 
 def torch_case(torch, device, rng, x_shape, forward, x_grad=True, params=()):
     tdev = common.torch_device(device)
     x = torch.from_numpy(rng.standard_normal(x_shape, dtype=np.float32)).to(tdev).requires_grad_(x_grad)
     params = [torch.from_numpy(np.ascontiguousarray(p)).to(tdev).requires_grad_(True) for p in params]
-    state = {}
-
-    def run():
-        for p in params:
-            p.grad = None
-        x.grad = None
-        y, tf = _timed(device, lambda: forward(x, *params))
-        if "gy" not in state:
-            state["gy"] = torch.randn_like(y)
-        _, tb = _timed(device, lambda: y.backward(state["gy"]))
-        return tf, tb
-    return run
+    return _forward_backward(device, x, params, forward, torch.randn_like)
 
 
 def _gemm(a, b):
