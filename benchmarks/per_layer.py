@@ -39,47 +39,56 @@ def _time_loss_and_step(runner, times, loss_fn):
     runner.optimizer.zero_grad()
 
 
-def _minidl_layer_pass(runner, grads):
-    """Forward and backward time of each layer, run one at a time on a detached input."""
-    model, device, times = runner.model, runner.device, {}
-    h = runner.x
-    for i, (name, layer) in enumerate(model.named_children()):
-        inp = minidl.Tensor(h.data, requires_grad=i > 0)  # conv1's input needs no gradient
+def _time_layers(device, layers, h, fresh_input, upstream):
+    """Forward and backward time of each (name, layer), run one at a time on a detached input.
+
+    Args:
+        layers: (name, layer) pairs in order; h: the first layer's input.
+        fresh_input(h, i): layer i's input, a new leaf holding h's values.
+        upstream(name, i, out): the gradient sent back into the layer's output.
+    Returns:
+        name -> (forward s, backward s), and the last output, detached.
+    """
+    times = {}
+    for i, (name, layer) in enumerate(layers):
+        inp = fresh_input(h, i)
         start = time.perf_counter()
         out = layer(inp)
         sync(device)
         mid = time.perf_counter()
-        if name not in grads:
-            grads[name] = np.random.default_rng(i).standard_normal(out.shape, dtype=np.float32)
-        g = backend.to_device(grads[name], device)
+        g = upstream(name, i, out)
         sync(device)
         mid2 = time.perf_counter()
         out.backward(g)
         sync(device)
         times[name] = (mid - start, time.perf_counter() - mid2)
         h = out.detach()
+    return times, h
+
+
+def _minidl_layer_pass(runner, grads):
+    """Forward and backward time of each layer; draws the upstream gradients into ``grads``."""
+    device = runner.device
+
+    def upstream(name, i, out):
+        if name not in grads:
+            grads[name] = np.random.default_rng(i).standard_normal(out.shape, dtype=np.float32)
+        return backend.to_device(grads[name], device)
+
+    times, h = _time_layers(device, runner.model.named_children(), runner.x,
+                            lambda h, i: minidl.Tensor(h.data, requires_grad=i > 0), upstream)  # conv1: no gx
     logits = minidl.Tensor(h.data, requires_grad=True)
     _time_loss_and_step(runner, times, lambda: F.softmax_cross_entropy(logits, runner.labels))
     return times
 
 
 def _torch_layer_pass(runner, grads):
-    torch, device, times = runner.torch, runner.device, {}
+    """The same for the torch twin, with minidl's upstream gradients."""
+    torch, device = runner.torch, runner.device
     tdev = common.torch_device(device)
-    h = runner.x
-    for i, (name, layer) in enumerate(runner.model.named_children()):
-        inp = h.detach().requires_grad_(i > 0)
-        start = time.perf_counter()
-        out = layer(inp)
-        sync(device)
-        mid = time.perf_counter()
-        g = torch.from_numpy(grads[name]).to(tdev) if name in grads else torch.ones_like(out)
-        sync(device)
-        mid2 = time.perf_counter()
-        out.backward(g)
-        sync(device)
-        times[name] = (mid - start, time.perf_counter() - mid2)
-        h = out.detach()
+    times, h = _time_layers(
+        device, runner.model.named_children(), runner.x, lambda h, i: h.detach().requires_grad_(i > 0),
+        lambda name, i, out: torch.from_numpy(grads[name]).to(tdev) if name in grads else torch.ones_like(out))
     logits = h.detach().requires_grad_(True)
     _time_loss_and_step(runner, times, lambda: torch.nn.functional.cross_entropy(logits, runner.labels))
     return times
