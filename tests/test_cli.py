@@ -4,7 +4,6 @@ Runs that must be real processes (end to end, SIGKILL) go through subprocess;
 argument and setup errors call ``main`` in-process, which is what the script runs.
 """
 import csv
-import importlib.util
 import json
 import os
 import random
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from example_scripts import load_example
 from cifar_fixture import closed_port, write_cifar10
 from minidl.backend import is_cuda_available
 from minidl.checkpoint import load_checkpoint, save_checkpoint
@@ -27,14 +27,7 @@ SCRIPT = ROOT / "examples" / "alexnet_cifar10.py"
 TIMING = ("seconds", "images_per_s")
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("alexnet_cifar10", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load_cli()
+cli = load_example("alexnet_cifar10.py")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from example_scripts import load_example
 from cifar_fixture import LABEL_NAMES, closed_port, write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +23,7 @@ SEED_LAYERS = ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2
 MAPPED = SEED_LAYERS[:15]  # conv1 .. pool5: the layers with (C,H,W) outputs get a feature-map grid
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("layer_by_layer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-walk = _load_script()
+walk = load_example("layer_by_layer.py")
 
 
 @pytest.fixture(scope="module")
