@@ -20,7 +20,10 @@ reduced metrics). Only these modules import mpi4py and CuPy's NCCL, lazily.
 """
 from .collectives import all_reduce, broadcast, iall_reduce
 from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer
-from .world import DistributedError, World, barrier, init, is_main, local_rank, rank, world, world_size
+from .data_parallel import DataParallel
+from .world import (DistributedError, World, barrier, get_world, init, initialized, is_main, local_rank, rank,
+                    world_size)
 
-__all__ = ["init", "world", "rank", "world_size", "local_rank", "is_main", "barrier", "all_reduce",
-           "broadcast", "iall_reduce", "GradientReducer", "DEFAULT_BUCKET_BYTES", "World", "DistributedError"]
+__all__ = ["init", "get_world", "rank", "world_size", "local_rank", "is_main", "barrier", "all_reduce",
+           "broadcast", "iall_reduce", "GradientReducer", "DEFAULT_BUCKET_BYTES", "DataParallel", "World",
+           "DistributedError", "initialized"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .. import backend
 from ._mpi import MPITransport, Request
-from .world import World, world as _current_world
+from .world import World, get_world as _current_world
 
 OPS = ("sum", "max", "min")
 

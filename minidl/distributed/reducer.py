@@ -18,7 +18,8 @@ idle during backward. So, like Horovod's tensor fusion and PyTorch DDP's buckets
 
 Buckets start strictly in order, on every process alike: collectives must be
 called in the same order everywhere, and backward finishes the same parameters in
-the same order on every process.
+the same order on every process. So a parameter that backward does not reach
+holds back its bucket, and every later one, until ``wait()``.
 
 Exactness: a sum over processes adds the same numbers as one process would, but in
 another grouping (each process first sums its own slice), so results agree with a
@@ -31,7 +32,7 @@ import time
 from .. import backend
 from ..autograd import Tensor
 from .collectives import iall_reduce
-from .world import World, world as _current_world
+from .world import World, get_world as _current_world
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's default: large enough to reach full bandwidth
 

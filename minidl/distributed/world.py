@@ -142,26 +142,31 @@ def _mpi_world_comm():
     return MPI.COMM_WORLD.Dup()
 
 
-def world() -> World:
+def get_world() -> World:
     """The current world (``init()`` on first use)."""
     return _world if _world is not None else init()
 
 
+def initialized() -> World | None:
+    """The world if ``init`` has run, else None (never starts MPI)."""
+    return _world
+
+
 def rank() -> int:
-    return world().rank
+    return get_world().rank
 
 
 def world_size() -> int:
-    return world().size
+    return get_world().size
 
 
 def local_rank() -> int:
-    return world().local_rank
+    return get_world().local_rank
 
 
 def is_main() -> bool:
-    return world().is_main
+    return get_world().is_main
 
 
 def barrier() -> None:
-    world().barrier()
+    get_world().barrier()
