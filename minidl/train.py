@@ -1,4 +1,4 @@
-"""Training and evaluation: the fit loop, metrics, history, checkpoints, plots.
+"""Training and evaluation: the fit loop, history, checkpoints, plots (metrics: ``minidl.metrics``).
 
     trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=30,
                       schedule=schedule, out_dir="runs/alexnet", checkpoint_every=200)
@@ -36,8 +36,9 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import no_grad
+from ._progress import Progress, clock
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .metrics import correct_counts, count_correct, evaluate  # noqa: F401  (count_correct: public here too)
 from .plots import plot_curves, plot_filters
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "seconds",
@@ -48,124 +49,11 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite (usually: the learning rate is too high)."""
 
 
-# ---- metrics ------------------------------------------------------------------
-
-def correct_counts(logits, labels, ks=(1,)):
-    """How many rows have their label among the k highest logits, for each k in ``ks``.
-
-    Args:
-        logits: (N, K) raw array (NumPy or CuPy).
-        labels: (N,) integer array on the same device.
-        ks: the k values.
-    Returns:
-        an int64 array (len(ks),) on the logits' device: counting stays there, so a
-        GPU is not stopped to read a number per batch. Top-1 uses argmax (ties go to
-        the lowest index); top-k counts a row when fewer than k classes score
-        strictly higher than the label, which needs no sort.
-    """
-    # logits (N,K), labels (N,) -> label score (N,1) -> rank (N,) -> counts (len(ks),)
-    xp = backend.get_array_module(logits)
-    counts = []
-    for k in ks:
-        if k == 1:
-            counts.append((logits.argmax(axis=1) == labels).sum())
-        else:
-            label_score = logits[xp.arange(logits.shape[0]), labels][:, None]
-            counts.append(((logits > label_score).sum(axis=1) < k).sum())
-    return xp.stack(counts).astype(np.int64)
-
-
-def count_correct(logits, labels, k: int = 1) -> int:
-    """``correct_counts`` for one k, as a Python int."""
-    return int(correct_counts(logits, labels, (k,))[0])
-
-
-def evaluate(model, loader, parallel=None) -> dict:
-    """Mean loss, top-1 and top-5 accuracy of ``model`` over one pass of ``loader``.
-
-    Runs in eval mode (dropout off, BatchNorm on running statistics) under
-    ``no_grad``; the model's previous mode is restored afterwards. The sums stay on
-    the device until the end: one transfer per evaluation, not per batch.
-
-    Args:
-        parallel: a ``minidl.distributed.DataParallel`` when each process evaluates
-            its shard of ``loader``: the sums are then taken over all processes.
-    Returns:
-        {"loss": float, "acc": float, "top5": float}; accuracies are fractions in [0, 1].
-    """
-    was_training = model.training
-    model.eval()
-    totals = None  # (loss sum, top-1, top-5, images) on the device, float64
-    try:
-        with no_grad():
-            for x, y in loader.epoch_batches(0):
-                xp = backend.get_array_module(x.data)
-                n = int(y.shape[0])
-                if n == 0:  # this process holds none of a short last batch
-                    batch = xp.zeros(4)
-                else:
-                    logits = model(x)
-                    loss = F.softmax_cross_entropy(logits, y).data.astype(np.float64) * n
-                    batch = xp.concatenate([loss.reshape(1), correct_counts(logits.data, y, (1, 5)).astype(np.float64),
-                                            xp.asarray([float(n)])])
-                totals = batch if totals is None else totals + batch
-    finally:
-        model.train(was_training)
-    if totals is None:
-        raise ValueError("evaluate: the loader yielded no samples")
-    if parallel is not None:
-        parallel.all_reduce(totals)
-    loss_sum, top1, top5, seen = (float(v) for v in backend.to_numpy(totals))
-    if seen == 0:
-        raise ValueError("evaluate: the loader yielded no samples")
-    return {"loss": loss_sum / seen, "acc": top1 / seen, "top5": top5 / seen}
-
-
 def fit(model, optimizer, train_loader, val_loader, *, epochs: int, **kwargs) -> "Trainer":
     """Train for ``epochs`` epochs with a new ``Trainer`` (same keyword arguments); returns it."""
     trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=epochs, **kwargs)
     trainer.fit()
     return trainer
-
-
-# ---- progress -----------------------------------------------------------------
-
-class _Progress:
-    """A tqdm bar per epoch when tqdm is installed, else a plain line every ~10%."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
-        self.total, self.done, self.desc, self.enabled = total, initial, desc, enabled
-        self.every = max(1, total // 10)
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # tqdm is optional (extra "progress")
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
-        self.start, self.start_done = time.perf_counter(), initial
-
-    def update(self, loss: float, acc: float, images_per_s: float) -> None:
-        self.done += 1
-        text = f"loss {loss:.4f} acc {100 * acc:.2f}% {images_per_s:.0f} img/s"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.enabled and (self.done % self.every == 0 or self.done == self.total):
-            rate = (self.done - self.start_done) / max(time.perf_counter() - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            print(f"{self.desc} [{self.done}/{self.total}] {text} ETA {_clock(eta)}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # ---- the trainer ----------------------------------------------------------------
@@ -307,13 +195,21 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path or self.path("checkpoint.npz")), rebuild_schedule)
 
     # ---- training ---------------------------------------------------------------
+    def _device(self) -> backend.Device:
+        return next(iter(self.model.parameters())).device
+
     def fit(self) -> list:
-        """Train from the current position to ``epochs``; returns the history rows."""
+        """Train from the current position to ``epochs``; returns the history rows.
+
+        The model's device is made current for the whole run, so everything the step
+        allocates (gradients, metric sums, scalars) lands on it, also on cuda:N.
+        """
         trained = False
-        while self.state["epoch"] < self.epochs:
-            self._train_epoch()
-            self._end_epoch()
-            trained = True
+        with backend.device_context(self._device()):
+            while self.state["epoch"] < self.epochs:
+                self._train_epoch()
+                self._end_epoch()
+                trained = True
         if not trained and self.state["history"] and self.writes:
             self._write_reports()  # a run killed after its last checkpoint, before its reports
         return self.state["history"]
@@ -324,7 +220,7 @@ class Trainer:
         if running["lr"] is None:
             running["lr"] = float(self.optimizer.lr)
         self.model.train()
-        bar = _Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
+        bar = Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
         # time since the epoch (re)started; earlier wall time of this epoch is in running["seconds"]
         started, seconds_before = time.perf_counter(), running["seconds"]
         try:
@@ -399,7 +295,7 @@ class Trainer:
         state["epoch"], state["step"], state["running"] = state["epoch"] + 1, 0, _fresh_running()
         self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
                  f"{100 * row['train_acc']:.2f}% | val loss {val['loss']:.4f} acc {100 * val['acc']:.2f}% "
-                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {_clock(row['seconds'])}, "
+                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {clock(row['seconds'])}, "
                  f"{row['images_per_s']:.0f} img/s" + (" | best" if improved else ""))
         if self.out_dir is None:
             return
@@ -436,7 +332,8 @@ class Trainer:
         """
         if self.parallel is not None:
             self.parallel.sync_buffers()
-        metrics = evaluate(self.model, test_loader, self.parallel)
+        with backend.device_context(self._device()):
+            metrics = evaluate(self.model, test_loader, self.parallel)
         results = {"test_loss": metrics["loss"], "test_acc": metrics["acc"], "test_top5": metrics["top5"],
                    "best_val_acc": self.state["best_val_acc"], "best_epoch": self.state["best_epoch"],
                    "epochs": self.state["epoch"], "settings": self.settings, "history": self.state["history"]}

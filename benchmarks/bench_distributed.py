@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Data-parallel scaling on this machine: 1 process against N processes, one thread each.
+
+    python benchmarks/bench_distributed.py                      # cifar (batch 128) and seed (batch 32), 2 processes
+    python benchmarks/bench_distributed.py --variants cifar --rounds 7 --processes 2
+
+For each variant, rounds alternate (1 process, N processes, 1 process, ...); each
+round is a fresh job that trains ``--steps`` steps of the global batch (after one
+untimed epoch of ``--warmup`` steps) through the real ``Trainer`` and
+``DataParallel``, on random images with the variant's training transform. Every
+process gets one worker thread and single-threaded BLAS, so N processes use N
+cores and the 1-process baseline uses one: the efficiency is N-process images/s
+over N times the 1-process images/s.
+
+The N-process jobs also report their communication, on rank 0:
+
+* ``wait`` (median per step): time blocked in ``GradientReducer.wait`` after
+  backward, i.e. the all-reduce time that backward did not hide;
+* ``allreduce``: minidl's whole bucket path alone (pack, all-reduce, unpack) and a
+  bare ``mpi4py`` ``Allreduce`` of the same number of bytes, timed alternately
+  after training: their ratio is minidl's overhead over plain MPI, and
+  ``1 - wait / allreduce`` the share of the all-reduce that overlapped backward.
+
+Results go to benchmarks/results/bench_distributed_<date>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, format_table, machine_info, median, write_json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+BATCH = {"cifar": 128, "seed": 32}
+ONE_THREAD = {"MINIDL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
+
+
+# ---- one job (runs in each process) ---------------------------------------------------
+
+def worker(args) -> None:
+    from minidl import distributed
+    from minidl.data import DataLoader, build_transform
+    from minidl.distributed.launch import share_cpu_cores
+    from minidl.models import AlexNet
+    from minidl.models.alexnet import INPUT_SIZE
+    from minidl.optim import SGD
+    from minidl.train import Trainer
+
+    world = distributed.init()
+    share_cpu_cores(world)
+    steps, batch = args.steps, args.batch_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, steps * batch)
+    model = AlexNet(num_classes=10, variant=args.variant, seed=0)
+    parallel = distributed.DataParallel(model, world, bucket_bytes=int(args.bucket_mb * 2**20)) \
+        if world.size > 1 else None
+    transform = build_transform(INPUT_SIZE[args.variant], augment=True)
+    shard = None if parallel is None else parallel.shard
+    warm = DataLoader(images[:args.warmup * batch], labels[:args.warmup * batch], batch, transform=transform,
+                      shard=shard)
+    timed = DataLoader(images, labels, batch, transform=transform, shard=shard)
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    waits = []
+    log = (lambda *a: None)
+    Trainer(model, optimizer, warm, None, epochs=1, progress=False, plots=False, parallel=parallel, log=log).fit()
+    trainer = Trainer(model, optimizer, timed, None, epochs=1, progress=False, plots=False, parallel=parallel,
+                      log=log)
+    if parallel is not None:  # record the reducer's blocked time of every step
+        original = parallel.finish_gradients
+
+        def finish():
+            original()
+            waits.append(parallel.reducer.stats["wait_seconds"])
+        parallel.finish_gradients = finish
+    history = trainer.fit()
+    report = {"images_per_s": history[-1]["images_per_s"], "processes": world.size}
+    if parallel is not None:
+        report.update(wait_s=median(waits), **allreduce_times(parallel, world), buckets=parallel.reducer.stats["buckets"],
+                      bytes=parallel.reducer.stats["bytes"])
+    if world.is_main:
+        print("RESULT " + json.dumps(report), flush=True)
+
+
+def allreduce_times(parallel, world, repeats: int = 15) -> dict:
+    """Median seconds of minidl's bucket path and of a bare Allreduce of the same bytes, alternated."""
+    from mpi4py import MPI
+    reducer = parallel.reducer
+    bare = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
+    minidl_s, bare_s = [], []
+    for _ in range(repeats):
+        world.barrier()
+        start = time.perf_counter()
+        reducer.wait()        # nothing started during a backward: packs, reduces, unpacks every bucket
+        minidl_s.append(time.perf_counter() - start)
+        world.barrier()
+        start = time.perf_counter()
+        world.comm.Allreduce(MPI.IN_PLACE, bare, op=MPI.SUM)
+        bare_s.append(time.perf_counter() - start)
+    return {"allreduce_minidl_s": median(minidl_s), "allreduce_bare_s": median(bare_s)}
+
+
+# ---- the driver -----------------------------------------------------------------------
+
+def run_job(args, variant: str, processes: int) -> dict:
+    command = [sys.executable, __file__, "--worker", "--variant", variant, "--batch-size", str(args.batch[variant]),
+               "--steps", str(args.steps[variant]), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb)]
+    if processes > 1:
+        command = [args.mpiexec, "-n", str(processes)] + command
+    env = dict(os.environ, **ONE_THREAD)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"bench_distributed: the {processes}-process {variant} job failed:\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default="cifar,seed")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per job (default: 8 cifar, 4 seed)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--bucket-mb", type=float, default=25.0)
+    p.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
+    p.add_argument("--json", type=Path)
+    # worker mode (internal)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    variants = args.variants.split(",")
+    args.batch = BATCH
+    args.steps = {v: args.steps or (8 if v == "cifar" else 4) for v in variants}
+    if not os.access(args.mpiexec, os.X_OK):
+        args.mpiexec = "mpiexec"
+    results, rows = {}, []
+    for variant in variants:
+        runs = {1: [], args.processes: []}
+        for r in range(args.rounds):
+            for n in runs:
+                runs[n].append(run_job(args, variant, n))
+            print(f"  {variant} round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{n} proc {runs[n][-1]['images_per_s']:.1f} img/s" for n in runs), flush=True)
+        one = median([x["images_per_s"] for x in runs[1]])
+        many = median([x["images_per_s"] for x in runs[args.processes]])
+        per_round = [m["images_per_s"] / (args.processes * o["images_per_s"])
+                     for o, m in zip(runs[1], runs[args.processes])]
+        comm = runs[args.processes]
+        wait, ours, bare = (median([x[k] for x in comm]) for k in ("wait_s", "allreduce_minidl_s",
+                                                                    "allreduce_bare_s"))
+        results[variant] = {"batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
+                            "efficiency": many / (args.processes * one), "efficiency_per_round_median": median(per_round),
+                            "wait_s": wait, "allreduce_minidl_s": ours, "allreduce_bare_s": bare,
+                            "minidl_over_bare": ours / bare, "overlapped": max(0.0, 1 - wait / ours),
+                            "bytes": comm[0]["bytes"], "buckets": comm[0]["buckets"], "runs": runs}
+        rows.append([variant, args.batch[variant], f"{one:.1f}", f"{many:.1f}", f"{100 * many / (args.processes * one):.0f}%",
+                     f"{1e3 * ours:.1f} / {1e3 * bare:.1f} ms ({ours / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
+                     f"{100 * max(0.0, 1 - wait / ours):.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}"])
+    print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s", "efficiency",
+                        "all-reduce minidl / bare", "wait after backward", "overlapped", "gradients"], rows))
+    from minidl import backend
+    path = args.json or RESULTS_DIR / f"bench_distributed_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    write_json(path, {"machine": machine_info(backend.CPU), "processes": args.processes, "rounds": args.rounds,
+                      "results": results})
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
