@@ -34,6 +34,7 @@ from minidl import distributed
 from minidl.checkpoint import CheckpointError, load_checkpoint
 from minidl.data import DataLoader, DatasetError, build_transform, load_cifar10
 from minidl.distributed import DataParallel, DistributedError
+from minidl.distributed.world import launcher_rank
 from minidl.distributed.launch import StartupError, agree, device_for, share_cpu_cores
 from minidl.models import AlexNet
 from minidl.models.alexnet import INPUT_SIZE
@@ -366,7 +367,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)  # bad arguments: usage + message, exit 2
-    launcher_rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) or 0)
 
     def fail(message: str, code: int = EXIT_ERROR, everywhere: bool = True) -> int:
         """One line on stderr, then exit ``code``.
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
         other process waits for it forever.
         """
         world = distributed.initialized()
-        rank = world.rank if world is not None else launcher_rank
+        rank = world.rank if world is not None else launcher_rank()
         if rank == 0 or not everywhere:
             where = f"rank {rank}: " if rank != 0 and not everywhere else ""
             print(f"{PROG}: error: {where}{message}", file=sys.stderr, flush=True)

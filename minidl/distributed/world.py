@@ -88,6 +88,19 @@ def launcher_size() -> int | None:
     return None
 
 
+def launcher_rank() -> int:
+    """This process's rank as the launcher's environment says (0 without a launcher).
+
+    For messages before MPI has started (e.g. when mpi4py is missing), so that only
+    rank 0 reports a failure every process meets.
+    """
+    for name in _LAUNCHER_RANK_VARS:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def init(gpu_comm: str = "auto") -> World:
     """Find the world from the MPI launcher; a world of one process without one.
 
