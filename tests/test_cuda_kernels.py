@@ -27,7 +27,7 @@ from minidl.backend import is_cuda_available
 from minidl.data import transforms
 from minidl.functional import _cuda_kernels as cuda_kernels
 from minidl.functional import _cuda_sources as cuda_sources
-from minidl.functional import _im2col
+from minidl.functional import _im2col, _window
 from minidl.functional.pooling import MaxPool2d
 
 from cuda_emulation import GUARD, Emulator
@@ -62,7 +62,7 @@ def case_id(case):
 
 def out_hw(case):
     shape, kernel, stride, pads = case
-    return _im2col.output_hw("test", shape[2:], kernel, stride, pads)
+    return _window.output_hw("test", shape[2:], kernel, stride, pads)
 
 
 def tied_input(rng, shape, dtype):

@@ -27,7 +27,8 @@ from __future__ import annotations
 from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
-from ._im2col import col2im, im2col, output_hw, pair, resolve_padding, worker_slices
+from ._im2col import col2im, im2col, worker_slices
+from ._window import output_hw, pair, resolve_padding
 
 
 # The largest im2col buffer built at once on the CPU, in bytes: the batch is

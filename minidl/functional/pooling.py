@@ -25,7 +25,8 @@ from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
-from ._im2col import output_hw, pad2d, pair, resolve_padding, window, worker_slices
+from ._im2col import pad2d, window, worker_slices
+from ._window import output_hw, pair, resolve_padding
 
 
 def _index_dtype(xp, positions: int):
