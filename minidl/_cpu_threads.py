@@ -27,7 +27,8 @@ in item order, so callers that combine them (a weight gradient summed over slice
 add them in that order: the result never depends on thread timing or on the number
 of threads.
 
-Settings: ``MINIDL_NUM_THREADS`` (default: the CPUs this process may run on).
+Settings: ``MINIDL_NUM_THREADS`` (default: the CPUs this process may run on). The
+first CPU kernel also tunes the C allocator (minidl/_cpu_memory.py).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as _np
 
 from . import backend
+from ._cpu_memory import keep_freed_memory
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -198,6 +200,7 @@ def map_pieces(array, work, items) -> list:
     """
     if backend.device_of(array).type != "cpu":
         return [work(item) for item in items]
+    keep_freed_memory()  # once: work buffers stay in the process (see _cpu_memory)
     return parallel_map(work, items)
 
 
