@@ -71,12 +71,21 @@ def _upstream_gradient(i, shape):
     return np.random.default_rng(i).standard_normal(tuple(shape), dtype=np.float32)
 
 
+def _minidl_upstream(device, i, out):
+    """Layer i's upstream gradient in the memory layout of its output, as the next layer's
+    backward would hand it over (channels-last after the CPU's convolutions)."""
+    values = backend.to_device(_upstream_gradient(i, out.shape), device)
+    g = backend.get_array_module(values).empty_like(out.data)   # keeps out's strides
+    g[...] = values
+    return g
+
+
 def _minidl_layer_pass(runner):
     """Forward and backward time of each layer of the minidl model, and the loss and step."""
     device = runner.device
     times, h = _time_layers(device, runner.model.named_children(), runner.x,
                             lambda h, i: minidl.Tensor(h.data, requires_grad=i > 0),   # conv1: no gx
-                            lambda name, i, out: backend.to_device(_upstream_gradient(i, out.shape), device))
+                            lambda name, i, out: _minidl_upstream(device, i, out))
     logits = minidl.Tensor(h.data, requires_grad=True)
     _time_loss_and_step(runner, times, lambda: F.softmax_cross_entropy(logits, runner.labels))
     return times
