@@ -154,10 +154,10 @@ def test_batch_norm_eval_backward_uses_the_stats_of_its_forward(rng):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape,last", [((5, 4, 7), False), ((3, 7, 3, 2), True), ((9, 7), False)])
 def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training, shape, last):
-    # The CPU passes walk rows in chunks: (N*C, S) rows of 7 values for NCHW, (pixels, C)
-    # rows of 7 channels for channels-last and 2-D input; 3 rows per chunk here, so chunks
-    # start mid-image and mid-channel. Every result must equal the one-chunk run.
-    from minidl.functional import _channel_rows
+    # The CPU passes walk rows in chunks: (N*C, S) rows of 7 values for NCHW, rows of whole
+    # pixels (k*C values) for channels-last and 2-D input; 3 rows of 7 values per chunk here,
+    # so chunks start mid-image and mid-channel. Every result must equal the whole-row run.
+    from minidl.functional import _channel_rows, _per_channel
     x, gamma, beta, rm, rv = bn_inputs(rng, shape, "cpu")
     x = channels_last(x) if last else x
     gy = rng.standard_normal(shape)
@@ -171,6 +171,7 @@ def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training, s
 
     whole = run()
     monkeypatch.setattr(_channel_rows, "_CHUNK_BYTES", 3 * 7 * 8)
+    monkeypatch.setattr(_per_channel, "_ROW_VALUES", 7)   # channels-last rows of one pixel each
     assert len(_channel_rows.chunks(np.zeros((20, 7)))) == 7
     for got, expected in zip(run(), whole):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)

@@ -7,10 +7,11 @@ on where the channel axis lies:
   - NCHW (C-contiguous): each (image, channel) pair is one contiguous row of S
     values; ``_channel_rows`` walks those rows in cache-sized chunks.
   - channels-last (the CPU's layout for 4-D activations, see _layout.py) and 2-D
-    (N, C) arrays: each pixel is one contiguous row of C values, one column per
-    channel. Here the rows are walked in cache-sized chunks, a channel's parameters
-    broadcast along a row, and column sums are a vector-matrix product (BLAS streams
-    the chunk once; NumPy's sum over axis 0 is several times slower).
+    (N, C) arrays: each pixel is a contiguous run of C values, one per channel. Here
+    rows of k whole pixels (k*C values) are walked in cache-sized chunks, the
+    channels' parameters repeated k times along a row, and column sums are a
+    vector-matrix product (BLAS streams the chunk once; NumPy's sum over axis 0 is
+    several times slower), folded to C channels at the end.
 
 Results come back in the input's layout. Chunks write disjoint rows, so on the CPU
 they are shared over minidl's worker threads; partial sums are added in chunk
@@ -26,38 +27,64 @@ from ._channel_rows import centered_affine, centered_dots, channel_total, chunks
 from ._layout import as_nchw, is_channels_last, nhwc
 
 
+# Values per row for the column layout: a few pixels side by side, so that NumPy's inner
+# loops run over hundreds of values instead of C (32 for the CIFAR net's first layers,
+# where (pixels, C) rows made the affine pass 4x slower).
+_ROW_VALUES = 2048
+
+
 def _by_columns(x) -> bool:
     """Whether x's channels are columns of contiguous pixel rows: 2-D, or channels-last 4-D."""
     return x.ndim == 2 or is_channels_last(x)
 
 
+def _pixels_per_row(pixels: int, c: int) -> int:
+    """The most pixels k that divide ``pixels`` with k*C <= _ROW_VALUES (at least 1)."""
+    for k in range(max(1, min(pixels, _ROW_VALUES // c)), 1, -1):
+        if pixels % k == 0:
+            return k
+    return 1
+
+
 def _pixel_rows(x):
-    """x (N, C) or channels-last (N, C, H, W) as (pixels, C) rows: a view (a copy for other layouts)."""
-    return x if x.ndim == 2 else nhwc(x).reshape(-1, x.shape[1])
+    """x (N, C) or channels-last (N, C, H, W) as rows of k whole pixels: (pixels / k, k*C), and k.
+
+    A view (a copy for other layouts). Channel c is every column j with j % C == c.
+    """
+    c = x.shape[1]
+    flat = x if x.ndim == 2 else nhwc(x).reshape(-1, c)
+    k = _pixels_per_row(flat.shape[0], c)
+    return flat.reshape(-1, k * c), k
 
 
 def _from_pixel_rows(rows, shape):
-    """The inverse of _pixel_rows: (pixels, C) rows back to the (N, C, *S) shape, channels-last."""
+    """The inverse of _pixel_rows: rows back to the (N, C, *S) shape, channels-last."""
     if len(shape) == 2:
-        return rows
+        return rows.reshape(shape)
     n, c, h, w = shape
     return as_nchw(rows.reshape(n, h, w, c))
 
 
-def _column_totals(rows, partial):
-    """Sum over the chunks of ``partial(row slice)`` -> (C,) per-channel totals, in chunk order."""
+def _per_column(values, k: int):
+    """(C,) per-channel values as one value per column of k-pixel rows: (k*C,)."""
+    xp = backend.get_array_module(values)
+    return xp.tile(values.reshape(-1), k)
+
+
+def _column_totals(rows, k, partial):
+    """Per-channel totals (C,): ``partial(row slice)`` (k*C,) summed over the chunks in order, then folded."""
     xp = backend.get_array_module(rows)
     parts = map_pieces(rows, partial, chunks(rows))
     if not parts:
-        return xp.zeros(rows.shape[1], dtype=rows.dtype)
+        return xp.zeros(rows.shape[1] // k, dtype=rows.dtype)
     total = parts[0]
     for p in parts[1:]:
         total = total + p
-    return total
+    return total.reshape(k, -1).sum(axis=0)
 
 
 def _column_sum(block):
-    """(C,) sums of a (rows, C) block: BLAS on the CPU, a plain reduction on a GPU."""
+    """Column sums of a (rows, k*C) block: BLAS on the CPU, a plain reduction on a GPU."""
     xp = backend.get_array_module(block)
     if backend.device_of(block).type != "cpu":
         return block.sum(axis=0)
@@ -75,8 +102,8 @@ def in_layout_of(x, a):
 def channel_sums(x):
     """Sum of every channel over the batch and the spatial positions. Shapes: (N, C, *S) -> (C,)."""
     if _by_columns(x):
-        rows = _pixel_rows(x)
-        return _column_totals(rows, lambda part: _column_sum(rows[part]))
+        rows, k = _pixel_rows(x)
+        return _column_totals(rows, k, lambda part: _column_sum(rows[part]))
     return channel_total(row_sums(rows_of(x)), x.shape[0])
 
 
@@ -86,14 +113,15 @@ def channel_centered_dots(x, mean, other=None):
     Shapes: x, other (N, C, *S), mean (C,) -> (C,).
     """
     if _by_columns(x):
-        rows = _pixel_rows(x)
-        other_rows = None if other is None else _pixel_rows(other)
+        rows, k = _pixel_rows(x)
+        other_rows = None if other is None else _pixel_rows(other)[0]
+        mean_c = _per_column(mean, k)
 
         def partial(part):
-            d = rows[part] - mean
+            d = rows[part] - mean_c
             d *= d if other_rows is None else other_rows[part]
             return _column_sum(d)
-        return _column_totals(rows, partial)
+        return _column_totals(rows, k, partial)
     n = x.shape[0]
     return channel_total(centered_dots(rows_of(x), per_row(mean, n), None if other is None else rows_of(other)), n)
 
@@ -115,8 +143,11 @@ def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=
                               None if other_scale is None else per_row(other_scale, n))
         return out.reshape(x.shape)
     xp = backend.get_array_module(x)
-    rows = _pixel_rows(x)
-    other_rows = None if other is None else _pixel_rows(other)
+    rows, k = _pixel_rows(x)
+    other_rows = None if other is None else _pixel_rows(other)[0]
+    mean, scale = _per_column(mean, k), _per_column(scale, k)
+    shift = None if shift is None else _per_column(shift, k)
+    other_scale = None if other_scale is None else _per_column(other_scale, k)
     out = xp.empty_like(rows)
 
     def work(part):
