@@ -225,14 +225,15 @@ def bench_convs(names, args, device, torch, rng):
         b = rng.standard_normal(w_shape[0], dtype=np.float32) * 0.05
         out_hw = tuple(-(-s // stride) for s in x_shape[1:])
         x_probe = backend.to_device(np.zeros((1,) + x_shape, np.float32), device)
+        wanted = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"   # as conv2d reads it
         algorithm = conv_module.choose_algorithm(x_probe, tuple(w_shape[2:]), (stride, stride), groups, out_hw,
-                                                 "auto")
+                                                 wanted)
 
         def conv_case(alg):
             return minidl_case(device, rng, shape, lambda x, w, b: F.conv2d(
                 x, w, b, stride=stride, padding="same", groups=groups, algorithm=alg), x_grad, (w, b),
                 channels_last=name != "conv1")
-        cases = [("minidl", conv_case("auto"))]
+        cases = [("minidl", conv_case(algorithm))]
         if algorithm != "im2col":
             cases.append(("im2col", conv_case("im2col")))
         gemm, flops_f, flops_b = gemm_case(device, rng, args.batch_size, x_shape, w_shape, stride, groups, x_grad)

@@ -180,6 +180,7 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
     monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
     monkeypatch.setattr(conv_channels_last, "_COL_BYTES", 1)
     monkeypatch.setattr(winograd, "_SLICE_BYTES", 1)
+    monkeypatch.setattr(winograd, "_MIN_TILES", 1)
 
     def conv(x, w, b=None):
         return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups, algorithm=algorithm)
