@@ -154,9 +154,15 @@ class SGD:
         self.momentum = _check_number("SGD: momentum", state["momentum"])
         self.weight_decay = _check_number("SGD: weight_decay", state["weight_decay"])
         self.nesterov = bool(state["nesterov"])
-        self.momentum_buffers = [
-            None if b is None else backend.to_device(np.asarray(b), p.device).astype(p.dtype, copy=True)
-            for p, b in zip(self.params, buffers)]
+        self.momentum_buffers = [None if b is None else _copy_to(b, p) for p, b in zip(self.params, buffers)]
+
+
+def _copy_to(array, param):
+    """A fresh copy of ``array`` on ``param``'s device, in its dtype (made there: CuPy allocates on the current GPU)."""
+    device = param.device
+    with backend.device_context(device):
+        return backend.to_device(array if backend.is_array(array) else np.asarray(array), device).astype(
+            param.dtype, copy=True)
 
 
 # ---- learning-rate schedules ----------------------------------------------------

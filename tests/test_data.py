@@ -408,7 +408,21 @@ def test_loader_rejects_bad_arguments():
     images, labels = _indexed_data(6)
     with pytest.raises(ValueError, match="DataLoader"):
         DataLoader(images, labels[:5], 2)
+    with pytest.raises(ValueError, match="DataLoader: got no images"):
+        DataLoader(images[:0], labels[:0], 2)
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(images, labels, 0)
     with pytest.raises(ValueError, match="DataLoader"):
         DataLoader(images[0], labels, 2)
+
+
+@pytest.mark.parametrize("labels, num_classes, expected", [
+    (np.arange(6.0), None, "labels must be integer class indices, got dtype float64"),
+    (np.array([0, 1, -1, 2, 0, 1]), None, "labels must be >= 0, got values from -1 to 2"),
+    (np.array([0, 1, 2, 3, 9, 5]), 6, r"labels must be in \[0, 6\), got values from 0 to 9"),
+])
+def test_loader_checks_labels_once_on_the_host(labels, num_classes, expected):
+    images, _ = _indexed_data(6)
+    with pytest.raises(ValueError, match="DataLoader: " + expected):
+        DataLoader(images, labels, 2, num_classes=num_classes)
+    assert len(DataLoader(images, np.arange(6), 2, num_classes=6)) == 3

@@ -29,6 +29,18 @@ PREFETCH_DEPTH = 2  # batches ready ahead of the consumer; each is one batch of 
 _POLL_S = 0.05  # how often a blocked worker checks whether the consumer has gone
 
 
+def _check_labels(labels: np.ndarray, n: int, num_classes) -> None:
+    """Raise ValueError, naming DataLoader, unless labels are n integer class indices (< num_classes)."""
+    if labels.shape != (n,):
+        raise ValueError(f"DataLoader: expected labels of shape ({n},), got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"DataLoader: labels must be integer class indices, got dtype {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        expected = ">= 0" if num_classes is None else f"in [0, {num_classes})"
+        raise ValueError(f"DataLoader: labels must be {expected}, got values from {low} to {high}")
+
+
 class DataLoader:
     """Iterate over (images, labels) in mini-batches on a device.
 
@@ -43,20 +55,27 @@ class DataLoader:
             ``build_transform``); None casts to float32.
         drop_last: drop the final, smaller batch.
         prefetch: prepare the next batches in a background thread.
+        num_classes: when given, every label must lie in [0, num_classes).
+
+    The labels are checked here, once, on the host: integers, >= 0 and (with
+    ``num_classes``) below it. So the loss need not read them back from a GPU every
+    batch (see ``minidl.functional.loss``). A loader needs at least one sample: an
+    empty batch would have no mean loss.
 
     Yields (per batch):
         x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``.
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                 transform=None, drop_last: bool = False, prefetch: bool = True):
+                 transform=None, drop_last: bool = False, prefetch: bool = True, num_classes: int | None = None):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"DataLoader: expected labels of shape ({images.shape[0]},), got {labels.shape}")
+        if images.shape[0] == 0:
+            raise ValueError("DataLoader: got no images; a loader needs at least one sample")
         if int(batch_size) != batch_size or batch_size <= 0:
             raise ValueError(f"DataLoader: expected a positive integer batch_size, got {batch_size!r}")
+        _check_labels(labels, images.shape[0], num_classes)
         self.images = images
         self.labels = labels.astype(np.int64, copy=False)
         self.batch_size = int(batch_size)
