@@ -132,3 +132,20 @@ def test_resume_copies_land_on_the_parameters_gpu(fake):
     for (key, want), got in zip(source.state_dict().items(), model.state_dict().values()):
         np.testing.assert_array_equal(got, want, err_msg=key)
 
+
+def test_batch_norm_statistics_stay_float32_when_products_run_in_tf32(fake, rng):
+    """With --tf32, cuBLAS rounds float32 products' inputs to 10 mantissa bits; BN's sums must not use them."""
+    fake.tf32 = True
+    assert float(fake.matmul(fake.asarray(np.float32([1 + 2 ** -12])), fake.asarray(np.float32([1])))) == 1.0
+    x0 = (3.0 + 0.01 * rng.standard_normal((8, 4, 6, 6))).astype(np.float32)
+    gy0 = rng.standard_normal(x0.shape).astype(np.float32)
+    x = on_gpu1(fake, x0, requires_grad=True)
+    gamma = on_gpu1(fake, np.ones(4, np.float32), requires_grad=True)
+    y = F.batch_norm(x, gamma, None, None, None, training=True)
+    y.backward(gy0)
+    x64 = x0.astype(np.float64)
+    mean, var = x64.mean(axis=(0, 2, 3), keepdims=True), x64.var(axis=(0, 2, 3), keepdims=True)
+    xhat = (x64 - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(backend.to_numpy(y.data), xhat, atol=1e-4)
+    np.testing.assert_allclose(backend.to_numpy(gamma.grad.data), (gy0 * xhat).sum(axis=(0, 2, 3)), rtol=2e-3)
+    assert_all_on_gpu1(fake, y.data, x.grad.data)
