@@ -30,7 +30,7 @@ from minidl import backend
 from minidl.checkpoint import CheckpointError, load_checkpoint
 from minidl.data import DataLoader, DatasetError, build_transform, load_cifar10
 from minidl.models import AlexNet
-from minidl.models.alexnet import INPUT_SIZE
+from minidl.models.alexnet import CIFAR_WIDTHS, INPUT_SIZE
 from minidl.optim import SGD, CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
 from minidl.train import NonFiniteLossError, Trainer
 
@@ -57,6 +57,7 @@ RECIPES = {
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
+DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
 
 
 class UsageError(Exception):
@@ -127,19 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl)")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
-    p.add_argument("--seed", type=_count(int, 0), help="seed of weights, data order, augmentation, dropout (default 0)")
+    p.add_argument("--seed", type=_count(int, 0),
+                   help=f"seed of weights, data order, augmentation, dropout (default {DEFAULT_SEED})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
     p.add_argument("--val-size", type=_count(int, 1), help="first N training images held out for validation "
-                                                          "(default 5000)")
+                                                          f"(default {DEFAULT_VAL_SIZE})")
     p.add_argument("--limit-train", type=_count(int, 1), help="use only the first N training images")
     p.add_argument("--limit-val", type=_count(int, 1), help="use only the first N validation images")
     p.add_argument("--limit-test", type=_count(int, 1), help="use only the first N test images")
     p.add_argument("--widths", type=_widths, help="cifar variant only: 7 even ints, channels of conv1..conv5 and "
-                                                  "units of fc6, fc7 (default 32,96,192,128,128,512,512)")
-    p.add_argument("--checkpoint-every", type=_count(int, 0), default=200,
-                   help="also checkpoint every N steps within an epoch (0: only at epoch ends; default 200)")
+                                                  f"units of fc6, fc7 (default {','.join(map(str, CIFAR_WIDTHS))})")
+    p.add_argument("--checkpoint-every", type=_count(int, 0), default=DEFAULT_CHECKPOINT_EVERY,
+                   help="also checkpoint every N steps within an epoch (0: only at epoch ends; default %(default)s)")
     p.add_argument("--tf32", action="store_true", help="allow TensorFloat-32 matrix products on the GPU "
-                                                       "(faster, less exact); no effect on the CPU")
+                                                       "(faster, less exact; batch-norm statistics stay float32); "
+                                                       "no effect on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only a line per epoch")
     p.add_argument("--no-plots", action="store_true", help="skip curves.png and filters.png")
     return p
@@ -163,8 +166,8 @@ def resolve_settings(args, stored: dict | None) -> dict:
             settings["epochs"] = given["epochs"]
         return settings
     variant = given["variant"] or "seed"
-    settings = {"variant": variant, **RECIPES[variant], "seed": 0, "val_size": 5000, "limit_train": None,
-                "limit_val": None, "limit_test": None, "widths": None}
+    settings = {"variant": variant, **RECIPES[variant], "seed": DEFAULT_SEED, "val_size": DEFAULT_VAL_SIZE,
+                "limit_train": None, "limit_val": None, "limit_test": None, "widths": None}
     settings.update({key: value for key, value in given.items() if value is not None})
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
@@ -176,20 +179,25 @@ def resolve_settings(args, stored: dict | None) -> dict:
 
 
 def make_loaders(settings: dict, data, device):
-    """Train, validation and test loaders; the transform resizes to the variant's input size."""
+    """Train, validation and test loaders; the transform resizes to the variant's input size.
+
+    Each loader checks its labels once, on the host (``num_classes``), so the loss
+    never reads them back from a GPU.
+    """
     size = INPUT_SIZE[settings["variant"]]
 
     def first(images, labels, limit):
         return (images, labels) if limit is None else (images[:limit], labels[:limit])
 
-    batch, seed = settings["batch_size"], settings["seed"]
+    batch, seed, classes = settings["batch_size"], settings["seed"], len(data.label_names)
     train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
-                       seed=seed, device=device, transform=build_transform(size, augment=settings["augment"]))
+                       seed=seed, device=device, transform=build_transform(size, augment=settings["augment"]),
+                       num_classes=classes)
     evaluation = build_transform(size, augment=False)
     val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     seed=seed, device=device, transform=evaluation)
+                     seed=seed, device=device, transform=evaluation, num_classes=classes)
     test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
-                      seed=seed, device=device, transform=evaluation)
+                      seed=seed, device=device, transform=evaluation, num_classes=classes)
     return train, val, test
 
 
