@@ -15,7 +15,9 @@ expanded to one value per row, (N*C, 1), which broadcasts against a chunk.
 Chunks write disjoint rows, so on the CPU minidl's worker threads share them out
 (minidl._cpu_threads); per-row results are totalled per channel afterwards, in row
 order, so the thread count never changes a result. On a GPU there is one chunk: the
-device prefers few large kernels to many small ones.
+device prefers few large kernels to many small ones; the affine maps are one raw
+CUDA kernel each (``_cuda_kernels.centered_affine``), and the sums are plain
+reductions, never matrix products, which ``--tf32`` would round to 10-bit mantissas.
 """
 from __future__ import annotations
 
