@@ -42,22 +42,23 @@ RECIPES = {
     # the tutorial's model and preprocessing (standardise, resize to 224); its plain
     # SGD(lr=0.001) gets momentum and a cosine decay to converge in a GPU-friendly run
     "seed": dict(epochs=20, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                 schedule="cosine", augment=False),
+                 schedule="cosine", augment=False, preprocess="standardize", clip_grad_norm=0.0),
     # Krizhevsky et al. 2012: batch 128, momentum 0.9, wd 5e-4, lr 0.01 divided by 10
     # when the validation accuracy stops improving, random crops and flips
     "paper": dict(epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                  schedule="plateau", augment=True),
+                  schedule="plateau", augment=True, preprocess="subtract-mean", clip_grad_norm=5.0),
     # native 32x32: Nesterov SGD with a one-cycle schedule (lr is the peak)
     "cifar": dict(epochs=7, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
-                  schedule="onecycle", augment=True),
+                  schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
 # except epochs). Device, data location, output, checkpoint frequency and TF32 are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
+                "augment", "preprocess", "clip_grad_norm", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
+PREPROCESSING = ("standardize", "subtract-mean")
 
 
 class UsageError(Exception):
@@ -89,7 +90,8 @@ def _recipe_help() -> str:
         lines.append(f"  {variant:5s} ({INPUT_SIZE[variant]}x{INPUT_SIZE[variant]}): {r['epochs']} epochs, batch "
                      f"{r['batch_size']}, lr {r['lr']} ({r['schedule']}), momentum {r['momentum']}"
                      f"{' nesterov' if r['nesterov'] else ''}, weight decay {r['weight_decay']}, augment "
-                     f"{'on' if r['augment'] else 'off'}")
+                     f"{'on' if r['augment'] else 'off'}, {r['preprocess']}"
+                     f"{', clip ' + str(r['clip_grad_norm']) if r['clip_grad_norm'] else ''}")
     return "\n".join(lines) + """
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
@@ -125,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crops (pad 4) and horizontal flips while training (default: per variant)")
+    p.add_argument("--clip-grad-norm", type=_count(float, 0.0),
+                   help="scale each step's gradients down when their joint L2 norm exceeds this (0: never; "
+                        "default: per variant)")
+    p.add_argument("--preprocess", choices=PREPROCESSING,
+                   help="standardize: each image to mean 0, std 1 (the tutorial's); subtract-mean: the training "
+                        "images' mean image subtracted, pixel units kept (the paper's) (default: per variant)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl)")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
@@ -159,6 +167,9 @@ def resolve_settings(args, stored: dict | None) -> dict:
             raise UsageError("--resume continues a run with the settings it was started with; these flags differ: "
                              + "; ".join(conflicts) + ". Drop them, or start a new run in another --out")
         settings = dict(stored)
+        # runs from before these settings existed standardised and never clipped
+        settings.setdefault("preprocess", "standardize")
+        settings.setdefault("clip_grad_norm", 0.0)
         if given["epochs"] is not None:
             if given["epochs"] < stored["completed_epochs"]:
                 raise UsageError(f"--epochs {given['epochs']}: the run already finished "
@@ -190,10 +201,13 @@ def make_loaders(settings: dict, data, device):
         return (images, labels) if limit is None else (images[:limit], labels[:limit])
 
     batch, seed, classes = settings["batch_size"], settings["seed"], len(data.label_names)
-    train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
-                       seed=seed, device=device, transform=build_transform(size, augment=settings["augment"]),
+    train_images, train_labels = first(data.train_images, data.train_labels, settings["limit_train"])
+    # the paper's preprocessing: the mean image of the images this run trains on
+    mean = train_images.mean(axis=0) if settings["preprocess"] == "subtract-mean" else None
+    train = DataLoader(train_images, train_labels, batch, shuffle=True, seed=seed, device=device,
+                       transform=build_transform(size, augment=settings["augment"], pixel_mean=mean),
                        num_classes=classes)
-    evaluation = build_transform(size, augment=False)
+    evaluation = build_transform(size, augment=False, pixel_mean=mean)
     val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
                      seed=seed, device=device, transform=evaluation, num_classes=classes)
     test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
@@ -230,7 +244,9 @@ def describe(settings, device, loaders, model, out, resumed) -> str:
     lines = [f"minidl {minidl.__version__}: AlexNet variant {s['variant']!r} ({size}x{size}) on {device}",
              f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), momentum "
              f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
-             f"{'on' if s['augment'] else 'off'}, seed {s['seed']}",
+             f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
+             f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
+             f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
              f"{len(train)} steps per epoch",
              f"  model: {params:,} parameters; output: {out}"]
@@ -265,7 +281,8 @@ def run(args) -> int:
     model = AlexNet(num_classes=len(data.label_names), variant=settings["variant"], seed=settings["seed"],
                     widths=settings["widths"]).to(device)
     optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                    weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+                    weight_decay=settings["weight_decay"], nesterov=settings["nesterov"],
+                    max_grad_norm=settings["clip_grad_norm"] or None)
     schedule = make_schedule(settings, optimizer, len(train))
     trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
                       settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
