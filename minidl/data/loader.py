@@ -29,7 +29,42 @@ PREFETCH_DEPTH = 2  # batches ready ahead of the consumer; each is one batch of 
 _POLL_S = 0.05  # how often a blocked worker checks whether the consumer has gone
 
 
-class DataLoader:
+class SeededBatches:
+    """The batch arithmetic every minidl loader shares: epochs of batches in a seeded order.
+
+    A subclass sets ``batch_size``, ``shuffle``, ``seed``, ``drop_last`` and ``epoch``
+    and has ``num_samples`` and ``epoch_batches(epoch, start_batch)``.
+    """
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch that ``iter(loader)`` runs (its order and augmentation)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        return self.epoch_batches(self.epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample indices of ``epoch`` in the order they are served."""
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
+
+    def batch_rng(self, epoch: int, batch_index: int) -> np.random.Generator:
+        """The generator of batch ``batch_index``'s augmentation in ``epoch``."""
+        return np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
+
+    def _check_start(self, start_batch: int) -> None:
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"{type(self).__name__}.epoch_batches: expected 0 <= start_batch <= {len(self)}, got "
+                             f"{start_batch}")
+
+
+class DataLoader(SeededBatches):
     """Iterate over (images, labels) in mini-batches on a device.
 
     Args:
@@ -72,24 +107,6 @@ class DataLoader:
     def num_samples(self) -> int:
         return self.images.shape[0]
 
-    def __len__(self) -> int:
-        """Number of batches per epoch."""
-        full, rest = divmod(self.num_samples, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch that ``iter(loader)`` runs (its order and augmentation)."""
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        return self.epoch_batches(self.epoch)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The sample indices of ``epoch`` in the order they are served."""
-        if not self.shuffle:
-            return np.arange(self.num_samples)
-        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
-
     def make_batch(self, epoch: int, batch_index: int, order: np.ndarray | None = None):
         """Build batch ``batch_index`` of ``epoch``: a pure function of (seed, epoch, batch_index).
 
@@ -104,8 +121,7 @@ class DataLoader:
         if self.transform is None:
             x = x.astype(np.float32)
         else:
-            rng = np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
-            x = self.transform(x, rng)
+            x = self.transform(x, self.batch_rng(epoch, batch_index))
         return Tensor(x), y
 
     def epoch_batches(self, epoch: int, start_batch: int = 0):
@@ -115,8 +131,7 @@ class DataLoader:
             an iterator of (x, y) as in ``make_batch``; closing it early (``break``)
             also stops the prefetch thread.
         """
-        if not 0 <= start_batch <= len(self):
-            raise ValueError(f"DataLoader.epoch_batches: expected 0 <= start_batch <= {len(self)}, got {start_batch}")
+        self._check_start(start_batch)
         order = self.order(epoch)
         indices = range(start_batch, len(self))
         if self.prefetch:

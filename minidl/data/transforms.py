@@ -49,6 +49,36 @@ def per_image_standardization(x):
     return (x - mean) / xp.maximum(std, x.dtype.type(1.0 / np.sqrt(num_pixels)))
 
 
+def normalize(x, mean, std):
+    """Per-channel normalisation of 0..255 images: ``(x / 255 - mean[c]) / std[c]``.
+
+    torchvision's ToTensor + Normalize in one step, so ``mean`` and ``std`` are on
+    the 0..1 scale (ImageNet's are (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+    Computed as ``x * (1 / (255 std)) - mean / std``: two passes, the first reading
+    the uint8 batch and writing float32.
+
+    Args:
+        x: (N,C,H,W) uint8 (or float on the 0..255 scale) on any device.
+        mean, std: C values each; every std > 0.
+
+    Returns:
+        float32 (float64 for float64 input) (N,C,H,W) on x's device.
+    """
+    # x (N,C,H,W), mean/std (C,) -> scale, shift (C,1,1) -> y (N,C,H,W)
+    _check_images(x, "normalize")
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],) or not (std > 0).all():
+        raise ValueError(f"normalize: expected {x.shape[1]} means and {x.shape[1]} positive stds, got {mean.tolist()} "
+                         f"and {std.tolist()}")
+    dtype = _float_dtype(x)
+    device = backend.device_of(x)
+    scale = backend.to_device((1.0 / (255.0 * std)).astype(dtype)[:, None, None], device)
+    shift = backend.to_device((mean / std).astype(dtype)[:, None, None], device)
+    y = x * scale  # uint8 * float32 -> float32: the cast happens inside the multiply
+    y -= shift
+    return y
+
+
 def _linear_taps(in_size: int, out_size: int):
     """Source indices and weights of 1-D linear interpolation with half-pixel centres.
 
