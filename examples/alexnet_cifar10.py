@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Train AlexNet on CIFAR-10 with minidl, on a GPU (CuPy) or the CPU (NumPy).
+"""Train AlexNet on CIFAR-10 (or a folder of your own images) with minidl, on a GPU (CuPy) or the CPU (NumPy).
 
     python examples/alexnet_cifar10.py --device cuda                 # the "seed" model, 224x224
     python examples/alexnet_cifar10.py --variant cifar --device cpu  # minutes on a laptop
     python examples/alexnet_cifar10.py --variant cifar --resume      # continue a stopped run
+    python examples/alexnet_cifar10.py --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
 
 Everything the run produces goes to --out: history.csv, checkpoint.npz, best.npz,
 results.json and (with matplotlib) curves.png and filters.png.
@@ -28,7 +29,8 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 
 from minidl import backend
 from minidl.checkpoint import CheckpointError, load_checkpoint
-from minidl.data import DataLoader, DatasetError, build_transform, load_cifar10
+from minidl.data import (DataLoader, DatasetError, build_transform, channel_mean_std, folder_loaders, load_cifar10,
+                         load_image_folder)
 from minidl.models import AlexNet
 from minidl.models.alexnet import INPUT_SIZE
 from minidl.optim import SGD, CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
@@ -55,7 +57,9 @@ RECIPES = {
 # except epochs). Device, data location, output, checkpoint frequency and TF32 are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
+                "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths", "dataset",
+                "val_fraction", "test_fraction", "normalize", "mean", "std")
+FOLDER_ONLY = {"val_fraction": 0.1, "test_fraction": 0.1, "normalize": "channel", "mean": None, "std": None}
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
 
 
@@ -80,6 +84,18 @@ def _widths(text):
         return [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 7 comma-separated ints, got {text!r}") from None
+
+
+def _floats(count):
+    def parse(text):
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
 
 
 def _recipe_help() -> str:
@@ -123,9 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "plateau", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crops (pad 4) and horizontal flips while training (default: per variant)")
+                   help="random crops (pad 4) and horizontal flips while training; with --dataset folder random-"
+                        "resized crops and flips (default: per variant)")
+    p.add_argument("--dataset", choices=["cifar10", "folder"], help="cifar10 (default) or folder: --data-dir holds "
+                   "<class>/<image> folders, or train/ and val/ (and test/) folders of them")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
-                                      "(default: ~/.cache/minidl)")
+                                      "(default: ~/.cache/minidl); with --dataset folder, the image folder")
+    p.add_argument("--val-fraction", type=_count(float, 0.0), help="folder: share of each class held out for "
+                   "validation when there is no val/ folder (default 0.1)")
+    p.add_argument("--test-fraction", type=_count(float, 0.0), help="folder: share of each class held out for "
+                   "testing when there is no train/ folder (default 0.1; 0 tests on the validation images)")
+    p.add_argument("--normalize", choices=["channel", "image"], help="folder: per-channel mean/std (from the "
+                   "training images unless --mean/--std; default) or per-image standardisation")
+    p.add_argument("--mean", type=_floats(3), help="folder: per-channel mean R,G,B on the 0..1 scale")
+    p.add_argument("--std", type=_floats(3), help="folder: per-channel std R,G,B on the 0..1 scale")
+    p.add_argument("--workers", type=_count(int, 0), help="folder: image decoding threads (default: one per core, "
+                   "at most 8)")
+    p.add_argument("--on-bad-image", choices=["skip", "raise"], default="skip", help="folder: an image that does "
+                   "not decode is reported and skipped (default), or stops the run with an error (raise)")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
     p.add_argument("--seed", type=_count(int, 0), help="seed of weights, data order, augmentation, dropout (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
@@ -164,8 +195,18 @@ def resolve_settings(args, stored: dict | None) -> dict:
         return settings
     variant = given["variant"] or "seed"
     settings = {"variant": variant, **RECIPES[variant], "seed": 0, "val_size": 5000, "limit_train": None,
-                "limit_val": None, "limit_test": None, "widths": None}
+                "limit_val": None, "limit_test": None, "widths": None, "dataset": "cifar10"}
+    if given["dataset"] == "folder":
+        settings.update(FOLDER_ONLY)
+        del settings["val_size"]
+        if given["val_size"] is not None:
+            raise UsageError("--val-size applies to --dataset cifar10; use --val-fraction (or a val/ folder)")
+    for key in FOLDER_ONLY:
+        if given[key] is not None and given["dataset"] != "folder":
+            raise UsageError(f"--{key.replace('_', '-')} applies to --dataset folder only")
     settings.update({key: value for key, value in given.items() if value is not None})
+    if (settings.get("mean") is None) != (settings.get("std") is None):
+        raise UsageError("--mean and --std go together")
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
     if settings["nesterov"] and settings["momentum"] == 0:
@@ -175,9 +216,14 @@ def resolve_settings(args, stored: dict | None) -> dict:
     return settings
 
 
-def make_loaders(settings: dict, data, device):
+def make_loaders(settings: dict, data, device, args=None):
     """Train, validation and test loaders; the transform resizes to the variant's input size."""
     size = INPUT_SIZE[settings["variant"]]
+    if settings["dataset"] == "folder":
+        return folder_loaders(data, size, settings["batch_size"], augment=settings["augment"], seed=settings["seed"],
+                              device=device, mean=settings["mean"], std=settings["std"], workers=args.workers,
+                              limits=[settings[f"limit_{s}"] for s in ("train", "val", "test")],
+                              on_bad_image=args.on_bad_image)
 
     def first(images, labels, limit):
         return (images, labels) if limit is None else (images[:limit], labels[:limit])
@@ -209,10 +255,33 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
 
 
 def load_data(args, settings):
+    if settings["dataset"] == "folder":
+        return load_folder(args, settings)
     url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
     extra = {"url": url} if url else {}
     return load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
                         progress=not args.no_progress, **extra)
+
+
+def load_folder(args, settings):
+    """The folder's splits; records (fresh run) or checks (resume) its classes, files and channel statistics."""
+    if not args.data_dir:
+        raise UsageError("--dataset folder needs --data-dir PATH: a folder of <class>/<image> folders")
+    splits = load_image_folder(args.data_dir, settings["val_fraction"], settings["test_fraction"], settings["seed"])
+    if "folder_digest" in settings and settings["folder_digest"] != splits.digest():
+        raise DatasetError(f"the images under {args.data_dir} are not the ones the run started with (classes "
+                           f"{settings['class_names']} then, {splits.class_names} now); resume needs the same "
+                           "files, or start a new run in another --out")
+    settings["class_names"], settings["folder_digest"] = splits.class_names, splits.digest()
+    if splits.skipped:
+        print(f"{PROG}: skipped {len(splits.skipped)} file(s) under {args.data_dir} that are hidden or not images "
+              f"(e.g. {splits.skipped[0]})", file=sys.stderr, flush=True)
+    if settings["normalize"] == "channel" and settings["mean"] is None:
+        mean, std = channel_mean_std(splits.train, INPUT_SIZE[settings["variant"]], seed=settings["seed"],
+                                     workers=args.workers, on_bad_image=args.on_bad_image,
+                                     bad_paths=splits.unreadable)
+        settings["mean"], settings["std"] = [round(v, 6) for v in mean], [round(v, 6) for v in std]
+    return splits
 
 
 def describe(settings, device, loaders, model, out, resumed) -> str:
@@ -225,11 +294,22 @@ def describe(settings, device, loaders, model, out, resumed) -> str:
              f"{'on' if s['augment'] else 'off'}, seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
              f"{len(train)} steps per epoch",
+             *folder_lines(settings, test),
              f"  model: {params:,} parameters; output: {out}"]
     if resumed is not None:
         lines.append(f"  resuming at epoch {resumed['epoch'] + 1}, batch {resumed['step']} "
                      f"({resumed['global_step']} steps done)")
     return "\n".join(lines)
+
+
+def folder_lines(settings, test) -> list:
+    if settings["dataset"] != "folder":
+        return []
+    names = settings["class_names"]
+    norm = (f"mean {settings['mean']} std {settings['std']}" if settings["normalize"] == "channel" else
+            "per-image standardisation")
+    return [f"  folder: {len(names)} classes ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); "
+            f"{norm}" + ("" if test.name == "test" else "; no test images: testing on the validation images")]
 
 
 def run(args) -> int:
@@ -243,7 +323,7 @@ def run(args) -> int:
         if not path.exists():
             raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
         checkpoint = load_checkpoint(path)
-        stored = dict(checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
+        stored = dict({"dataset": "cifar10"}, **checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
     settings = resolve_settings(args, stored)
     settings.pop("completed_epochs", None)
     args.resolved_batch_size = settings["batch_size"]  # for the out-of-memory hint
@@ -252,9 +332,10 @@ def run(args) -> int:
                          "another --out")
 
     data = load_data(args, settings)
-    loaders = make_loaders(settings, data, device)
+    settings.setdefault("class_names", getattr(data, "label_names", None))  # examples/predict.py prints them
+    loaders = make_loaders(settings, data, device, args)
     train, val, test = loaders
-    model = AlexNet(num_classes=len(data.label_names), variant=settings["variant"], seed=settings["seed"],
+    model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
                     widths=settings["widths"]).to(device)
     optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                     weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])

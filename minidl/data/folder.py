@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +115,9 @@ class FolderSplits:
     ``test`` is None when the folder has no test images (no ``root/test`` and no
     test fraction); callers then test on ``val``. Each split's order is a seeded
     shuffle of its files, so its first N images are a random sample of all classes
-    (what ``--limit-train N`` takes), not the first class only.
+    (what ``--limit-train N`` takes), not the first class only. ``unreadable``
+    collects the files that loaders over these splits failed to decode (path ->
+    reason), so that a run reports each one once (see ``folder_loaders``).
     """
 
     root: Path
@@ -125,6 +127,7 @@ class FolderSplits:
     test: ImageFolder | None
     layout: str  # "folders" (root/train, root/val...) or "fraction" (one folder, split by seed)
     skipped: list
+    unreadable: dict = field(default_factory=dict)
 
     def digest(self) -> str:
         """MD5 over every split's relative paths and labels: equal iff the same files play the same roles."""

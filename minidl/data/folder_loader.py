@@ -141,6 +141,8 @@ class ImageFolderLoader(SeededBatches):
         stall_timeout: seconds without a finished image before a DatasetError.
         name: how messages name this loader ("train", "validation", ...).
         log: where messages go (default: stderr).
+        bad_paths: a dict (path -> reason) of unreadable files already reported,
+            shared by loaders that should report each file once between them.
 
     Yields (per batch):
         x: Tensor (B,3,S,S) float32 on ``device``; y: int64 array (B,) on ``device``.
@@ -149,7 +151,7 @@ class ImageFolderLoader(SeededBatches):
     def __init__(self, folder, batch_size: int, plan, *, shuffle: bool = True, seed: int = 0, device="cpu",
                  mean=None, std=None, drop_last: bool = False, workers: int | None = None,
                  prefetch: int = PREFETCH_DEPTH, on_bad_image: str = "skip", stall_timeout: float = STALL_TIMEOUT_S,
-                 name: str = "images", log=_stderr):
+                 name: str = "images", log=_stderr, bad_paths: dict | None = None):
         if int(batch_size) != batch_size or batch_size <= 0:
             raise ValueError(f"ImageFolderLoader: expected a positive integer batch_size, got {batch_size!r}")
         if on_bad_image not in ("skip", "raise"):
@@ -172,7 +174,7 @@ class ImageFolderLoader(SeededBatches):
         self.std = None if std is None else [float(v) for v in std]
         self.workers, self.prefetch = workers, int(prefetch)
         self.on_bad_image, self.stall_timeout, self.name, self.log = on_bad_image, float(stall_timeout), name, log
-        self.bad_paths: dict = {}  # path -> reason, each reported once over the loader's life
+        self.bad_paths = {} if bad_paths is None else bad_paths  # path -> reason; each is reported once
 
     @property
     def num_samples(self) -> int:
@@ -330,11 +332,14 @@ def folder_loaders(splits, image_size: int, batch_size: int, *, augment: bool = 
         limits: (train, val, test) image counts to keep (None: all); each split
             is already in a seeded random order, so the first N are a random sample.
         loader_kw: passed to every ``ImageFolderLoader`` (seed, device, mean, std,
-            workers, on_bad_image, log...).
+            workers, on_bad_image, log...); ``bad_paths`` defaults to
+            ``splits.unreadable``, so the three report each bad file once.
 
     Returns:
         (train, val, test) ``ImageFolderLoader``s; train shuffles, the others do not.
     """
+    loader_kw.setdefault("bad_paths", splits.unreadable)
+
     def loader(split, limit, plan, name, shuffle):
         part = split if limit is None else split.subset(range(min(int(limit), len(split))))
         return ImageFolderLoader(part, batch_size, plan, shuffle=shuffle, name=name, **loader_kw)
