@@ -86,6 +86,13 @@ def _widths(text):
         raise argparse.ArgumentTypeError(f"expected 7 comma-separated ints, got {text!r}") from None
 
 
+def _fraction(text):
+    value = _count(float, 0.0)(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
+    return value
+
+
 def _floats(count):
     def parse(text):
         try:
@@ -117,14 +124,14 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
-  --checkpoint-every and --tf32 may differ. On the CPU a resumed run ends with
+  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
   weights and results bit-identical to an uninterrupted one.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 with minidl.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 (or a folder of images) with minidl.",
                                 epilog=_recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
@@ -145,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "<class>/<image> folders, or train/ and val/ (and test/) folders of them")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl); with --dataset folder, the image folder")
-    p.add_argument("--val-fraction", type=_count(float, 0.0), help="folder: share of each class held out for "
+    p.add_argument("--val-fraction", type=_fraction, help="folder: share of each class held out for "
                    "validation when there is no val/ folder (default 0.1)")
-    p.add_argument("--test-fraction", type=_count(float, 0.0), help="folder: share of each class held out for "
+    p.add_argument("--test-fraction", type=_fraction, help="folder: share of each class held out for "
                    "testing when there is no train/ folder (default 0.1; 0 tests on the validation images)")
     p.add_argument("--normalize", choices=["channel", "image"], help="folder: per-channel mean/std (from the "
                    "training images unless --mean/--std; default) or per-image standardisation")

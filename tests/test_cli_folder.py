@@ -125,6 +125,8 @@ def _main(argv, capsys):
 def test_folder_errors_are_one_line(photos, reference, tmp_path, capsys, monkeypatch):
     code, lines = _main(["--dataset", "folder", "--out", str(tmp_path / "a")], capsys)
     assert code == 1 and "needs --data-dir" in lines[0]
+    code, _ = _main(["--dataset", "folder", "--val-fraction", "1.0"], capsys)
+    assert code == 2  # argparse: must be < 1
     code, lines = _main(["--val-fraction", "0.2", "--out", str(tmp_path / "b")], capsys)
     assert code == 1 and "--dataset folder only" in lines[0]
     code, lines = _main(_args(photos, tmp_path / "c", "--mean", "0.5,0.5,0.5"), capsys)
