@@ -5,6 +5,7 @@ Every folder is written by the test itself (tests/folder_fixture.py); Pillow is 
 """
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -238,13 +239,15 @@ def test_every_image_mode_becomes_rgb(tmp_path):
               "bmp.bmp": (Image.fromarray(rgb), rgb),
               "lossless.webp": (Image.fromarray(rgb), rgb)}
     trans = palette.copy()
-    trans.info["transparency"] = 0
+    trans.info["transparency"] = bytes([0, 128] + [255] * 14)  # per-entry alpha: read back as bytes
     images["pal_transparent.png"] = (trans, np.asarray(palette.convert("RGB")))
     plan = ResizeCenterCrop(16, resize_size=16)  # the identity on a 16x16 image
     for name, (image, expected) in images.items():
         image.save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
         out = np.empty((3, 16, 16), np.uint8)
-        decode_crop(str(tmp_path / name), plan, None, out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. Pillow's warning on palette transparency converted straight to RGB
+            decode_crop(str(tmp_path / name), plan, None, out)
         np.testing.assert_array_equal(out, expected.transpose(2, 0, 1), err_msg=name)
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
     out = np.empty((3, 16, 16), np.uint8)
