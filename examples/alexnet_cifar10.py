@@ -124,8 +124,8 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
-  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
-  weights and results bit-identical to an uninterrupted one.
+  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a
+  resumed run ends with weights and results bit-identical to an uninterrupted one.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
@@ -223,7 +223,7 @@ def resolve_settings(args, stored: dict | None) -> dict:
     return settings
 
 
-def make_loaders(settings: dict, data, device, args=None):
+def make_loaders(settings: dict, data, device, args):
     """Train, validation and test loaders; the transform resizes to the variant's input size."""
     size = INPUT_SIZE[settings["variant"]]
     if settings["dataset"] == "folder":
