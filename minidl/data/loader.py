@@ -9,6 +9,11 @@ So any batch can be rebuilt from (seed, epoch, batch index) alone: resuming at
 (epoch, start_batch) yields exactly the batches an uninterrupted run would have
 seen, and prefetching changes nothing but timing.
 
+Data parallelism: with ``shard=(rank, size)`` the loader serves process ``rank``
+its contiguous slice of every global batch (``batch_rows`` says which rows), and
+the transform draws its random choices for the global batch and applies this
+slice's, so the N processes together see exactly the batches of one process.
+
 Prefetching runs batch preparation (gather uint8 rows on the host, copy them to
 the device, transform there) in a background thread while the consumer trains on
 the current batch. The thread stops when the epoch ends, when the consumer stops
@@ -43,13 +48,17 @@ class DataLoader:
             ``build_transform``); None casts to float32.
         drop_last: drop the final, smaller batch.
         prefetch: prepare the next batches in a background thread.
+        shard: None, or (rank, size) to serve only process ``rank``'s slice of each
+            global batch of ``batch_size`` (data parallelism); the transform is
+            then called as ``transform(x, rng, rows=(start, total))``.
 
     Yields (per batch):
-        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``.
+        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``
+        (B is this process's share of the batch when sharded).
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                 transform=None, drop_last: bool = False, prefetch: bool = True):
+                 transform=None, drop_last: bool = False, prefetch: bool = True, shard=None):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
@@ -66,6 +75,9 @@ class DataLoader:
         self.transform = transform
         self.drop_last = bool(drop_last)
         self.prefetch = bool(prefetch)
+        if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"DataLoader: expected shard=(rank, size) with 0 <= rank < size, got {shard!r}")
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
         self.epoch = 0
 
     @property
@@ -90,6 +102,19 @@ class DataLoader:
             return np.arange(self.num_samples)
         return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
 
+    def batch_rows(self, batch_index: int) -> tuple:
+        """(start, stop, total): this process's rows of global batch ``batch_index`` of ``total``.
+
+        Unsharded, all rows: (0, total, total). Sharded over ``size`` processes, the
+        rows are split into contiguous slices whose sizes differ by at most one
+        (a short last batch may leave a process none).
+        """
+        total = min(self.batch_size, self.num_samples - batch_index * self.batch_size)
+        if self.shard is None:
+            return 0, total, total
+        rank, size = self.shard
+        return total * rank // size, total * (rank + 1) // size, total
+
     def make_batch(self, epoch: int, batch_index: int, order: np.ndarray | None = None):
         """Build batch ``batch_index`` of ``epoch``: a pure function of (seed, epoch, batch_index).
 
@@ -99,13 +124,14 @@ class DataLoader:
         # images[idx] (B,C,H,W) uint8 on host -> device -> transform -> x (B,C,H',W') float32
         order = self.order(epoch) if order is None else order
         idx = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-        x = backend.to_device(self.images[idx], self.device)
-        y = backend.to_device(self.labels[idx], self.device)
+        start, stop, total = self.batch_rows(batch_index)
+        x = backend.to_device(self.images[idx[start:stop]], self.device)
+        y = backend.to_device(self.labels[idx[start:stop]], self.device)
         if self.transform is None:
             x = x.astype(np.float32)
         else:
             rng = np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
-            x = self.transform(x, rng)
+            x = self.transform(x, rng) if self.shard is None else self.transform(x, rng, rows=(start, total))
         return Tensor(x), y
 
     def epoch_batches(self, epoch: int, start_batch: int = 0):
