@@ -4,6 +4,7 @@
     python examples/alexnet_cifar10.py --device cuda                 # the "seed" model, 224x224
     python examples/alexnet_cifar10.py --variant cifar --device cpu  # minutes on a laptop
     python examples/alexnet_cifar10.py --variant cifar --resume      # continue a stopped run
+    mpiexec -n 2 python examples/alexnet_cifar10.py --variant cifar  # data-parallel, 2 processes
     python examples/alexnet_cifar10.py --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
 
 Everything the run produces goes to --out: history.csv, checkpoint.npz, best.npz,
@@ -15,8 +16,10 @@ became NaN/infinite (the last good checkpoint is kept), 130 interrupted (Ctrl-C)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +29,16 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import minidl
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _datasets.py beside this script, however it is loaded
+import _datasets  # noqa: E402  (--dataset folder)
 
 from minidl import backend
+from minidl import distributed
 from minidl.checkpoint import CheckpointError, load_checkpoint
-from minidl.data import (DataLoader, DatasetError, build_transform, channel_mean_std, folder_loaders, load_cifar10,
-                         load_image_folder)
+from minidl.data import DataLoader, DatasetError, FolderSplits, build_transform, folder_loaders, load_cifar10
+from minidl.distributed import DataParallel, DistributedError
+from minidl.distributed.world import launcher_rank
+from minidl.distributed.launch import StartupError, agree, device_for, share_cpu_cores
 from minidl.models import AlexNet
 from minidl.models.alexnet import INPUT_SIZE
 from minidl.optim import SGD, CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
@@ -54,12 +62,12 @@ RECIPES = {
                   schedule="onecycle", augment=True),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
-# except epochs). Device, data location, output, checkpoint frequency and TF32 are
+# except epochs). Device, data location, output, checkpoint frequency, TF32 and the
+# data-parallel choices (number of processes, --comm, --sync-bn, --bucket-mb) are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths", "dataset",
-                "val_fraction", "test_fraction", "normalize", "mean", "std")
-FOLDER_ONLY = {"val_fraction": 0.1, "test_fraction": 0.1, "normalize": "channel", "mean": None, "std": None}
+                *_datasets.FOLDER_SETTINGS)
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
 
 
@@ -86,25 +94,6 @@ def _widths(text):
         raise argparse.ArgumentTypeError(f"expected 7 comma-separated ints, got {text!r}") from None
 
 
-def _fraction(text):
-    value = _count(float, 0.0)(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
-    return value
-
-
-def _floats(count):
-    def parse(text):
-        try:
-            values = [float(v) for v in text.split(",")]
-        except ValueError:
-            values = []
-        if len(values) != count:
-            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
-        return values
-    return parse
-
-
 def _recipe_help() -> str:
     lines = ["default recipes (any flag overrides its entry):"]
     for variant, r in RECIPES.items():
@@ -124,14 +113,14 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
-  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a
-  resumed run ends with weights and results bit-identical to an uninterrupted one.
+  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
+  weights and results bit-identical to an uninterrupted one.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 (or a folder of images) with minidl.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 (or your own images) with minidl.",
                                 epilog=_recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
@@ -146,24 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "plateau", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crops (pad 4) and horizontal flips while training; with --dataset folder random-"
-                        "resized crops and flips (default: per variant)")
-    p.add_argument("--dataset", choices=["cifar10", "folder"], help="cifar10 (default) or folder: --data-dir holds "
-                   "<class>/<image> folders, or train/ and val/ (and test/) folders of them")
+                   help="random crops (pad 4) and horizontal flips while training; for folders random-resized "
+                        "crops and flips (default: per variant)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl); with --dataset folder, the image folder")
-    p.add_argument("--val-fraction", type=_fraction, help="folder: share of each class held out for "
-                   "validation when there is no val/ folder (default 0.1)")
-    p.add_argument("--test-fraction", type=_fraction, help="folder: share of each class held out for "
-                   "testing when there is no train/ folder (default 0.1; 0 tests on the validation images)")
-    p.add_argument("--normalize", choices=["channel", "image"], help="folder: per-channel mean/std (from the "
-                   "training images unless --mean/--std; default) or per-image standardisation")
-    p.add_argument("--mean", type=_floats(3), help="folder: per-channel mean R,G,B on the 0..1 scale")
-    p.add_argument("--std", type=_floats(3), help="folder: per-channel std R,G,B on the 0..1 scale")
-    p.add_argument("--workers", type=_count(int, 0), help="folder: image decoding threads (default: one per core, "
-                   "at most 8)")
-    p.add_argument("--on-bad-image", choices=["skip", "raise"], default="skip", help="folder: an image that does "
-                   "not decode is reported and skipped (default), or stops the run with an error (raise)")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
     p.add_argument("--seed", type=_count(int, 0), help="seed of weights, data order, augmentation, dropout (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
@@ -180,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(faster, less exact); no effect on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only a line per epoch")
     p.add_argument("--no-plots", action="store_true", help="skip curves.png and filters.png")
+    dp = p.add_argument_group("data parallelism (under mpiexec; --batch-size is the global batch)")
+    dp.add_argument("--comm", choices=["auto", "mpi", "nccl"], default="auto",
+                    help="how GPU arrays are reduced: nccl (auto) or mpi (CUDA-aware or staged through the "
+                         "host); CPU arrays always use MPI")
+    dp.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="batch-norm statistics over the global batch, so N processes train exactly like "
+                         "one (default); --no-sync-bn: per process, as PyTorch DDP does by default")
+    dp.add_argument("--bucket-mb", type=_count(float, 0.001), default=distributed.DEFAULT_BUCKET_BYTES / 2**20,
+                    help="size of the gradient buckets all-reduced during backward (default %(default)g MB)")
+    _datasets.add_arguments(p)
     return p
 
 
@@ -203,17 +188,10 @@ def resolve_settings(args, stored: dict | None) -> dict:
     variant = given["variant"] or "seed"
     settings = {"variant": variant, **RECIPES[variant], "seed": 0, "val_size": 5000, "limit_train": None,
                 "limit_val": None, "limit_test": None, "widths": None, "dataset": "cifar10"}
-    if given["dataset"] == "folder":
-        settings.update(FOLDER_ONLY)
-        del settings["val_size"]
-        if given["val_size"] is not None:
-            raise UsageError("--val-size applies to --dataset cifar10; use --val-fraction (or a val/ folder)")
-    for key in FOLDER_ONLY:
-        if given[key] is not None and given["dataset"] != "folder":
-            raise UsageError(f"--{key.replace('_', '-')} applies to --dataset folder only")
+    problem = _datasets.settings_problem(given, settings)
+    if problem:
+        raise UsageError(problem)
     settings.update({key: value for key, value in given.items() if value is not None})
-    if (settings.get("mean") is None) != (settings.get("std") is None):
-        raise UsageError("--mean and --std go together")
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
     if settings["nesterov"] and settings["momentum"] == 0:
@@ -223,26 +201,30 @@ def resolve_settings(args, stored: dict | None) -> dict:
     return settings
 
 
-def make_loaders(settings: dict, data, device, args):
-    """Train, validation and test loaders; the transform resizes to the variant's input size."""
+def make_loaders(settings: dict, data, device, shard=None, **folder_options):
+    """Train, validation and test loaders; the transform resizes to the variant's input size.
+
+    ``shard=(rank, size)`` serves this process its slice of every global batch.
+    ``folder_options`` (workers, on_bad_image) go to the loaders of a folder; CIFAR-10 has none.
+    """
     size = INPUT_SIZE[settings["variant"]]
-    if settings["dataset"] == "folder":
+    if isinstance(data, FolderSplits):
         return folder_loaders(data, size, settings["batch_size"], augment=settings["augment"], seed=settings["seed"],
-                              device=device, mean=settings["mean"], std=settings["std"], workers=args.workers,
-                              limits=[settings[f"limit_{s}"] for s in ("train", "val", "test")],
-                              on_bad_image=args.on_bad_image)
+                              device=device, shard=shard, mean=settings["mean"], std=settings["std"],
+                              limits=[settings[f"limit_{s}"] for s in ("train", "val", "test")], **folder_options)
 
     def first(images, labels, limit):
         return (images, labels) if limit is None else (images[:limit], labels[:limit])
 
     batch, seed = settings["batch_size"], settings["seed"]
+    common = dict(seed=seed, device=device, shard=shard)
     train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
-                       seed=seed, device=device, transform=build_transform(size, augment=settings["augment"]))
+                       transform=build_transform(size, augment=settings["augment"]), **common)
     evaluation = build_transform(size, augment=False)
     val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     seed=seed, device=device, transform=evaluation)
+                     transform=evaluation, **common)
     test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
-                      seed=seed, device=device, transform=evaluation)
+                      transform=evaluation, **common)
     return train, val, test
 
 
@@ -261,37 +243,34 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
     return None
 
 
-def load_data(args, settings):
-    if settings["dataset"] == "folder":
-        return load_folder(args, settings)
+def load_data(args, settings, world):
+    """CIFAR-10 or the folder on every process; rank 0 first, so that only it downloads into a shared cache."""
     url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
     extra = {"url": url} if url else {}
-    return load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
-                        progress=not args.no_progress, **extra)
+    data, error = None, None
+    for turn in (True, False):  # rank 0's turn, then everyone else's
+        if world.is_main == turn:
+            try:
+                data = _datasets.load(args, settings, world.is_main) if settings["dataset"] == "folder" else \
+                    load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
+                                 progress=not args.no_progress and world.is_main, **extra)
+            except DatasetError as exc:
+                error = str(exc)
+        agree(world, error)
+    return data
 
 
-def load_folder(args, settings):
-    """The folder's splits; records (fresh run) or checks (resume) its classes, files and channel statistics."""
-    if not args.data_dir:
-        raise UsageError("--dataset folder needs --data-dir PATH: a folder of <class>/<image> folders")
-    splits = load_image_folder(args.data_dir, settings["val_fraction"], settings["test_fraction"], settings["seed"])
-    if "folder_digest" in settings and settings["folder_digest"] != splits.digest():
-        raise DatasetError(f"the images under {args.data_dir} are not the ones the run started with (classes "
-                           f"{settings['class_names']} then, {splits.class_names} now); resume needs the same "
-                           "files, or start a new run in another --out")
-    settings["class_names"], settings["folder_digest"] = splits.class_names, splits.digest()
-    if splits.skipped:
-        print(f"{PROG}: skipped {len(splits.skipped)} file(s) under {args.data_dir} that are hidden or not images "
-              f"(e.g. {splits.skipped[0]})", file=sys.stderr, flush=True)
-    if settings["normalize"] == "channel" and settings["mean"] is None:
-        mean, std = channel_mean_std(splits.train, INPUT_SIZE[settings["variant"]], seed=settings["seed"],
-                                     workers=args.workers, on_bad_image=args.on_bad_image,
-                                     bad_paths=splits.unreadable)
-        settings["mean"], settings["std"] = [round(v, 6) for v in mean], [round(v, 6) for v in std]
-    return splits
+def data_fingerprint(data) -> str:
+    """A short hash of the labels and some images (of a folder: its files): processes must train on the same data."""
+    if isinstance(data, FolderSplits):
+        return data.digest()
+    digest = hashlib.blake2b(digest_size=8)
+    for array in (data.train_labels, data.val_labels, data.test_labels, data.train_images[:64]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
-def describe(settings, device, loaders, model, out, resumed) -> str:
+def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
     s, (train, val, test) = settings, loaders
     size = INPUT_SIZE[s["variant"]]
     params = sum(int(p.data.size) for p in model.parameters())
@@ -300,98 +279,152 @@ def describe(settings, device, loaders, model, out, resumed) -> str:
              f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
              f"{'on' if s['augment'] else 'off'}, seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
-             f"{len(train)} steps per epoch",
-             *folder_lines(settings, test),
+             f"{len(train)} steps per epoch", *_datasets.describe(s, test),
              f"  model: {params:,} parameters; output: {out}"]
+    if world.size > 1:
+        comm = "mpi" if device.type == "cpu" or args.comm == "mpi" else "nccl"
+        lines.append(f"  data parallel: {world.size} processes ({world.local_size} on this host), {comm}, "
+                     f"{s['batch_size'] // world.size} images each per step, "
+                     f"batch norm {'synchronised' if args.sync_bn else 'per process'}, buckets of "
+                     f"{args.bucket_mb:g} MB" + (f", {args.threads} CPU threads each" if device.type == "cpu" else ""))
     if resumed is not None:
         lines.append(f"  resuming at epoch {resumed['epoch'] + 1}, batch {resumed['step']} "
                      f"({resumed['global_step']} steps done)")
     return "\n".join(lines)
 
 
-def folder_lines(settings, test) -> list:
-    if settings["dataset"] != "folder":
-        return []
-    names = settings["class_names"]
-    norm = (f"mean {settings['mean']} std {settings['std']}" if settings["normalize"] == "channel" else
-            "per-image standardisation")
-    return [f"  folder: {len(names)} classes ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); "
-            f"{norm}" + ("" if test.name == "test" else "; no test images: testing on the validation images")]
+def read_checkpoint(args, out: Path):
+    """The checkpoint to resume from (None for a new run); refuses to overwrite a run."""
+    if not args.resume:
+        if (out / "checkpoint.npz").exists():
+            raise UsageError(f"{out} already holds a run (checkpoint.npz); continue it with --resume or choose "
+                             "another --out")
+        return None
+    path = out / "checkpoint.npz"
+    if not path.exists():
+        raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
+    return load_checkpoint(path)
+
+
+def start_world(args):
+    """This process's world, device and (rank 0's) checkpoint, agreed by every process."""
+    world = distributed.init(gpu_comm=args.comm)
+    device = checkpoint = error = None
+    try:
+        device = device_for(args.device, world)
+        if args.comm == "nccl" and device.type == "cpu":
+            raise UsageError("--comm nccl reduces GPU arrays; it needs --device cuda")
+        args.threads = share_cpu_cores(world)
+        if world.is_main:  # the run's files live with rank 0; the others get them from it
+            checkpoint = read_checkpoint(args, Path(args.out or f"runs/alexnet_{args.variant or 'seed'}"))
+    except (UsageError, CheckpointError, backend.DeviceError, DistributedError, ValueError) as exc:
+        error = str(exc)
+    agree(world, error)
+    return world, device, world.bcast_object(checkpoint)
 
 
 def run(args) -> int:
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"  # CuPy reads it before its first float32 matrix product
-    device = backend.parse_device(args.device)
+    world, device, checkpoint = start_world(args)
     out = Path(args.out or f"runs/alexnet_{args.variant or 'seed'}")
-    stored, checkpoint = None, None
-    if args.resume:
-        path = out / "checkpoint.npz"
-        if not path.exists():
-            raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
-        checkpoint = load_checkpoint(path)
+    stored = None
+    if checkpoint is not None:
         stored = dict({"dataset": "cifar10"}, **checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
-    settings = resolve_settings(args, stored)
+    try:
+        settings = resolve_settings(args, stored)
+        if settings["batch_size"] % world.size:
+            raise UsageError(f"--batch-size {settings['batch_size']} is the global batch, split evenly over the "
+                             f"{world.size} processes: it must be a multiple of {world.size}")
+        error = None
+    except UsageError as exc:
+        settings, error = None, str(exc)
+    agree(world, error)
     settings.pop("completed_epochs", None)
     args.resolved_batch_size = settings["batch_size"]  # for the out-of-memory hint
-    if not args.resume and (out / "checkpoint.npz").exists():
-        raise UsageError(f"{out} already holds a run (checkpoint.npz); continue it with --resume or choose "
-                         "another --out")
-
-    data = load_data(args, settings)
-    settings.setdefault("class_names", getattr(data, "label_names", None))  # examples/predict.py prints them
-    loaders = make_loaders(settings, data, device, args)
-    train, val, test = loaders
-    model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
-                    widths=settings["widths"]).to(device)
-    optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                    weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
-    schedule = make_schedule(settings, optimizer, len(train))
-    trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
-                      settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      plots=not args.no_plots)
-    if checkpoint is not None:
-        rebuild = None
-        if settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT:
-            def rebuild(opt):
-                opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
-                return make_schedule(settings, opt, len(train))
-        trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild)
-    print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None),
-          flush=True)
-    # A diverging run is stopped by the trainer with one clear message (exit code 3);
-    # NumPy's per-operation overflow warnings on the way there would only add noise.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trainer.fit()
-        results = trainer.test(test)
-    print(f"test: loss {results['test_loss']:.4f}, accuracy {100 * results['test_acc']:.2f}%, top-5 "
-          f"{100 * results['test_top5']:.2f}% (final weights; best validation accuracy "
-          f"{100 * (results['best_val_acc'] or 0):.2f}% at epoch {results['best_epoch']}); files in {out}", flush=True)
+    data = load_data(args, settings, world)
+    settings.setdefault("class_names", getattr(data, "label_names", None))  # for examples/predict.py
+    agree(world, None, {**settings, "data": data_fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
+                        "bucket_mb": args.bucket_mb})
+    parallel_run = world.size > 1
+    with backend.device_context(device):  # the run's GPU is current for everything below
+        loaders = make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
+                               workers=args.workers, on_bad_image=args.on_bad_image)
+        train, val, test = loaders
+        model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
+                        widths=settings["widths"]).to(device)
+        parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
+            if parallel_run else None
+        optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                        weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+        schedule = make_schedule(settings, optimizer, len(train))
+        trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
+                          settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                          plots=not args.no_plots, parallel=parallel)
+        if checkpoint is not None:
+            rebuild = None
+            if settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT:
+                def rebuild(opt):
+                    opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
+                    return make_schedule(settings, opt, len(train))
+            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild)
+        if world.is_main:
+            print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None,
+                           args, world), flush=True)
+        # A diverging run is stopped by the trainer with one clear message (exit code 3);
+        # NumPy's per-operation overflow warnings on the way there would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.fit()
+            results = trainer.test(test)
+    if world.is_main:
+        print(f"test: loss {results['test_loss']:.4f}, accuracy {100 * results['test_acc']:.2f}%, top-5 "
+              f"{100 * results['test_top5']:.2f}% (final weights; best validation accuracy "
+              f"{100 * (results['best_val_acc'] or 0):.2f}% at epoch {results['best_epoch']}); files in {out}",
+              flush=True)
     return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)  # bad arguments: usage + message, exit 2
 
-    def fail(message: str, code: int = EXIT_ERROR) -> int:
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    def fail(message: str, code: int = EXIT_ERROR, everywhere: bool = True) -> int:
+        """One line on stderr, then exit ``code``.
+
+        ``everywhere``: every process met this failure at the same point, so rank 0
+        reports it and each process simply exits. Otherwise this process failed on
+        its own: it reports (naming its rank) and ends the whole run, so that no
+        other process waits for it forever.
+        """
+        world = distributed.initialized()
+        rank = world.rank if world is not None else launcher_rank()
+        if rank == 0 or not everywhere:
+            where = f"rank {rank}: " if rank != 0 and not everywhere else ""
+            print(f"{PROG}: error: {where}{message}", file=sys.stderr, flush=True)
+        if world is not None and world.size > 1 and not everywhere:
+            if rank != 0 and code == EXIT_INTERRUPTED:
+                time.sleep(1.0)  # Ctrl-C reaches every process: let rank 0 say so and end the run
+            world.abort(code)
         return code
 
     try:
         return run(args)
-    except NonFiniteLossError as exc:
+    except NonFiniteLossError as exc:  # the loss is summed over all processes: all stop at this step
         return fail(str(exc), EXIT_NONFINITE)
-    except KeyboardInterrupt:
-        return fail("interrupted; continue with the same command plus --resume", EXIT_INTERRUPTED)
-    except (UsageError, DatasetError, backend.DeviceError, CheckpointError) as exc:
+    except StartupError as exc:  # agreed by every process
         return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted; continue with the same command plus --resume", EXIT_INTERRUPTED, everywhere=False)
+    except DistributedError as exc:  # before MPI started (e.g. no mpi4py), every process fails alike
+        return fail(str(exc), everywhere=distributed.initialized() is None)
+    except (UsageError, DatasetError, backend.DeviceError, CheckpointError) as exc:
+        return fail(str(exc), everywhere=False)
     except Exception as exc:  # one clear line instead of a traceback
         if backend.is_out_of_memory(exc):
             return fail(f"out of memory with batch size {getattr(args, 'resolved_batch_size', '?')}; "
-                        "try a smaller --batch-size")
+                        "try a smaller --batch-size", everywhere=False)
         if os.environ.get("MINIDL_TRACEBACK"):
             raise
-        return fail(f"{type(exc).__name__}: {exc} (set MINIDL_TRACEBACK=1 to see the traceback)")
+        return fail(f"{type(exc).__name__}: {exc} (set MINIDL_TRACEBACK=1 to see the traceback)", everywhere=False)
 
 
 if __name__ == "__main__":

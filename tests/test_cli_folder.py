@@ -4,9 +4,11 @@ A tiny folder with the cifar variant; the run must behave like a CIFAR run (file
 resume, one-line errors) and carry the class names into its checkpoint and
 results.json (examples/predict.py prints them).
 """
+import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +112,56 @@ def test_killed_folder_run_resumes_bit_identically(photos, reference, tmp_path):
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (reference[0], out))
     for key in ("test_loss", "test_acc", "best_val_acc", "settings"):
         assert ra[key] == rb[key], key
+
+
+def test_predict_classifies_with_the_folder_runs_crop_normalisation_and_names(photos, reference, capsys):
+    import minidl
+    import minidl.functional as F
+    from minidl.data import ImageFolder, ImageFolderLoader, ResizeCenterCrop
+
+    predict = load_example("predict.py")
+    weights = reference[0] / "best.npz"
+    path = photos / "cow" / "003.jpg"
+    assert predict.main([str(path), "--weights", str(weights), "--top", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}:" and len(out) == 4 and all(line.split()[1] in CLASSES for line in out[1:])
+    # the same probabilities as the run's own evaluation of that image
+    model, names, settings = predict.load_model(weights)
+    assert names == CLASSES
+    single = ImageFolder(photos).subset([ImageFolder(photos).paths.index(str(path))])
+    x, _ = ImageFolderLoader(single, 1, ResizeCenterCrop(32), shuffle=False, mean=settings["mean"],
+                             std=settings["std"], workers=0).make_batch(0, 0)
+    with minidl.no_grad():
+        expected = F.softmax(model(x), axis=-1).numpy()
+    got = predict.class_probabilities(model, predict.evaluation_transform(settings),
+                                      predict.read_image(path, settings)[None])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
+
+
+@pytest.mark.skipif(not os.access(MPIEXEC, os.X_OK) or __import__("importlib").util.find_spec("mpi4py") is None,
+                    reason="mpi4py or mpiexec missing (pip install -e '.[distributed]')")
+def test_two_processes_train_on_a_folder_like_one(tmp_path):
+    root = tmp_path / "clean"  # no broken file: a skipped image would leave the two shards uneven
+    write_image_folder(root, {name: 8 for name in CLASSES}, size=(40, 30), ext="jpg")
+    def args(out):
+        return _args(root, tmp_path / out, "--val-fraction", "0.25", "--test-fraction", "0", "--workers", "1")
+
+    one = _cli(args("one"))
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(SCRIPT), *args("two")], capture_output=True,
+                         text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert two.returncode == 0, two.stderr
+    assert "data parallel: 2 processes" in two.stdout and two.stdout.count("test: loss") == 1
+
+    def history(out):
+        with open(out / "history.csv") as f:
+            return np.array([[float(row[k]) for k in ("lr", "train_loss", "train_acc", "val_loss", "val_acc")]
+                             for row in csv.DictReader(f)])
+
+    np.testing.assert_allclose(history(tmp_path / "two"), history(tmp_path / "one"), rtol=1e-5, atol=1e-6)
 
 
 def _main(argv, capsys):

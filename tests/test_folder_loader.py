@@ -81,6 +81,22 @@ def test_resume_threads_and_prefetch_change_nothing(folder):
         loader.epoch_batches(0, start_batch=7)
 
 
+def test_shards_together_serve_the_unsharded_batches(folder):
+    def batches(shard):
+        loader = ImageFolderLoader(folder, 5, RandomResizedCrop(10), seed=4, mean=MEAN, std=STD, workers=1,
+                                   shard=shard)
+        return _collect(loader.epoch_batches(2))
+
+    whole = batches(None)
+    parts = [batches((rank, 3)) for rank in range(3)]
+    assert [len(y) for _, y in parts[0]] == [1, 1, 1, 1, 1]  # rank 0 of 3: 1 of 5 rows (1, 2, 2), 1 of the last 3
+    for b, (x, y) in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([p[b][0] for p in parts]), x)
+        np.testing.assert_array_equal(np.concatenate([p[b][1] for p in parts]), y)
+    with pytest.raises(ValueError, match="shard"):
+        ImageFolderLoader(folder, 2, ResizeCenterCrop(8), shard=(2, 2))
+
+
 def _count_threads():
     return sum(t.name.startswith("minidl-decode") for t in threading.enumerate())
 

@@ -11,7 +11,9 @@ permutation from ``default_rng([seed, e])`` and the crops of batch ``b`` come fr
 ``default_rng([seed, e, b, 1])`` (``plan.draws`` uniforms per image, drawn before
 any thread starts). No result depends on which thread decodes which image, on the
 number of threads or on timing, so resuming at (epoch, batch) gives bit for bit the
-batches an uninterrupted run would have seen.
+batches an uninterrupted run would have seen. With ``shard=(rank, size)`` (data
+parallelism) a process decodes only its rows of each global batch, with the
+uniforms those rows get in the global batch.
 
 Why threads: Pillow releases the GIL while it decodes and resizes, so the threads
 decode in parallel, and their output lands straight in the batch buffer: no
@@ -139,6 +141,8 @@ class ImageFolderLoader(SeededBatches):
         prefetch: batches decoded ahead of the one being consumed.
         on_bad_image: "skip" (report once, leave out) or "raise" (DatasetError).
         stall_timeout: seconds without a finished image before a DatasetError.
+        shard: None, or (rank, size): serve only process ``rank``'s contiguous slice of
+            every global batch of ``batch_size`` (``batch_rows``), for data parallelism.
         name: how messages name this loader ("train", "validation", ...).
         log: where messages go (default: stderr).
         bad_paths: a dict (path -> reason) of unreadable files already reported,
@@ -151,7 +155,7 @@ class ImageFolderLoader(SeededBatches):
     def __init__(self, folder, batch_size: int, plan, *, shuffle: bool = True, seed: int = 0, device="cpu",
                  mean=None, std=None, drop_last: bool = False, workers: int | None = None,
                  prefetch: int = PREFETCH_DEPTH, on_bad_image: str = "skip", stall_timeout: float = STALL_TIMEOUT_S,
-                 name: str = "images", log=_stderr, bad_paths: dict | None = None):
+                 shard=None, name: str = "images", log=_stderr, bad_paths: dict | None = None):
         if int(batch_size) != batch_size or batch_size <= 0:
             raise ValueError(f"ImageFolderLoader: expected a positive integer batch_size, got {batch_size!r}")
         if on_bad_image not in ("skip", "raise"):
@@ -170,6 +174,7 @@ class ImageFolderLoader(SeededBatches):
         self.batch_size, self.plan = int(batch_size), plan
         self.shuffle, self.seed, self.drop_last, self.epoch = bool(shuffle), int(seed), bool(drop_last), 0
         self.device = backend.parse_device(device)
+        self.shard = self._parse_shard(shard)
         self.mean = None if mean is None else [float(v) for v in mean]
         self.std = None if std is None else [float(v) for v in std]
         self.workers, self.prefetch = workers, int(prefetch)
@@ -203,7 +208,8 @@ class ImageFolderLoader(SeededBatches):
     def _submit(self, pool: _DecodePool, epoch: int, batch_index: int, order: np.ndarray):
         """Queue batch ``batch_index``'s files as a few jobs writing into one uint8 buffer."""
         indices = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-        uniforms = self._uniforms(epoch, batch_index, len(indices))
+        start, stop, _ = self.batch_rows(batch_index)  # the uniforms are drawn for the global batch
+        indices, uniforms = indices[start:stop], self._uniforms(epoch, batch_index, len(indices))[start:stop]
         images = np.empty((len(indices), 3, self.plan.size, self.plan.size), dtype=np.uint8)
         # a few images per job: the pool stays balanced and a job's overhead stays small
         step = max(1, -(-len(indices) // (2 * max(1, len(pool.threads)))))

@@ -9,6 +9,11 @@ So any batch can be rebuilt from (seed, epoch, batch index) alone: resuming at
 (epoch, start_batch) yields exactly the batches an uninterrupted run would have
 seen, and prefetching changes nothing but timing.
 
+Data parallelism: with ``shard=(rank, size)`` the loader serves process ``rank``
+its contiguous slice of every global batch (``batch_rows`` says which rows), and
+the transform draws its random choices for the global batch and applies this
+slice's, so the N processes together see exactly the batches of one process.
+
 Prefetching runs batch preparation (gather uint8 rows on the host, copy them to
 the device, transform there) in a background thread while the consumer trains on
 the current batch. The thread stops when the epoch ends, when the consumer stops
@@ -32,8 +37,9 @@ _POLL_S = 0.05  # how often a blocked worker checks whether the consumer has gon
 class SeededBatches:
     """The batch arithmetic every minidl loader shares: epochs of batches in a seeded order.
 
-    A subclass sets ``batch_size``, ``shuffle``, ``seed``, ``drop_last`` and ``epoch``
-    and has ``num_samples`` and ``epoch_batches(epoch, start_batch)``.
+    A subclass sets ``batch_size``, ``shuffle``, ``seed``, ``drop_last``, ``shard``
+    (None or (rank, size)) and ``epoch``, and has ``num_samples`` and
+    ``epoch_batches(epoch, start_batch)``.
     """
 
     def __len__(self) -> int:
@@ -54,9 +60,29 @@ class SeededBatches:
             return np.arange(self.num_samples)
         return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
 
+    def batch_rows(self, batch_index: int) -> tuple:
+        """(start, stop, total): this process's rows of global batch ``batch_index`` of ``total``.
+
+        Unsharded (``shard`` None), all rows: (0, total, total). Sharded over ``size``
+        processes, the rows are split into contiguous slices whose sizes differ by at
+        most one (a short last batch may leave a process none).
+        """
+        total = min(self.batch_size, self.num_samples - batch_index * self.batch_size)
+        if self.shard is None:
+            return 0, total, total
+        rank, size = self.shard
+        return total * rank // size, total * (rank + 1) // size, total
+
     def batch_rng(self, epoch: int, batch_index: int) -> np.random.Generator:
         """The generator of batch ``batch_index``'s augmentation in ``epoch``."""
         return np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
+
+    def _parse_shard(self, shard):
+        """None, or (rank, size) as ints with 0 <= rank < size; else a ValueError naming the loader."""
+        if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"{type(self).__name__}: expected shard=(rank, size) with 0 <= rank < size, got "
+                             f"{shard!r}")
+        return None if shard is None else (int(shard[0]), int(shard[1]))
 
     def _check_start(self, start_batch: int) -> None:
         if not 0 <= start_batch <= len(self):
@@ -78,13 +104,17 @@ class DataLoader(SeededBatches):
             ``build_transform``); None casts to float32.
         drop_last: drop the final, smaller batch.
         prefetch: prepare the next batches in a background thread.
+        shard: None, or (rank, size) to serve only process ``rank``'s slice of each
+            global batch of ``batch_size`` (data parallelism); the transform is
+            then called as ``transform(x, rng, rows=(start, total))``.
 
     Yields (per batch):
-        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``.
+        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``
+        (B is this process's share of the batch when sharded).
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                 transform=None, drop_last: bool = False, prefetch: bool = True):
+                 transform=None, drop_last: bool = False, prefetch: bool = True, shard=None):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
@@ -101,6 +131,7 @@ class DataLoader(SeededBatches):
         self.transform = transform
         self.drop_last = bool(drop_last)
         self.prefetch = bool(prefetch)
+        self.shard = self._parse_shard(shard)
         self.epoch = 0
 
     @property
@@ -116,12 +147,14 @@ class DataLoader(SeededBatches):
         # images[idx] (B,C,H,W) uint8 on host -> device -> transform -> x (B,C,H',W') float32
         order = self.order(epoch) if order is None else order
         idx = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-        x = backend.to_device(self.images[idx], self.device)
-        y = backend.to_device(self.labels[idx], self.device)
+        start, stop, total = self.batch_rows(batch_index)
+        x = backend.to_device(self.images[idx[start:stop]], self.device)
+        y = backend.to_device(self.labels[idx[start:stop]], self.device)
         if self.transform is None:
             x = x.astype(np.float32)
         else:
-            x = self.transform(x, self.batch_rng(epoch, batch_index))
+            rng = self.batch_rng(epoch, batch_index)
+            x = self.transform(x, rng) if self.shard is None else self.transform(x, rng, rows=(start, total))
         return Tensor(x), y
 
     def epoch_batches(self, epoch: int, start_batch: int = 0):
