@@ -195,14 +195,16 @@ class ImageFolderLoader(SeededBatches):
         """Decode ``indices`` into ``out`` (their rows of the batch); returns [(row, path, reason)] of bad files."""
         failures = []
         me = threading.get_ident()
-        for row, (index, u) in enumerate(zip(indices, uniforms)):
-            path = self.paths[index]
-            busy[me] = path
-            try:
-                decode_crop(path, self.plan, u, out[row])
-            except UnreadableImage as exc:
-                failures.append((row, path, exc.reason))
-        busy.pop(me, None)
+        try:
+            for row, (index, u) in enumerate(zip(indices, uniforms)):
+                path = self.paths[index]
+                busy[me] = path
+                try:
+                    decode_crop(path, self.plan, u, out[row])
+                except UnreadableImage as exc:
+                    failures.append((row, path, exc.reason))
+        finally:
+            busy.pop(me, None)
         return failures
 
     def _submit(self, pool: _DecodePool, epoch: int, batch_index: int, order: np.ndarray):
@@ -213,22 +215,22 @@ class ImageFolderLoader(SeededBatches):
         images = np.empty((len(indices), 3, self.plan.size, self.plan.size), dtype=np.uint8)
         # a few images per job: the pool stays balanced and a job's overhead stays small
         step = max(1, -(-len(indices) // (2 * max(1, len(pool.threads)))))
-        jobs = [(start, pool.submit(self._decode, indices[start:start + step], uniforms[start:start + step],
-                                    images[start:start + step], pool.busy))
-                for start in range(0, len(indices), step)]
+        jobs = [(first, pool.submit(self._decode, indices[first:first + step], uniforms[first:first + step],
+                                    images[first:first + step], pool.busy))
+                for first in range(0, len(indices), step)]
         return batch_index, indices, images, jobs
 
     def _finish(self, submitted, pool: _DecodePool):
         """Wait for a submitted batch; returns (uint8 images, labels, skipped count) without its bad files."""
         batch_index, indices, images, jobs = submitted
         failures = []
-        for start, job in jobs:
+        for first, job in jobs:
             try:
-                failures += [(start + row, path, reason) for row, path, reason in job.result(self.stall_timeout)]
+                failures += [(first + row, path, reason) for row, path, reason in job.result(self.stall_timeout)]
             except FutureTimeout:
                 stuck = sorted(set(pool.busy.values())) or ["(unknown)"]
                 raise _Stalled(f"{self.name}: no image finished decoding in {self.stall_timeout:g} s; a decode "
-                                   f"thread is stuck reading {', '.join(stuck)}") from None
+                               f"thread is stuck reading {', '.join(stuck)}") from None
         if not failures:
             return images, self.labels[indices], 0
         for _, path, reason in failures:
