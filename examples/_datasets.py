@@ -1,7 +1,9 @@
-"""The --dataset folder side of examples/alexnet_cifar10.py: its flags, settings, loading and summary.
+"""The data side of examples/alexnet_cifar10.py: CIFAR-10 or a folder (--dataset folder).
 
-Kept beside the script so that the script stays one readable page; the data work
-itself is minidl's (``minidl.data.load_image_folder``, ``channel_mean_std``,
+The folder's flags, settings, loading and summary, and for both data sets the
+loaders and the fingerprint that data-parallel processes compare. Kept beside the
+script so that the script stays one readable page; the data work itself is
+minidl's (``minidl.data.load_cifar10``, ``load_image_folder``, ``channel_mean_std``,
 ``folder_loaders``). A folder run stores in its settings (checkpoint.npz,
 results.json) what a later resume or ``examples/predict.py`` needs to see images
 exactly as training did: ``class_names``, ``normalize`` with ``mean``/``std`` (0..1
@@ -11,9 +13,15 @@ same files.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 
-from minidl.data import DatasetError, channel_mean_std, load_image_folder
+import numpy as np
+
+from minidl.data import (DataLoader, DatasetError, FolderSplits, build_transform, channel_mean_std, folder_loaders,
+                         load_cifar10, load_image_folder)
+from minidl.distributed.launch import rank0_first
 from minidl.models.alexnet import INPUT_SIZE
 
 # run settings of folder runs and their defaults (a resume must not change them)
@@ -78,7 +86,7 @@ def settings_problem(given: dict, settings: dict) -> str | None:
     return None
 
 
-def load(args, settings: dict, main: bool = True):
+def load_folder(args, settings: dict, main: bool = True):
     """The folder's splits; records (new run) or checks (resume) its classes, files and channel statistics.
 
     ``main``: this process reports (the others of a data-parallel run stay quiet).
@@ -120,3 +128,51 @@ def describe(settings: dict, test) -> list:
             "per-image standardisation")
     return [f"  folder: {len(names)} classes ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); {norm}"
             + ("" if test.name == "test" else "; no test images: testing on the validation images")]
+
+
+def make_loaders(settings: dict, data, device, shard=None, **folder_options):
+    """Train, validation and test loaders; the transform resizes to the variant's input size.
+
+    ``shard=(rank, size)`` serves this process its slice of every global batch.
+    ``folder_options`` (workers, on_bad_image) go to the loaders of a folder; CIFAR-10 has none.
+    """
+    size = INPUT_SIZE[settings["variant"]]
+    if isinstance(data, FolderSplits):
+        return folder_loaders(data, size, settings["batch_size"], augment=settings["augment"], seed=settings["seed"],
+                              device=device, shard=shard, mean=settings["mean"], std=settings["std"],
+                              limits=[settings[f"limit_{s}"] for s in ("train", "val", "test")], **folder_options)
+
+    def first(images, labels, limit):
+        return (images, labels) if limit is None else (images[:limit], labels[:limit])
+
+    batch, seed = settings["batch_size"], settings["seed"]
+    common = dict(seed=seed, device=device, shard=shard)
+    train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
+                       transform=build_transform(size, augment=settings["augment"]), **common)
+    evaluation = build_transform(size, augment=False)
+    val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
+                     transform=evaluation, **common)
+    test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
+                      transform=evaluation, **common)
+    return train, val, test
+
+
+def load(args, settings: dict, world):
+    """CIFAR-10 or the folder on every process; rank 0 first, so that only it downloads into a shared cache."""
+    def work():
+        if settings["dataset"] == "folder":
+            return load_folder(args, settings, world.is_main)
+        url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
+        return load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
+                            progress=not args.no_progress and world.is_main, **({"url": url} if url else {}))
+    return rank0_first(world, work, errors=(DatasetError,))
+
+
+def fingerprint(data) -> str:
+    """A short hash of the labels and some images (of a folder: its files): processes must train on the same data."""
+    if isinstance(data, FolderSplits):
+        return data.digest()
+    digest = hashlib.blake2b(digest_size=8)
+    for array in (data.train_labels, data.val_labels, data.test_labels, data.train_images[:64]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

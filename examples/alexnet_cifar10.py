@@ -16,7 +16,6 @@ became NaN/infinite (the last good checkpoint is kept), 130 interrupted (Ctrl-C)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ import _datasets  # noqa: E402  (--dataset folder)
 from minidl import backend
 from minidl import distributed
 from minidl.checkpoint import CheckpointError, load_checkpoint
-from minidl.data import DataLoader, DatasetError, FolderSplits, build_transform, folder_loaders, load_cifar10
+from minidl.data import DatasetError
 from minidl.distributed import DataParallel, DistributedError
 from minidl.distributed.world import launcher_rank
 from minidl.distributed.launch import StartupError, agree, device_for, share_cpu_cores
@@ -201,33 +200,6 @@ def resolve_settings(args, stored: dict | None) -> dict:
     return settings
 
 
-def make_loaders(settings: dict, data, device, shard=None, **folder_options):
-    """Train, validation and test loaders; the transform resizes to the variant's input size.
-
-    ``shard=(rank, size)`` serves this process its slice of every global batch.
-    ``folder_options`` (workers, on_bad_image) go to the loaders of a folder; CIFAR-10 has none.
-    """
-    size = INPUT_SIZE[settings["variant"]]
-    if isinstance(data, FolderSplits):
-        return folder_loaders(data, size, settings["batch_size"], augment=settings["augment"], seed=settings["seed"],
-                              device=device, shard=shard, mean=settings["mean"], std=settings["std"],
-                              limits=[settings[f"limit_{s}"] for s in ("train", "val", "test")], **folder_options)
-
-    def first(images, labels, limit):
-        return (images, labels) if limit is None else (images[:limit], labels[:limit])
-
-    batch, seed = settings["batch_size"], settings["seed"]
-    common = dict(seed=seed, device=device, shard=shard)
-    train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
-                       transform=build_transform(size, augment=settings["augment"]), **common)
-    evaluation = build_transform(size, augment=False)
-    val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     transform=evaluation, **common)
-    test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
-                      transform=evaluation, **common)
-    return train, val, test
-
-
 def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
     """The learning-rate schedule named in ``settings`` for a run of settings["epochs"] epochs."""
     name, epochs, lr = settings["schedule"], settings["epochs"], settings["lr"]
@@ -241,33 +213,6 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
     if name == "plateau":
         return ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=2)
     return None
-
-
-def load_data(args, settings, world):
-    """CIFAR-10 or the folder on every process; rank 0 first, so that only it downloads into a shared cache."""
-    url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
-    extra = {"url": url} if url else {}
-    data, error = None, None
-    for turn in (True, False):  # rank 0's turn, then everyone else's
-        if world.is_main == turn:
-            try:
-                data = _datasets.load(args, settings, world.is_main) if settings["dataset"] == "folder" else \
-                    load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
-                                 progress=not args.no_progress and world.is_main, **extra)
-            except DatasetError as exc:
-                error = str(exc)
-        agree(world, error)
-    return data
-
-
-def data_fingerprint(data) -> str:
-    """A short hash of the labels and some images (of a folder: its files): processes must train on the same data."""
-    if isinstance(data, FolderSplits):
-        return data.digest()
-    digest = hashlib.blake2b(digest_size=8)
-    for array in (data.train_labels, data.val_labels, data.test_labels, data.train_images[:64]):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
@@ -342,13 +287,13 @@ def run(args) -> int:
     agree(world, error)
     settings.pop("completed_epochs", None)
     args.resolved_batch_size = settings["batch_size"]  # for the out-of-memory hint
-    data = load_data(args, settings, world)
+    data = _datasets.load(args, settings, world)
     settings.setdefault("class_names", getattr(data, "label_names", None))  # for examples/predict.py
-    agree(world, None, {**settings, "data": data_fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
+    agree(world, None, {**settings, "data": _datasets.fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
                         "bucket_mb": args.bucket_mb})
     parallel_run = world.size > 1
     with backend.device_context(device):  # the run's GPU is current for everything below
-        loaders = make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
+        loaders = _datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
                                workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
         model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
@@ -362,12 +307,11 @@ def run(args) -> int:
                           settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                           plots=not args.no_plots, parallel=parallel)
         if checkpoint is not None:
-            rebuild = None
-            if settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT:
-                def rebuild(opt):
-                    opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
-                    return make_schedule(settings, opt, len(train))
-            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild)
+            def rebuild(opt):
+                opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
+                return make_schedule(settings, opt, len(train))
+            longer = settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT
+            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild if longer else None)
         if world.is_main:
             print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None,
                            args, world), flush=True)
