@@ -95,7 +95,7 @@ def test_evaluation_transform_is_the_training_runs(variant):
     images, labels = np.zeros((2, 3, 32, 32), np.uint8), np.zeros(2, np.int64)
     data = SimpleNamespace(train_images=images, train_labels=labels, val_images=images, val_labels=labels,
                            test_images=images, test_labels=labels)
-    _, val, test = train_cli.make_loaders(settings, data, "cpu")
+    _, val, test = train_cli._datasets.make_loaders(settings, data, "cpu")
     assert repr(predict.evaluation_transform({"variant": variant})) == repr(val.transform) == repr(test.transform)
 
 
