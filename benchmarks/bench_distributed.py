@@ -18,9 +18,9 @@ The N-process jobs also report their communication, on rank 0:
   backward: the all-reduce time that backward did not hide, plus any time this
   process waited for a slower one;
 * after training, timed alternately: the all-reduce of minidl's buckets through its
-  own collectives, the reducer's whole path (plus packing and unpacking), and a
-  bare ``mpi4py`` ``Allreduce`` of the same bytes: the ratios are minidl's overhead
-  over plain MPI;
+  own collectives, the reducer's whole path (plus packing and unpacking), and bare
+  ``mpi4py`` ``Allreduce`` calls on the same bytes (per bucket, and all in one
+  call): the ratios to the per-bucket calls are minidl's overhead over plain MPI;
 * ``started in backward``: the share of the gradient bytes whose all-reduce began
   while backward was still running (the rest starts in ``wait``).
 
@@ -101,21 +101,29 @@ def allreduce_times(parallel, world, repeats: int = 15) -> dict:
       collectives minidl issues, through its transport);
     * ``reducer``: ``GradientReducer.wait`` with nothing started during a backward:
       packs (scaled copies of the gradients), the all-reduces and the unpacking;
-    * ``bare``: one ``mpi4py`` ``Allreduce`` in place on a NumPy array of the same bytes.
+    * ``bare``: a bare ``mpi4py`` ``Allreduce`` in place on NumPy arrays of the same
+      bytes, one per bucket (what minidl's transport adds is the difference);
+    * ``bare_one``: one bare ``Allreduce`` of all the bytes at once (MPI's choice of
+      algorithm depends on the message size, so this can differ either way).
     Timed alternately, each after a barrier.
     """
     from mpi4py import MPI
 
     from minidl.distributed import iall_reduce
     reducer = parallel.reducer
-    bare = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
+    bare = [np.ones(b.flat.size, dtype=np.float32) for b in reducer.buckets]
+    bare_one = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
 
     def buckets():
         for request in [iall_reduce(b.flat, world=world) for b in reducer.buckets]:
             request.wait()
 
-    cases = {"buckets": buckets, "reducer": reducer.wait,
-             "bare": lambda: world.comm.Allreduce(MPI.IN_PLACE, bare, op=MPI.SUM)}
+    def bare_buckets():
+        for array in bare:
+            world.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+    cases = {"buckets": buckets, "reducer": reducer.wait, "bare": bare_buckets,
+             "bare_one": lambda: world.comm.Allreduce(MPI.IN_PLACE, bare_one, op=MPI.SUM)}
     times = {name: [] for name in cases}
     for _ in range(repeats):
         for name, run in cases.items():
@@ -177,23 +185,26 @@ def main(argv=None) -> int:
         per_round = [m["images_per_s"] / (args.processes * o["images_per_s"])
                      for o, m in zip(runs[1], runs[args.processes])]
         comm = runs[args.processes]
-        wait, buckets, reducer, bare = (median([x[k] for x in comm]) for k in (
-            "wait_s", "allreduce_buckets_s", "allreduce_reducer_s", "allreduce_bare_s"))
+        wait, buckets, reducer, bare, bare_one = (median([x[k] for x in comm]) for k in (
+            "wait_s", "allreduce_buckets_s", "allreduce_reducer_s", "allreduce_bare_s", "allreduce_bare_one_s"))
         efficiency = many / (args.processes * one)
         overlapped = median([x["started_in_backward"] for x in comm])
         results[variant] = {"batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
                             "efficiency": efficiency, "efficiency_per_round_median": median(per_round),
                             "wait_s": wait, "allreduce_buckets_s": buckets, "allreduce_reducer_s": reducer,
-                            "allreduce_bare_s": bare, "buckets_over_bare": buckets / bare,
+                            "allreduce_bare_s": bare, "allreduce_bare_one_s": bare_one,
+                            "buckets_over_bare": buckets / bare,
                             "reducer_over_bare": reducer / bare, "overlapped": overlapped,
                             "bytes": comm[0]["bytes"], "buckets": comm[0]["buckets"], "runs": runs}
         rows.append([variant, args.batch[variant], f"{one:.1f}", f"{many:.1f}",
                      f"{100 * efficiency:.0f}% ({100 * median(per_round):.0f}%)",
-                     f"{1e3 * bare:.1f} ms", f"{1e3 * buckets:.1f} ms ({buckets / bare:.2f}x)",
+                     f"{1e3 * bare:.1f} ms", f"{1e3 * bare_one:.1f} ms",
+                     f"{1e3 * buckets:.1f} ms ({buckets / bare:.2f}x)",
                      f"{1e3 * reducer:.1f} ms ({reducer / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
                      f"{100 * overlapped:.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}"])
     print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s",
-                        "efficiency (per-round median)", "bare Allreduce", "minidl buckets", "+ pack/unpack",
+                        "efficiency (per-round median)", "bare Allreduce, per bucket", "in one call",
+                        "minidl buckets", "+ pack/unpack",
                         "wait after backward", "started in backward", "gradients"], rows))
     from minidl import backend
     path = args.json or RESULTS_DIR / f"bench_distributed_{time.strftime('%Y%m%d_%H%M%S')}.json"
