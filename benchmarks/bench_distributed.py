@@ -94,7 +94,7 @@ def worker(args) -> None:
         print("RESULT " + json.dumps(report), flush=True)
 
 
-def allreduce_times(parallel, world, repeats: int = 15) -> dict:
+def allreduce_times(parallel, world) -> dict:
     """Median seconds of minidl's all-reduce of its buckets, of its whole bucket path, and of bare MPI.
 
     * ``buckets``: ``distributed.iall_reduce`` + wait on each bucket's flat array (the
@@ -111,6 +111,7 @@ def allreduce_times(parallel, world, repeats: int = 15) -> dict:
 
     from minidl.distributed import iall_reduce
     reducer = parallel.reducer
+    repeats = 60 if reducer.stats["bytes"] < 2**25 else 15  # millisecond timings need more samples
     bare = [np.ones(b.flat.size, dtype=np.float32) for b in reducer.buckets]
     bare_one = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
 
