@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Train AlexNet on CIFAR-10 with minidl, on a GPU (CuPy) or the CPU (NumPy).
+"""Train AlexNet on CIFAR-10 (or a folder of your own images) with minidl, on a GPU (CuPy) or the CPU (NumPy).
 
     python examples/alexnet_cifar10.py --device cuda                 # the "seed" model, 224x224
     python examples/alexnet_cifar10.py --variant cifar --device cpu  # minutes on a laptop
     python examples/alexnet_cifar10.py --variant cifar --resume      # continue a stopped run
+    mpiexec -n 2 python examples/alexnet_cifar10.py --variant cifar  # data-parallel, 2 processes
+    python examples/alexnet_cifar10.py --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
 
 Everything the run produces goes to --out: history.csv, checkpoint.npz, best.npz,
 results.json and (with matplotlib) curves.png and filters.png.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +28,16 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import minidl
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _datasets.py beside this script, however it is loaded
+import _datasets  # noqa: E402  (--dataset folder)
 
 from minidl import backend
+from minidl import distributed
 from minidl.checkpoint import CheckpointError, load_checkpoint
-from minidl.data import DataLoader, DatasetError, build_transform, load_cifar10
+from minidl.data import DatasetError
+from minidl.distributed import DataParallel, DistributedError
+from minidl.distributed.world import launcher_rank
+from minidl.distributed.launch import StartupError, agree, device_for, share_cpu_cores
 from minidl.models import AlexNet
 from minidl.models.alexnet import CIFAR_WIDTHS, INPUT_SIZE
 from minidl.optim import SGD, CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
@@ -44,7 +53,10 @@ RECIPES = {
     "seed": dict(epochs=20, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
                  schedule="cosine", augment=False, preprocess="standardize", clip_grad_norm=0.0),
     # Krizhevsky et al. 2012: batch 128, momentum 0.9, wd 5e-4, lr 0.01 divided by 10
-    # when the validation accuracy stops improving, random crops and flips
+    # when the validation accuracy stops improving, random crops and flips, the mean
+    # image subtracted (pixel units). Plus gradient-norm clipping: with 10 classes
+    # instead of 1000 the paper's init and lr blow up and kill fc7 within 10 steps
+    # (README, "The paper variant")
     "paper": dict(epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
                   schedule="plateau", augment=True, preprocess="subtract-mean", clip_grad_norm=5.0),
     # native 32x32: Nesterov SGD with a one-cycle schedule (lr is the peak)
@@ -52,13 +64,16 @@ RECIPES = {
                   schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
-# except epochs). Device, data location, output, checkpoint frequency and TF32 are
+# except epochs). Device, data location, output, checkpoint frequency, TF32 and the
+# data-parallel choices (number of processes, --comm, --sync-bn, --bucket-mb) are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "preprocess", "clip_grad_norm", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
+                "augment", "preprocess", "clip_grad_norm", "seed", "val_size", "limit_train", "limit_val",
+                "limit_test", "widths", "dataset", *_datasets.FOLDER_SETTINGS)
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
-PREPROCESSING = ("standardize", "subtract-mean")
+# settings of runs from before they existed: CIFAR-10, standardised, never clipped
+OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0}
 
 
 class UsageError(Exception):
@@ -104,14 +119,14 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
-  --checkpoint-every and --tf32 may differ. On the CPU a resumed run ends with
+  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
   weights and results bit-identical to an uninterrupted one.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 with minidl.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 (or your own images) with minidl.",
                                 epilog=_recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
@@ -126,15 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "plateau", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crops (pad 4) and horizontal flips while training (default: per variant)")
-    p.add_argument("--clip-grad-norm", type=_count(float, 0.0),
-                   help="scale each step's gradients down when their joint L2 norm exceeds this (0: never; "
-                        "default: per variant)")
-    p.add_argument("--preprocess", choices=PREPROCESSING,
-                   help="standardize: each image to mean 0, std 1 (the tutorial's); subtract-mean: the training "
-                        "images' mean image subtracted, pixel units kept (the paper's) (default: per variant)")
+                   help="random crops (pad 4) and horizontal flips while training; for folders random-resized "
+                        "crops and flips (default: per variant)")
+    p.add_argument("--preprocess", choices=("standardize", "subtract-mean"),
+                   help="CIFAR-10: each image to mean 0, std 1 (the tutorial's), or the training images' mean "
+                        "image subtracted in pixel units (the paper's) (default: per variant)")
+    p.add_argument("--clip-grad-norm", type=_count(float, 0.0), help="scale a step's gradients down when their "
+                   "joint L2 norm exceeds this (0: never; default: per variant)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
-                                      "(default: ~/.cache/minidl)")
+                                      "(default: ~/.cache/minidl); with --dataset folder, the image folder")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
     p.add_argument("--seed", type=_count(int, 0),
                    help=f"seed of weights, data order, augmentation, dropout (default {DEFAULT_SEED})")
@@ -153,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "no effect on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only a line per epoch")
     p.add_argument("--no-plots", action="store_true", help="skip curves.png and filters.png")
+    dp = p.add_argument_group("data parallelism (under mpiexec; --batch-size is the global batch)")
+    dp.add_argument("--comm", choices=["auto", "mpi", "nccl"], default="auto",
+                    help="how GPU arrays are reduced: nccl (auto) or mpi (CUDA-aware or staged through the "
+                         "host); CPU arrays always use MPI")
+    dp.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="batch-norm statistics over the global batch, so N processes train exactly like "
+                         "one (default); --no-sync-bn: per process, as PyTorch DDP does by default")
+    dp.add_argument("--bucket-mb", type=_count(float, 0.001), default=distributed.DEFAULT_BUCKET_BYTES / 2**20,
+                    help="size of the gradient buckets all-reduced during backward (default %(default)g MB)")
+    _datasets.add_arguments(p)
     return p
 
 
@@ -167,9 +192,6 @@ def resolve_settings(args, stored: dict | None) -> dict:
             raise UsageError("--resume continues a run with the settings it was started with; these flags differ: "
                              + "; ".join(conflicts) + ". Drop them, or start a new run in another --out")
         settings = dict(stored)
-        # runs from before these settings existed standardised and never clipped
-        settings.setdefault("preprocess", "standardize")
-        settings.setdefault("clip_grad_norm", 0.0)
         if given["epochs"] is not None:
             if given["epochs"] < stored["completed_epochs"]:
                 raise UsageError(f"--epochs {given['epochs']}: the run already finished "
@@ -178,7 +200,10 @@ def resolve_settings(args, stored: dict | None) -> dict:
         return settings
     variant = given["variant"] or "seed"
     settings = {"variant": variant, **RECIPES[variant], "seed": DEFAULT_SEED, "val_size": DEFAULT_VAL_SIZE,
-                "limit_train": None, "limit_val": None, "limit_test": None, "widths": None}
+                "limit_train": None, "limit_val": None, "limit_test": None, "widths": None, "dataset": "cifar10"}
+    problem = _datasets.settings_problem(given, settings)
+    if problem:
+        raise UsageError(problem)
     settings.update({key: value for key, value in given.items() if value is not None})
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
@@ -187,32 +212,6 @@ def resolve_settings(args, stored: dict | None) -> dict:
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
     return settings
-
-
-def make_loaders(settings: dict, data, device):
-    """Train, validation and test loaders; the transform resizes to the variant's input size.
-
-    Each loader checks its labels once, on the host (``num_classes``), so the loss
-    never reads them back from a GPU.
-    """
-    size = INPUT_SIZE[settings["variant"]]
-
-    def first(images, labels, limit):
-        return (images, labels) if limit is None else (images[:limit], labels[:limit])
-
-    batch, seed, classes = settings["batch_size"], settings["seed"], len(data.label_names)
-    train_images, train_labels = first(data.train_images, data.train_labels, settings["limit_train"])
-    # the paper's preprocessing: the mean image of the images this run trains on
-    mean = train_images.mean(axis=0) if settings["preprocess"] == "subtract-mean" else None
-    train = DataLoader(train_images, train_labels, batch, shuffle=True, seed=seed, device=device,
-                       transform=build_transform(size, augment=settings["augment"], pixel_mean=mean),
-                       num_classes=classes)
-    evaluation = build_transform(size, augment=False, pixel_mean=mean)
-    val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     seed=seed, device=device, transform=evaluation, num_classes=classes)
-    test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
-                      seed=seed, device=device, transform=evaluation, num_classes=classes)
-    return train, val, test
 
 
 def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
@@ -230,14 +229,7 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
     return None
 
 
-def load_data(args, settings):
-    url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
-    extra = {"url": url} if url else {}
-    return load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
-                        progress=not args.no_progress, **extra)
-
-
-def describe(settings, device, loaders, model, out, resumed) -> str:
+def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
     s, (train, val, test) = settings, loaders
     size = INPUT_SIZE[s["variant"]]
     params = sum(int(p.data.size) for p in model.parameters())
@@ -248,87 +240,152 @@ def describe(settings, device, loaders, model, out, resumed) -> str:
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
              f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
-             f"{len(train)} steps per epoch",
+             f"{len(train)} steps per epoch", *_datasets.describe(s, test),
              f"  model: {params:,} parameters; output: {out}"]
+    if world.size > 1:
+        comm = "mpi" if device.type == "cpu" or args.comm == "mpi" else "nccl"
+        lines.append(f"  data parallel: {world.size} processes ({world.local_size} on this host), {comm}, "
+                     f"{s['batch_size'] // world.size} images each per step, "
+                     f"batch norm {'synchronised' if args.sync_bn else 'per process'}, buckets of "
+                     f"{args.bucket_mb:g} MB" + (f", {args.threads} CPU threads each" if device.type == "cpu" else ""))
     if resumed is not None:
         lines.append(f"  resuming at epoch {resumed['epoch'] + 1}, batch {resumed['step']} "
                      f"({resumed['global_step']} steps done)")
     return "\n".join(lines)
 
 
+def read_checkpoint(args, out: Path):
+    """The checkpoint to resume from (None for a new run); refuses to overwrite a run."""
+    if not args.resume:
+        if (out / "checkpoint.npz").exists():
+            raise UsageError(f"{out} already holds a run (checkpoint.npz); continue it with --resume or choose "
+                             "another --out")
+        return None
+    path = out / "checkpoint.npz"
+    if not path.exists():
+        raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
+    return load_checkpoint(path)
+
+
+def start_world(args):
+    """This process's world, device and (rank 0's) checkpoint, agreed by every process."""
+    world = distributed.init(gpu_comm=args.comm)
+    device = checkpoint = error = None
+    try:
+        device = device_for(args.device, world)
+        if args.comm == "nccl" and device.type == "cpu":
+            raise UsageError("--comm nccl reduces GPU arrays; it needs --device cuda")
+        args.threads = share_cpu_cores(world)
+        if world.is_main:  # the run's files live with rank 0; the others get them from it
+            checkpoint = read_checkpoint(args, Path(args.out or f"runs/alexnet_{args.variant or 'seed'}"))
+    except (UsageError, CheckpointError, backend.DeviceError, DistributedError, ValueError) as exc:
+        error = str(exc)
+    agree(world, error)
+    return world, device, world.bcast_object(checkpoint)
+
+
 def run(args) -> int:
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"  # CuPy reads it before its first float32 matrix product
-    device = backend.parse_device(args.device)
+    world, device, checkpoint = start_world(args)
     out = Path(args.out or f"runs/alexnet_{args.variant or 'seed'}")
-    stored, checkpoint = None, None
-    if args.resume:
-        path = out / "checkpoint.npz"
-        if not path.exists():
-            raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
-        checkpoint = load_checkpoint(path)
-        stored = dict(checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
-    settings = resolve_settings(args, stored)
+    stored = None
+    if checkpoint is not None:
+        stored = dict(OLD_RUN_DEFAULTS, **checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
+    try:
+        settings = resolve_settings(args, stored)
+        if settings["batch_size"] % world.size:
+            raise UsageError(f"--batch-size {settings['batch_size']} is the global batch, split evenly over the "
+                             f"{world.size} processes: it must be a multiple of {world.size}")
+        error = None
+    except UsageError as exc:
+        settings, error = None, str(exc)
+    agree(world, error)
     settings.pop("completed_epochs", None)
     args.resolved_batch_size = settings["batch_size"]  # for the out-of-memory hint
-    if not args.resume and (out / "checkpoint.npz").exists():
-        raise UsageError(f"{out} already holds a run (checkpoint.npz); continue it with --resume or choose "
-                         "another --out")
-
-    data = load_data(args, settings)
-    loaders = make_loaders(settings, data, device)
-    train, val, test = loaders
-    model = AlexNet(num_classes=len(data.label_names), variant=settings["variant"], seed=settings["seed"],
-                    widths=settings["widths"]).to(device)
-    optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                    weight_decay=settings["weight_decay"], nesterov=settings["nesterov"],
-                    max_grad_norm=settings["clip_grad_norm"] or None)
-    schedule = make_schedule(settings, optimizer, len(train))
-    trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
-                      settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      plots=not args.no_plots)
-    if checkpoint is not None:
-        rebuild = None
-        if settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT:
+    data = _datasets.load(args, settings, world)
+    settings.setdefault("class_names", getattr(data, "label_names", None))  # for examples/predict.py
+    agree(world, None, {**settings, "data": _datasets.fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
+                        "bucket_mb": args.bucket_mb})
+    parallel_run = world.size > 1
+    with backend.device_context(device):  # the run's GPU is current for everything below
+        loaders = _datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
+                               workers=args.workers, on_bad_image=args.on_bad_image)
+        train, val, test = loaders
+        model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
+                        widths=settings["widths"]).to(device)
+        parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
+            if parallel_run else None
+        optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                        weight_decay=settings["weight_decay"], nesterov=settings["nesterov"],
+                        max_grad_norm=settings["clip_grad_norm"] or None)
+        schedule = make_schedule(settings, optimizer, len(train))
+        trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
+                          settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                          plots=not args.no_plots, parallel=parallel)
+        if checkpoint is not None:
             def rebuild(opt):
                 opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
                 return make_schedule(settings, opt, len(train))
-        trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild)
-    print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None),
-          flush=True)
-    # A diverging run is stopped by the trainer with one clear message (exit code 3);
-    # NumPy's per-operation overflow warnings on the way there would only add noise.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trainer.fit()
-        results = trainer.test(test)
-    print(f"test: loss {results['test_loss']:.4f}, accuracy {100 * results['test_acc']:.2f}%, top-5 "
-          f"{100 * results['test_top5']:.2f}% (final weights; best validation accuracy "
-          f"{100 * (results['best_val_acc'] or 0):.2f}% at epoch {results['best_epoch']}); files in {out}", flush=True)
+            longer = settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT
+            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild if longer else None)
+        if world.is_main:
+            print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None,
+                           args, world), flush=True)
+        # A diverging run is stopped by the trainer with one clear message (exit code 3);
+        # NumPy's per-operation overflow warnings on the way there would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.fit()
+            results = trainer.test(test)
+    if world.is_main:
+        print(f"test: loss {results['test_loss']:.4f}, accuracy {100 * results['test_acc']:.2f}%, top-5 "
+              f"{100 * results['test_top5']:.2f}% (final weights; best validation accuracy "
+              f"{100 * (results['best_val_acc'] or 0):.2f}% at epoch {results['best_epoch']}); files in {out}",
+              flush=True)
     return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)  # bad arguments: usage + message, exit 2
 
-    def fail(message: str, code: int = EXIT_ERROR) -> int:
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    def fail(message: str, code: int = EXIT_ERROR, everywhere: bool = True) -> int:
+        """One line on stderr, then exit ``code``.
+
+        ``everywhere``: every process met this failure at the same point, so rank 0
+        reports it and each process simply exits. Otherwise this process failed on
+        its own: it reports (naming its rank) and ends the whole run, so that no
+        other process waits for it forever.
+        """
+        world = distributed.initialized()
+        rank = world.rank if world is not None else launcher_rank()
+        if rank == 0 or not everywhere:
+            where = f"rank {rank}: " if rank != 0 and not everywhere else ""
+            print(f"{PROG}: error: {where}{message}", file=sys.stderr, flush=True)
+        if world is not None and world.size > 1 and not everywhere:
+            if rank != 0 and code == EXIT_INTERRUPTED:
+                time.sleep(1.0)  # Ctrl-C reaches every process: let rank 0 say so and end the run
+            world.abort(code)
         return code
 
     try:
         return run(args)
-    except NonFiniteLossError as exc:
+    except NonFiniteLossError as exc:  # the loss is summed over all processes: all stop at this step
         return fail(str(exc), EXIT_NONFINITE)
-    except KeyboardInterrupt:
-        return fail("interrupted; continue with the same command plus --resume", EXIT_INTERRUPTED)
-    except (UsageError, DatasetError, backend.DeviceError, CheckpointError) as exc:
+    except StartupError as exc:  # agreed by every process
         return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted; continue with the same command plus --resume", EXIT_INTERRUPTED, everywhere=False)
+    except DistributedError as exc:  # before MPI started (e.g. no mpi4py), every process fails alike
+        return fail(str(exc), everywhere=distributed.initialized() is None)
+    except (UsageError, DatasetError, backend.DeviceError, CheckpointError) as exc:
+        return fail(str(exc), everywhere=False)
     except Exception as exc:  # one clear line instead of a traceback
         if backend.is_out_of_memory(exc):
             return fail(f"out of memory with batch size {getattr(args, 'resolved_batch_size', '?')}; "
-                        "try a smaller --batch-size")
+                        "try a smaller --batch-size", everywhere=False)
         if os.environ.get("MINIDL_TRACEBACK"):
             raise
-        return fail(f"{type(exc).__name__}: {exc} (set MINIDL_TRACEBACK=1 to see the traceback)")
+        return fail(f"{type(exc).__name__}: {exc} (set MINIDL_TRACEBACK=1 to see the traceback)", everywhere=False)
 
 
 if __name__ == "__main__":

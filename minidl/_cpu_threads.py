@@ -121,10 +121,14 @@ def balanced_slices(n: int, per_item_bytes: int, budget: int) -> list:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def _pin_blas_to_one_thread() -> None:
-    """Set BLAS to one thread for the rest of the process (once; see the module docstring)."""
+def pin_blas_to_one_thread() -> None:
+    """Set BLAS to one thread for the rest of the process (once; see the module docstring).
+
+    Also used by data-parallel processes that share a host's cores. A no-op without
+    threadpoolctl.
+    """
     global _blas_pinned
-    if not _blas_pinned:
+    if not _blas_pinned and _blas_controller() is not None:
         _blas_controller().limit(limits=1, user_api="blas")  # not a context: the limit stays
         _blas_pinned = True
 
@@ -169,7 +173,7 @@ def parallel_map(fn, items) -> list:
             _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="minidl-cpu"), count
         results = [None] * len(items)
         next_index, lock, stop = itertools.count(), threading.Lock(), threading.Event()
-        _pin_blas_to_one_thread()
+        pin_blas_to_one_thread()
         # Also for this region alone, in case the caller raised BLAS threads since.
         with _blas_controller().limit(limits=1, user_api="blas"):
             # Each worker runs in a copy of the caller's context, so that context-local

@@ -7,6 +7,12 @@ that graph in reverse topological order, without recursion, calls each function'
 ``backward`` once with the summed gradient of its outputs, and accumulates the
 results into ``.grad`` of the leaf tensors that require grad.
 
+Hooks: ``Tensor.register_post_accumulate_grad_hook(hook)`` on a leaf calls
+``hook(leaf)`` once per backward, as soon as that leaf's gradient is final (every
+function that consumes the leaf has delivered its part), while backward goes on
+with the rest of the graph. Data-parallel training uses it to start reducing
+gradients before backward has finished (``minidl.distributed``).
+
 Memory: after a function's backward has run, its saved arrays and its links to its
 inputs are dropped (unless ``retain_graph=True``), so activations are released as
 soon as backward is done with them; a second backward through such a graph raises
@@ -60,7 +66,7 @@ class Tensor:
         creator: the Function that produced this tensor, or None for a leaf.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "creator", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "creator", "name", "_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, name: str | None = None):
@@ -71,6 +77,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.creator: Function | None = None
         self.name = name
+        self._grad_hooks: list | None = None
 
     # ---- array facts -------------------------------------------------------
     @property
@@ -129,6 +136,26 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
+    def register_post_accumulate_grad_hook(self, hook) -> "HookHandle":
+        """Call ``hook(self)`` in every backward, once this leaf's gradient is final.
+
+        "Final" means every function of the graph that consumes this leaf has added
+        its part to ``self.grad``; backward then goes on with the rest of the graph.
+        A leaf the graph does not reach gets no call.
+
+        Args:
+            hook: a callable taking the leaf tensor; its return value is ignored.
+        Returns:
+            a handle whose ``remove()`` unregisters the hook.
+        """
+        if self.creator is not None or not self.requires_grad:
+            raise RuntimeError("Tensor.register_post_accumulate_grad_hook: only a leaf tensor that requires "
+                               "grad accumulates a gradient")
+        if self._grad_hooks is None:
+            self._grad_hooks = []
+        self._grad_hooks.append(hook)
+        return HookHandle(self._grad_hooks, hook)
+
     # ---- backward ----------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf requiring grad.
@@ -181,6 +208,17 @@ class Tensor:
 
     @property
     def T(self): return _ops.transpose(self)
+
+
+class HookHandle:
+    """Returned by ``register_post_accumulate_grad_hook``; ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
 
 
 def tensor(array_like, requires_grad: bool = False, device="cpu", dtype=None) -> Tensor:
@@ -281,12 +319,32 @@ def _topological_order(root: Tensor) -> list:
     return order
 
 
+def _hooked_leaf_uses(order: list) -> dict:
+    """id(leaf) -> how many gradient contributions it awaits, for leaves with grad hooks."""
+    pending = {}
+    for fn in order:
+        for t, needed in zip(fn.inputs, fn.needs_input_grad):
+            if needed and t.creator is None and t._grad_hooks:
+                pending[id(t)] = pending.get(id(t), 0) + 1
+    return pending
+
+
+def _run_hooks(t: Tensor) -> None:
+    for hook in list(t._grad_hooks):
+        hook(t)
+
+
 def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
     if root.creator is None:  # a leaf: its gradient is the upstream gradient itself
         _accumulate_leaf(root, grad_array)
+        if root._grad_hooks:
+            _run_hooks(root)
         return
     grads = {id(root): grad_array}  # id(output tensor) -> summed gradient array
-    for fn in _topological_order(root):
+    order = _topological_order(root)
+    # Leaves with hooks count down their consumers; at zero their gradient is final.
+    pending = _hooked_leaf_uses(order)
+    for fn in order:
         with backend.device_context(fn.device):  # zeros and backward's arrays on fn's GPU
             grad_outputs = []
             for out_id, (shape, dtype) in zip(fn.output_ids, fn.output_meta):
@@ -315,6 +373,13 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
                     grads[id(t)] = grads[id(t)] + g
             else:
                 grads[id(t)] = g
+        if pending:
+            for t, needed in zip(fn.inputs, fn.needs_input_grad):
+                if needed and id(t) in pending:
+                    pending[id(t)] -= 1
+                    if pending[id(t)] == 0:
+                        del pending[id(t)]
+                        _run_hooks(t)
         if not retain_graph:
             fn.release()
 

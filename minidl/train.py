@@ -1,4 +1,4 @@
-"""Training and evaluation: the fit loop, metrics, history, checkpoints, plots.
+"""Training and evaluation: the fit loop, history, checkpoints, plots (metrics: ``minidl.metrics``).
 
     trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=30,
                       schedule=schedule, out_dir="runs/alexnet", checkpoint_every=200)
@@ -36,8 +36,10 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import no_grad
+from .autograd import Tensor
+from ._progress import Progress, clock
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .metrics import correct_counts, count_correct, evaluate  # noqa: F401  (count_correct: public here too)
 from .plots import plot_curves, plot_filters
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "seconds",
@@ -48,101 +50,11 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite (usually: the learning rate is too high)."""
 
 
-# ---- metrics ------------------------------------------------------------------
-
-def count_correct(logits, labels, k: int = 1) -> int:
-    """How many rows have their label among the ``k`` highest logits.
-
-    Args:
-        logits: (N, K) raw array (NumPy or CuPy).
-        labels: (N,) integer array on the same device.
-    Returns:
-        the count as a Python int. Top-1 uses argmax (ties go to the lowest index);
-        top-k counts a row when fewer than k classes score strictly higher than the
-        label, which needs no sort and runs unchanged on NumPy and CuPy.
-    """
-    # logits (N,K), labels (N,) -> label score (N,1) -> rank (N,) -> count ()
-    xp = backend.get_array_module(logits)
-    if k == 1:
-        return int((logits.argmax(axis=1) == labels).sum())
-    label_score = logits[xp.arange(logits.shape[0]), labels][:, None]
-    rank = (logits > label_score).sum(axis=1)
-    return int((rank < k).sum())
-
-
-def evaluate(model, loader) -> dict:
-    """Mean loss, top-1 and top-5 accuracy of ``model`` over one pass of ``loader``.
-
-    Runs in eval mode (dropout off, BatchNorm on running statistics) under
-    ``no_grad``; the model's previous mode is restored afterwards.
-
-    Returns:
-        {"loss": float, "acc": float, "top5": float}; accuracies are fractions in [0, 1].
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum, top1, top5, seen = 0.0, 0, 0, 0
-    try:
-        with no_grad():
-            for x, y in loader.epoch_batches(0):
-                logits = model(x)
-                n = int(y.shape[0])
-                loss_sum += F.softmax_cross_entropy(logits, y).item() * n
-                top1 += count_correct(logits.data, y, 1)
-                top5 += count_correct(logits.data, y, 5)
-                seen += n
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ValueError("evaluate: the loader yielded no samples")
-    return {"loss": loss_sum / seen, "acc": top1 / seen, "top5": top5 / seen}
-
-
 def fit(model, optimizer, train_loader, val_loader, *, epochs: int, **kwargs) -> "Trainer":
     """Train for ``epochs`` epochs with a new ``Trainer`` (same keyword arguments); returns it."""
     trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=epochs, **kwargs)
     trainer.fit()
     return trainer
-
-
-# ---- progress -----------------------------------------------------------------
-
-class _Progress:
-    """A tqdm bar per epoch when tqdm is installed, else a plain line every ~10%."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
-        self.total, self.done, self.desc, self.enabled = total, initial, desc, enabled
-        self.every = max(1, total // 10)
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # tqdm is optional (extra "progress")
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
-        self.start, self.start_done = time.perf_counter(), initial
-
-    def update(self, loss: float, acc: float, images_per_s: float) -> None:
-        self.done += 1
-        text = f"loss {loss:.4f} acc {100 * acc:.2f}% {images_per_s:.0f} img/s"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.enabled and (self.done % self.every == 0 or self.done == self.total):
-            rate = (self.done - self.start_done) / max(time.perf_counter() - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            print(f"{self.desc} [{self.done}/{self.total}] {text} ETA {_clock(eta)}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # ---- the trainer ----------------------------------------------------------------
@@ -171,21 +83,33 @@ class Trainer:
         progress: show a progress bar (or plain lines without tqdm).
         plots: redraw curves.png and filters.png after every epoch (needs matplotlib).
         log: where one-line messages go (default: print).
+        parallel: a ``minidl.distributed.DataParallel`` for data-parallel training:
+            the loaders are then sharded with ``parallel.shard``, every process
+            runs the same steps on its slices, metrics are summed over all
+            processes, and only the main process prints and writes files.
+
+    Every step reads one thing back from the device: the step's loss and correct
+    count (summed over processes), after backward and before the optimizer step,
+    which is also when a non-finite loss stops the run.
     """
 
     def __init__(self, model, optimizer, train_loader, val_loader, *, epochs: int, schedule=None, out_dir=None,
                  settings: dict | None = None, checkpoint_every: int = 0, progress: bool = True, plots: bool = True,
-                 log=print):
+                 log=print, parallel=None):
         if epochs < 0 or checkpoint_every < 0:
             raise ValueError(f"Trainer: epochs and checkpoint_every must be >= 0, got {epochs} and {checkpoint_every}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.out_dir = int(epochs), (os.fspath(out_dir) if out_dir is not None else None)
         self.settings = dict(settings or {})
-        self.checkpoint_every, self.progress, self.plots, self.log = int(checkpoint_every), progress, plots, log
+        self.parallel = parallel
+        main = parallel is None or parallel.world.is_main
+        self.writes = self.out_dir is not None and main  # only the main process writes files
+        self.checkpoint_every, self.plots = int(checkpoint_every), plots
+        self.progress, self.log = progress and main, log if main else (lambda *args, **kwargs: None)
         self.state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "best_val_acc": None,
                       "best_epoch": None, "running": _fresh_running()}
-        if self.out_dir is not None:
+        if self.writes:
             os.makedirs(self.out_dir, exist_ok=True)
 
     def path(self, name: str) -> str:
@@ -244,7 +168,11 @@ class Trainer:
             self.schedule.step_batch()
 
     def save(self, name: str = "checkpoint.npz") -> None:
-        """Checkpoint to ``out_dir/name``, refusing to overwrite a good one with non-finite weights."""
+        """Checkpoint to ``out_dir/name``, refusing to overwrite a good one with non-finite weights.
+
+        Under data parallelism every process checks its weights (they are equal, so
+        all stop together) and the main process writes.
+        """
         if self.out_dir is None:
             return
         for key, param in self.model.named_parameters():
@@ -252,7 +180,10 @@ class Trainer:
             if not bool(xp.isfinite(param.data).all()):
                 raise NonFiniteLossError(f"the weights became non-finite ({key}); the learning rate is probably "
                                          f"too high. {self._kept()}")
-        save_checkpoint(self.path(name), self.state_dict())
+        if self.parallel is not None:
+            self.parallel.sync_buffers()  # without sync BN: rank 0's running statistics are kept
+        if self.writes:
+            save_checkpoint(self.path(name), self.state_dict())
 
     def _kept(self) -> str:
         """What happened to the checkpoint when training stops on a non-finite value."""
@@ -265,14 +196,22 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path or self.path("checkpoint.npz")), rebuild_schedule)
 
     # ---- training ---------------------------------------------------------------
+    def _device(self) -> backend.Device:
+        return next(iter(self.model.parameters())).device
+
     def fit(self) -> list:
-        """Train from the current position to ``epochs``; returns the history rows."""
+        """Train from the current position to ``epochs``; returns the history rows.
+
+        The model's device is made current for the whole run, so everything the step
+        allocates (gradients, metric sums, scalars) lands on it, also on cuda:N.
+        """
         trained = False
-        while self.state["epoch"] < self.epochs:
-            self._train_epoch()
-            self._end_epoch()
-            trained = True
-        if not trained and self.state["history"] and self.out_dir is not None:
+        with backend.device_context(self._device()):
+            while self.state["epoch"] < self.epochs:
+                self._train_epoch()
+                self._end_epoch()
+                trained = True
+        if not trained and self.state["history"] and self.writes:
             self._write_reports()  # a run killed after its last checkpoint, before its reports
         return self.state["history"]
 
@@ -282,7 +221,7 @@ class Trainer:
         if running["lr"] is None:
             running["lr"] = float(self.optimizer.lr)
         self.model.train()
-        bar = _Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
+        bar = Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
         # time since the epoch (re)started; earlier wall time of this epoch is in running["seconds"]
         started, seconds_before = time.perf_counter(), running["seconds"]
         try:
@@ -303,24 +242,59 @@ class Trainer:
             bar.close()
 
     def _train_step(self, x, y):
-        """One SGD step on a batch; returns (mean loss, correct count, batch size)."""
+        """One SGD step on a batch; returns (mean loss, correct count, images) of the global batch.
+
+        The loss that backward starts from is this process's mean loss times
+        n * processes / total (n: its images, total: the global batch's), which is 1
+        when the batch splits evenly. The gradient reducer's mean over processes is
+        then the gradient of the global batch's mean loss, also for a short last batch
+        split unevenly. A loader that skipped unreadable files served fewer images
+        than planned: the step's image count, summed with the metrics, then rescales
+        the gradients to the images that were really there.
+        """
+        if hasattr(self.train_loader, "batch_rows"):
+            start, _, total = self.train_loader.batch_rows(self.state["step"])
+        else:  # any loader of whole batches
+            start, total = 0, int(y.shape[0])
+        n, parallel = int(y.shape[0]), self.parallel
+        processes = 1 if parallel is None else parallel.world.size
+        if parallel is not None:
+            parallel.set_batch_slice(start, total)
         logits = self.model(x)
-        loss = F.softmax_cross_entropy(logits, y)
-        value = loss.item()
+        xp = backend.get_array_module(logits.data)
+        self.optimizer.zero_grad()
+        if n:
+            loss = F.softmax_cross_entropy(logits, y)
+            scale = 1.0 if n * processes == total else n * processes / total
+            loss.backward(None if scale == 1.0 else scale)
+            sums = xp.concatenate([loss.data.astype(np.float64).reshape(1) * n,
+                                   correct_counts(logits.data, y, (1,)).astype(np.float64), xp.asarray([float(n)])])
+        else:  # none of this batch here: take part in every collective with zeros
+            (logits.sum() * 0.0).backward()
+            sums = xp.zeros(3)
+        if parallel is not None:
+            parallel.finish_gradients()
+            parallel.all_reduce(sums)
+        loss_sum, correct, seen = (float(v) for v in backend.to_numpy(sums))  # the step's one host sync
+        value = loss_sum / seen if seen else float("nan")
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.state['epoch'] + 1}, batch "
                 f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. {self._kept()}")
-        self.optimizer.zero_grad()
-        loss.backward()
+        if seen != total:  # files were skipped: the gradients were scaled for `total` images
+            for p in self.model.parameters():
+                if p.grad is not None:  # a new array: gradient arrays may be shared between leaves
+                    p.grad = Tensor(p.grad.data * p.grad.data.dtype.type(total / seen))
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
-        return value, count_correct(logits.data, y, 1), int(y.shape[0])
+        return value, int(correct), int(seen)
 
     def _end_epoch(self) -> None:
         state, running = self.state, self.state["running"]
-        val = evaluate(self.model, self.val_loader) if self.val_loader is not None else \
+        if self.parallel is not None:
+            self.parallel.sync_buffers()  # without sync BN: every process evaluates rank 0's statistics
+        val = evaluate(self.model, self.val_loader, self.parallel) if self.val_loader is not None else \
             {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
         seen = max(running["seen"], 1)
         row = {"epoch": state["epoch"] + 1, "lr": running["lr"], "train_loss": running["loss_sum"] / seen,
@@ -336,7 +310,7 @@ class Trainer:
         state["epoch"], state["step"], state["running"] = state["epoch"] + 1, 0, _fresh_running()
         self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
                  f"{100 * row['train_acc']:.2f}% | val loss {val['loss']:.4f} acc {100 * val['acc']:.2f}% "
-                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {_clock(row['seconds'])}, "
+                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {clock(row['seconds'])}, "
                  f"{row['images_per_s']:.0f} img/s" + (" | best" if improved else ""))
         if self.out_dir is None:
             return
@@ -345,7 +319,8 @@ class Trainer:
         if improved:
             self.save("best.npz")
         self.save()
-        self._write_reports()
+        if self.writes:
+            self._write_reports()
 
     def _write_reports(self) -> None:
         self.write_history()
@@ -370,11 +345,14 @@ class Trainer:
             the results: test_loss, test_acc, test_top5, best_val_acc, best_epoch,
             epochs, the settings and the history.
         """
-        metrics = evaluate(self.model, test_loader)
+        if self.parallel is not None:
+            self.parallel.sync_buffers()
+        with backend.device_context(self._device()):
+            metrics = evaluate(self.model, test_loader, self.parallel)
         results = {"test_loss": metrics["loss"], "test_acc": metrics["acc"], "test_top5": metrics["top5"],
                    "best_val_acc": self.state["best_val_acc"], "best_epoch": self.state["best_epoch"],
                    "epochs": self.state["epoch"], "settings": self.settings, "history": self.state["history"]}
-        if self.out_dir is not None:
+        if self.writes:
             text = json.dumps(results, indent=2, allow_nan=True) + "\n"
             atomic_write(self.path("results.json"), lambda f: f.write(text), mode="w")
         return results

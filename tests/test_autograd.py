@@ -203,3 +203,55 @@ def test_ndarray_on_the_left_of_an_operator_dispatches_to_tensor():
     assert isinstance(y, Tensor)
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+
+
+# ---- post-accumulate-grad hooks (what data-parallel gradient buckets wait for) ----
+
+def test_grad_hook_fires_once_with_the_final_gradient_of_a_leaf_used_twice():
+    x = leaf([2.0, 3.0])
+    seen = []
+    x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().copy()))
+    (x * x + x).sum().backward()       # three contributions reach x
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], 2 * np.array([2.0, 3.0]) + 1)
+
+
+def test_grad_hook_of_a_late_layer_fires_before_the_early_layers_backward():
+    events = []
+
+    class Spy(Function):
+        def forward(self, a, w):
+            return a * w
+
+        def backward(self, g):
+            events.append("early backward")
+            a, w = self.inputs[0].data, self.inputs[1].data
+            return g * w, g * a
+
+    x, w1, w2 = leaf([1.0, 2.0]), leaf([3.0, 4.0]), leaf([5.0, 6.0])
+    w1.register_post_accumulate_grad_hook(lambda t: events.append("w1 final"))
+    w2.register_post_accumulate_grad_hook(lambda t: events.append("w2 final"))
+    (Spy()(x, w1) * w2).sum().backward()
+    assert events == ["w2 final", "early backward", "w1 final"]
+
+
+def test_grad_hook_skips_unreached_leaves_and_can_be_removed():
+    x, unused = leaf([1.0]), leaf([1.0])
+    calls = []
+    handle = x.register_post_accumulate_grad_hook(lambda t: calls.append("x"))
+    unused.register_post_accumulate_grad_hook(lambda t: calls.append("unused"))
+    (x * 2).sum().backward()
+    assert calls == ["x"]
+    handle.remove()
+    (x * 2).sum().backward()
+    assert calls == ["x"]
+
+
+def test_grad_hook_on_a_root_leaf_and_refused_on_non_leaves():
+    x = leaf([1.0])
+    calls = []
+    x.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad.numpy()[0]))
+    x.backward(np.array([4.0]))
+    assert calls == [4.0]
+    with pytest.raises(RuntimeError, match="only a leaf"):
+        (x * 2).register_post_accumulate_grad_hook(lambda t: None)

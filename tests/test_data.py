@@ -441,3 +441,20 @@ def test_loader_checks_labels_once_on_the_host(labels, num_classes, expected):
     with pytest.raises(ValueError, match="DataLoader: " + expected):
         DataLoader(images, labels, 2, num_classes=num_classes)
     assert len(DataLoader(images, np.arange(6), 2, num_classes=6)) == 3
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_shards_of_each_global_batch_are_the_one_process_batch(size):
+    # 23 images in batches of 8: the last global batch has 7, split unevenly (and with
+    # 3 shards of a 7-image batch, sizes 2, 2, 3); augmentation must not depend on it.
+    images = np.random.default_rng(0).integers(0, 256, (23, 3, 8, 8), dtype=np.uint8)
+    labels = np.arange(23) % 10
+    common = dict(batch_size=8, shuffle=True, seed=5, transform=build_transform(8, augment=True), prefetch=False)
+    whole = DataLoader(images, labels, **common)
+    shards = [DataLoader(images, labels, shard=(r, size), **common) for r in range(size)]
+    for (x, y), *parts in zip(whole.epoch_batches(1), *(s.epoch_batches(1) for s in shards)):
+        np.testing.assert_array_equal(np.concatenate([p[0].numpy() for p in parts]), x.numpy())
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
+    assert [s.batch_rows(2) for s in shards][-1][1:] == (7, 7)
+    with pytest.raises(ValueError, match="shard"):
+        DataLoader(images, labels, 8, shard=(2, 2))

@@ -87,3 +87,15 @@ def test_rejects_p_outside_unit_interval(p):
 def test_training_needs_an_rng():
     with pytest.raises(ValueError, match="dropout.*rng"):
         F.dropout(leaf(np.ones(3)), p=0.5, training=True)
+
+
+def test_batch_slices_of_a_global_batch_apply_the_one_process_mask():
+    # Two "processes" holding rows 0..2 and 3..4 of a 5-row batch, each with its own
+    # copy of the same generator, together apply exactly the whole batch's mask.
+    x = minidl.tensor(np.arange(1.0, 31.0).reshape(5, 6))
+    whole = F.dropout(x, 0.5, rng=np.random.default_rng(7)).numpy()
+    top = F.dropout(x[0:3], 0.5, rng=np.random.default_rng(7), batch_slice=(0, 5)).numpy()
+    bottom = F.dropout(x[3:5], 0.5, rng=np.random.default_rng(7), batch_slice=(3, 5)).numpy()
+    np.testing.assert_array_equal(np.concatenate([top, bottom]), whole)
+    with pytest.raises(ValueError, match="batch_slice"):
+        F.dropout(x, 0.5, rng=np.random.default_rng(7), batch_slice=(2, 5))

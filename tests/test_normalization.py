@@ -308,3 +308,58 @@ def test_lrn_rejects_bad_input(shape, kwargs, word):
     with pytest.raises(ValueError, match="local_response_norm") as info:
         F.local_response_norm(leaf(np.ones(shape)), **kwargs)
     assert word in str(info.value)
+
+
+# ---- synchronised batch norm (data parallelism), simulated by threads ----------------
+
+class _ThreadWorld:
+    """Sums arrays over `size` threads, like an all-reduce over processes (in rank order)."""
+
+    def __init__(self, size):
+        import threading
+        self.barrier, self.slots = threading.Barrier(size), [None] * size
+
+    def reducer(self, rank):
+        def reduce(values):
+            self.slots[rank] = values.copy()
+            self.barrier.wait()
+            total = sum(self.slots[1:], self.slots[0].copy())
+            self.barrier.wait()
+            values[...] = total
+            return values
+        return reduce
+
+
+def test_synchronised_batch_norm_over_uneven_slices_is_the_whole_batch_norm():
+    import threading
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 3.0, (5, 3, 4, 4))
+    gamma, beta, gy = rng.normal(size=3), rng.normal(size=3), rng.normal(size=x.shape)
+
+    def run(rows, reduce, scale):
+        xt = minidl.tensor(x[rows], requires_grad=True)
+        g, b = minidl.tensor(gamma, requires_grad=True), minidl.tensor(beta, requires_grad=True)
+        rm, rv = np.zeros(3), np.ones(3)
+        y = F.batch_norm(xt, g, b, rm, rv, training=True, channel_reduce=reduce)
+        y.backward(gy[rows] * scale)
+        return y.numpy(), xt.grad.numpy(), g.grad.numpy(), b.grad.numpy(), rm, rv
+
+    whole = run(slice(0, 5), None, 1.0)
+    # Each process scales its upstream gradient by the number of processes (its loss is
+    # the mean over its slice); the reducer later divides the summed gradients by it.
+    world, parts = _ThreadWorld(2), [None, None]
+    slices = [slice(0, 3), slice(3, 5)]
+
+    def worker(r):
+        parts[r] = run(slices[r], world.reducer(r), 2.0)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    np.testing.assert_allclose(np.concatenate([parts[0][0], parts[1][0]]), whole[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([parts[0][1], parts[1][1]]) / 2, whole[1], rtol=1e-10, atol=1e-12)
+    for k in (2, 3):  # gamma, beta: local sums, whose mean over the processes is the whole's
+        np.testing.assert_allclose((parts[0][k] + parts[1][k]) / 2, whole[k], rtol=1e-10)
+    for k in (4, 5):  # running statistics from the global batch, equal on both
+        np.testing.assert_allclose(parts[0][k], whole[k], rtol=1e-12)
+        np.testing.assert_allclose(parts[1][k], whole[k], rtol=1e-12)

@@ -49,6 +49,36 @@ def per_image_standardization(x):
     return (x - mean) / xp.maximum(std, x.dtype.type(1.0 / np.sqrt(num_pixels)))
 
 
+def normalize(x, mean, std):
+    """Per-channel normalisation of 0..255 images: ``(x / 255 - mean[c]) / std[c]``.
+
+    torchvision's ToTensor + Normalize in one step, so ``mean`` and ``std`` are on
+    the 0..1 scale (ImageNet's are (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+    Computed as ``x * (1 / (255 std)) - mean / std``: two passes, the first reading
+    the uint8 batch and writing float32.
+
+    Args:
+        x: (N,C,H,W) uint8 (or float on the 0..255 scale) on any device.
+        mean, std: C values each; every std > 0.
+
+    Returns:
+        float32 (float64 for float64 input) (N,C,H,W) on x's device.
+    """
+    # x (N,C,H,W), mean/std (C,) -> scale, shift (C,1,1) -> y (N,C,H,W)
+    _check_images(x, "normalize")
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],) or not (std > 0).all():
+        raise ValueError(f"normalize: expected {x.shape[1]} means and {x.shape[1]} positive stds, got {mean.tolist()} "
+                         f"and {std.tolist()}")
+    dtype = _float_dtype(x)
+    device = backend.device_of(x)
+    scale = backend.to_device((1.0 / (255.0 * std)).astype(dtype)[:, None, None], device)
+    shift = backend.to_device((mean / std).astype(dtype)[:, None, None], device)
+    y = x * scale  # uint8 * float32 -> float32: the cast happens inside the multiply
+    y -= shift
+    return y
+
+
 def _linear_taps(in_size: int, out_size: int):
     """Source indices and weights of 1-D linear interpolation with half-pixel centres.
 
@@ -118,7 +148,23 @@ def resize_bilinear(x, size):
     return lerp(cols, h, out_h, axis=2) if out_h != h else cols
 
 
-def random_crop(x, padding: int, rng: np.random.Generator):
+def _draw_for(rows, n: int, draw):
+    """Per-image random values for a batch of n images, or for its rows of a global batch.
+
+    ``rows`` is None, or (start, total) when the n images are rows start..start+n of
+    a global batch of ``total`` images split over data-parallel processes. Then the
+    values are drawn for all ``total`` images and this slice's kept, so each image
+    gets what it would get in a one-process run and the generator advances alike.
+    """
+    if rows is None:
+        return draw(n)
+    start, total = rows
+    if not 0 <= start <= start + n <= total:
+        raise ValueError(f"rows (start {start}, total {total}) do not hold a batch of {n} images")
+    return draw(total)[start:start + n]
+
+
+def random_crop(x, padding: int, rng: np.random.Generator, rows=None):
     """Pad each image with zeros by ``padding`` and crop it back at a random offset.
 
     The offset (dy, dx) in [0, 2*padding] is drawn per image, so the result is the
@@ -129,6 +175,7 @@ def random_crop(x, padding: int, rng: np.random.Generator):
         x: (N,C,H,W) array on any device (any dtype; uint8 stays uint8).
         padding: zero padding on each side, >= 0.
         rng: NumPy Generator for the offsets.
+        rows: None, or (start, total): x is that slice of a global batch (see ``Transform``).
 
     Returns:
         (N,C,H,W) array, same dtype and device as x.
@@ -138,7 +185,7 @@ def random_crop(x, padding: int, rng: np.random.Generator):
     if padding < 0:
         raise ValueError(f"random_crop: expected padding >= 0, got {padding}")
     n, c, h, w = x.shape
-    offsets = rng.integers(0, 2 * padding + 1, size=(n, 2))
+    offsets = _draw_for(rows, n, lambda count: rng.integers(0, 2 * padding + 1, size=(count, 2)))
     if padding == 0:
         return x
     xp = backend.get_array_module(x)
@@ -153,12 +200,13 @@ def random_crop(x, padding: int, rng: np.random.Generator):
     return padded[batch_idx, chan_idx, rows, cols]
 
 
-def random_horizontal_flip(x, rng: np.random.Generator, p: float = 0.5):
+def random_horizontal_flip(x, rng: np.random.Generator, p: float = 0.5, rows=None):
     """Mirror each image left-right with probability ``p`` (drawn per image).
 
     Args:
         x: (N,C,H,W) array on any device.
         rng: NumPy Generator for the coin flips.
+        rows: None, or (start, total): x is that slice of a global batch (see ``Transform``).
 
     Returns:
         (N,C,H,W) array, same dtype and device as x.
@@ -166,7 +214,7 @@ def random_horizontal_flip(x, rng: np.random.Generator, p: float = 0.5):
     # x (N,C,H,W), flip (N,1,1,1) -> y (N,C,H,W)
     _check_images(x, "random_horizontal_flip")
     xp = backend.get_array_module(x)
-    flip = rng.random(x.shape[0]) < p
+    flip = _draw_for(rows, x.shape[0], rng.random) < p
     flip = backend.to_device(flip[:, None, None, None], backend.device_of(x))
     return xp.where(flip, x[:, :, :, ::-1], x)
 
@@ -212,7 +260,11 @@ class Transform:
       * resize last, only when ``image_size`` differs from the input size.
 
     Call it as ``transform(batch_uint8_on_device, rng)``; it returns float32 on the
-    batch's device. ``rng`` may be None when ``augment`` is False.
+    batch's device. ``rng`` may be None when ``augment`` is False. Under data
+    parallelism a process transforms only its slice of a global batch:
+    ``transform(slice, rng, rows=(start, total))`` draws the random choices for the
+    whole global batch and applies this slice's, so every image is augmented as in a
+    one-process run.
     """
 
     def __init__(self, image_size: int = 32, augment: bool = False, crop_padding: int = 4, pixel_mean=None):
@@ -234,14 +286,14 @@ class Transform:
             mean = self._mean_on[device] = backend.to_device(self.pixel_mean, device)
         return subtract_mean(x, mean)
 
-    def __call__(self, x, rng: np.random.Generator | None = None):
+    def __call__(self, x, rng: np.random.Generator | None = None, rows=None):
         # x (N,C,32,32) uint8 -> augmented uint8 -> normalised float32 -> (N,C,S,S) float32
         _check_images(x, "Transform")
         if self.augment:
             if rng is None:
                 raise ValueError("Transform: augment=True needs a NumPy Generator, got rng=None")
-            x = random_crop(x, self.crop_padding, rng)
-            x = random_horizontal_flip(x, rng)
+            x = random_crop(x, self.crop_padding, rng, rows)
+            x = random_horizontal_flip(x, rng, rows=rows)
         x = self._normalise(x)
         if self.image_size != x.shape[2] or self.image_size != x.shape[3]:
             x = resize_bilinear(x, self.image_size)

@@ -9,13 +9,19 @@ from ..autograd import Function, Tensor
 
 class Dropout(Function):
     # x (any shape) -> y = x * mask / (1 - p), same shape; mask ~ Bernoulli(1 - p).
-    def __init__(self, p, rng):
-        self.p, self.rng = p, rng
+    # With batch_slice = (start, total): draws (total, *x.shape[1:]), keeps rows
+    # start..start+N (x's rows within a data-parallel global batch).
+    def __init__(self, p, rng, batch_slice=None):
+        self.p, self.rng, self.batch_slice = p, rng, batch_slice
 
     def forward(self, x):
         # Draw on the host from the explicit generator so runs are reproducible on
         # every device, then move the mask to x's device.
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        if self.batch_slice is None:
+            keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        else:
+            start, total = self.batch_slice
+            keep = self.rng.random((total,) + x.shape[1:], dtype=np.float32)[start:start + x.shape[0]] >= self.p
         scale = backend.to_device(keep, backend.device_of(x)).astype(x.dtype)
         scale *= x.dtype.type(1.0 / (1.0 - self.p))
         self.save_for_backward(scale)
@@ -28,7 +34,7 @@ class Dropout(Function):
         return gx
 
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None, batch_slice=None) -> Tensor:
     """Inverted dropout; the identity when ``training`` is False or p == 0.
 
     Args:
@@ -37,6 +43,11 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tenso
         training: apply dropout only in training mode.
         rng: a ``numpy.random.Generator``; required in training mode (explicit
             randomness keeps runs reproducible).
+        batch_slice: None, or (start, total) when x holds rows start..start+N of a
+            global batch of ``total`` rows split over data-parallel processes: the
+            mask is drawn for the global batch and these rows kept, so every
+            process draws the same numbers and together they apply exactly the
+            mask one process would.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
@@ -44,4 +55,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tenso
         return x
     if rng is None:
         raise ValueError("dropout: training mode needs an explicit rng (numpy.random.Generator)")
-    return Dropout(p, rng)(x)
+    if batch_slice is not None:
+        start, total = batch_slice
+        if not 0 <= start <= start + x.shape[0] <= total:
+            raise ValueError(f"dropout: batch_slice (start {start}, total {total}) does not hold the "
+                             f"{x.shape[0]} rows of x")
+    return Dropout(p, rng, batch_slice)(x)

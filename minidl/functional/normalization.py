@@ -88,20 +88,40 @@ class BatchNormTraining(_BatchNorm):
     # mean and inv_std (per channel) and gamma. Backward recomputes x - mean chunk by
     # chunk instead of keeping an activation-sized xhat alive until then. The passes
     # run over cache-sized chunks of rows (see _channel_rows).
-    def __init__(self, has_weight, has_bias, eps, running_mean, running_var, momentum):
+    #
+    # Synchronised batch norm (data parallelism): with ``channel_reduce``, x is this
+    # process's slice of a global batch and the statistics are the global batch's.
+    # Every per-channel total goes through channel_reduce (a sum over the processes)
+    # before it is used: forward the sums and the count, then the squared deviations
+    # from the global mean; backward the two sums. m is then the global count.
+    def __init__(self, has_weight, has_bias, eps, running_mean, running_var, momentum, channel_reduce=None):
         super().__init__(has_weight, has_bias, eps)
         self.running_mean, self.running_var, self.momentum = running_mean, running_var, momentum
+        self.channel_reduce = channel_reduce
+
+    def _total(self, values):
+        """Per-channel totals of this process, summed over all processes when synchronised."""
+        return values if self.channel_reduce is None else self.channel_reduce(values)
 
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
         gamma, beta = self._split(affine)
         n, c = x.shape[:2]
         rows = rows_of(x)
-        m = rows.size // c
-        mean = channel_total(row_sums(rows), n) / m
+        sums = channel_total(row_sums(rows), n)
+        if self.channel_reduce is None:
+            m = rows.size // c
+        else:
+            # The global count travels with the sums (processes may hold unequal
+            # slices). It stays a 0-d array on x's device, so that no host
+            # synchronisation stalls a GPU here; float32 counts are exact to 2**24.
+            totals = self._total(xp.concatenate([sums, xp.asarray([rows.size // c], dtype=sums.dtype)]))
+            sums, m = totals[:c], totals[c]
+        self.m = m
+        mean = sums / m
         mean_r = per_row(mean, n)
         # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
-        var = channel_total(centered_dots(rows, mean_r), n) / m
+        var = self._total(channel_total(centered_dots(rows, mean_r), n)) / m
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         shift_r = None if beta is None else per_row(beta, n)
         y = centered_affine(rows, mean_r, per_row(self._scale(inv_std, gamma), n), shift_r)
@@ -121,12 +141,25 @@ class BatchNormTraining(_BatchNorm):
         want_x, want_gamma, want_beta = self._wants()
         n, c = x.shape[:2]
         gy_rows = rows_of(gy)
-        m = gy_rows.size // c
-        sum_gy = channel_total(row_sums(gy_rows), n) if want_x or want_beta else None
-        if not (want_x or want_gamma):
-            return self._grads(None, None, sum_gy)
-        rows, mean_r = rows_of(x), per_row(mean, n)
-        sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
+        m = self.m
+        if self.channel_reduce is not None:
+            # gamma and beta act on this slice's rows only: their gradients are the
+            # local sums (the gradient reducer adds the processes' parts). x's
+            # gradient needs the global batch's sums, both in one reduction, asked
+            # for by every process whatever it wants, so the collectives match.
+            xp = backend.get_array_module(x)
+            rows, mean_r = rows_of(x), per_row(mean, n)
+            sum_gy = channel_total(row_sums(gy_rows), n)
+            sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
+            both = self._total(xp.concatenate([sum_gy, sum_gy_xhat]))
+            global_gy, global_gy_xhat = both[:c], both[c:]
+        else:
+            sum_gy = channel_total(row_sums(gy_rows), n) if want_x or want_beta else None
+            if not (want_x or want_gamma):
+                return self._grads(None, None, sum_gy)
+            rows, mean_r = rows_of(x), per_row(mean, n)
+            sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
+            global_gy, global_gy_xhat = sum_gy, sum_gy_xhat
         gx = None
         if want_x:
             # With g = gamma * gy, the closed form is
@@ -135,8 +168,8 @@ class BatchNormTraining(_BatchNorm):
             # and the scale of the batch depend on every x, which removes from gy its
             # per-channel mean and its component along xhat. As one fused pass:
             #   (gy + (x - mean) * (-inv_std * mean(gy * xhat)) - mean(gy)) * gamma * inv_std.
-            gx = centered_affine(rows, mean_r, per_row(-inv_std * sum_gy_xhat / m, n),
-                                 per_row(-sum_gy / m, n), other=gy_rows,
+            gx = centered_affine(rows, mean_r, per_row(-inv_std * global_gy_xhat / m, n),
+                                 per_row(-global_gy / m, n), other=gy_rows,
                                  other_scale_r=per_row(self._scale(inv_std, gamma), n))
             gx = gx.reshape(x.shape)
             assert gx.shape == x.shape
@@ -191,7 +224,7 @@ def _prod(values) -> int:
     return result
 
 
-def _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):
+def _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, synchronized=False):
     """Raise ValueError, naming batch_norm, for anything the kernels cannot handle."""
     shape = tuple(x.shape)
     if len(shape) not in (2, 3, 4):
@@ -213,7 +246,7 @@ def _check_batch_norm(x, weight, bias, running_mean, running_var, training, mome
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
     if training:
         m = shape[0] * int(_prod(shape[2:]))
-        if m < 2:
+        if m < 2 and not synchronized:  # synchronised: the global batch counts, not this slice
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got x of shape {shape}")
         for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
@@ -227,7 +260,7 @@ def _check_batch_norm(x, weight, bias, running_mean, running_var, training, mome
 
 
 def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean, running_var,
-               training: bool, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+               training: bool, momentum: float = 0.1, eps: float = 1e-5, channel_reduce=None) -> Tensor:
     """Batch normalisation over every axis but the channel axis 1.
 
     Args:
@@ -243,6 +276,12 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
         momentum: weight of the new batch statistic in the running average
             (PyTorch's convention; Keras's decay 0.99 is momentum 0.01).
         eps: added to the variance before the square root.
+        channel_reduce: for synchronised batch norm under data parallelism, a
+            function that sums a 1-D array of per-channel totals over all processes
+            and returns the sums (``minidl.distributed`` provides one). x is then
+            this process's slice of a global batch, training uses the global
+            batch's statistics, and every process must call batch_norm alike.
+            None (the default) uses x's own statistics. No effect in evaluation.
     Returns:
         y, a Tensor with x's shape.
     Shapes:
@@ -252,13 +291,14 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
         a single value per channel in training, or missing running statistics in
         evaluation.
     """
-    _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                      synchronized=channel_reduce is not None)
     affine = [t for t in (weight, bias) if t is not None]
     flags = (weight is not None, bias is not None, float(eps))
     if training:
         rm = None if running_mean is None else _data(running_mean)
         rv = None if running_var is None else _data(running_var)
-        return BatchNormTraining(*flags, rm, rv, float(momentum))(x, *affine)
+        return BatchNormTraining(*flags, rm, rv, float(momentum), channel_reduce)(x, *affine)
     return BatchNormInference(*flags, _data(running_mean), _data(running_var))(x, *affine)
 
 

@@ -128,6 +128,9 @@ class _BatchNorm(Module):
         self.bias = Parameter(np.zeros(num_features, dtype))
         self.register_buffer("running_mean", np.zeros(num_features, dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype))
+        # Synchronised batch norm: a function summing per-channel totals over the
+        # data-parallel processes (see F.batch_norm); None uses this batch alone.
+        self.channel_reduce = None
 
     def forward(self, x):
         if x.ndim != self._expected_ndim or x.shape[1] != self.num_features:
@@ -135,7 +138,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected input {axes} with C={self.num_features}, "
                              f"got {tuple(x.shape)}")
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            training=self.training, momentum=self.momentum, eps=self.eps)
+                            training=self.training, momentum=self.momentum, eps=self.eps,
+                            channel_reduce=self.channel_reduce)
 
     def shape_info(self, shape):
         if len(shape) != self._expected_ndim - 1 or shape[0] != self.num_features:
@@ -197,6 +201,11 @@ class Dropout(Module):
     with ``layer.rng = np.random.default_rng(seed)``; save and restore it through
     ``layer.rng.bit_generator.state`` (a JSON-able dict), which checkpoints do.
 
+    Under data parallelism set ``batch_slice = (start, total)`` before a forward:
+    the input is then rows start.. of a global batch of ``total`` rows, and the mask
+    is drawn for the whole global batch and this slice kept, so N processes apply
+    exactly the masks of one process (see F.dropout).
+
     Args:
         p: probability of zeroing an element, in [0, 1).
         rng: the Generator; ``np.random.default_rng(0)`` when None.
@@ -210,9 +219,10 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.rng = _default_rng(rng)
+        self.batch_slice = None
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training, rng=self.rng)
+        return F.dropout(x, self.p, training=self.training, rng=self.rng, batch_slice=self.batch_slice)
 
     def shape_info(self, shape):
         return tuple(shape), ""

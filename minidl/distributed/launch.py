@@ -1,0 +1,119 @@
+"""Starting and stopping a data-parallel run so that it never hangs.
+
+A collective waits for every process. So a process that fails on its own (a
+missing file, no GPU for its local rank, different settings) must not simply
+exit: the others would wait for it forever. Two rules keep a run from hanging:
+
+* at start-up, every process reports its outcome in one collective (``agree``);
+  if any failed, all of them stop there together, with the same one-line reason
+  (naming the rank when the reason is not rank 0's);
+* once training runs, a process that fails on its own ends the whole run
+  (``MPI.COMM_WORLD.Abort`` through ``World.abort``); failures that every process
+  meets at the same step (a non-finite loss, which is summed over all processes)
+  end every process normally.
+
+Also here: which device and how many CPU threads each process takes.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import _cpu_threads, backend
+from .world import DistributedError, World
+
+
+class StartupError(RuntimeError):
+    """Raised on every process alike when any process could not start (see ``agree``)."""
+
+
+def agree(world: World, error: str | None, facts: dict | None = None) -> None:
+    """Collective: stop every process together if any failed or they disagree.
+
+    Args:
+        world: the World.
+        error: this process's failure message, or None.
+        facts: settings that must be equal on every process (JSON-able values), or None.
+    Raises:
+        StartupError on every process (the same message) when some process reported
+        an error (the lowest such rank's; prefixed with its rank unless it is rank 0),
+        or when a process's facts differ from rank 0's (naming the rank and key).
+    """
+    reports = world.allgather_object((error, facts))
+    for rank, (message, _) in enumerate(reports):
+        if message:
+            raise StartupError(message if rank == 0 else f"rank {rank}: {message}")
+    reference = reports[0][1] or {}
+    for rank, (_, other) in enumerate(reports[1:], start=1):
+        other = other or {}
+        for key in sorted(set(reference) | set(other)):
+            if reference.get(key) != other.get(key):
+                raise StartupError(f"rank {rank} disagrees with rank 0 on {key}: {other.get(key)!r} vs "
+                                   f"{reference.get(key)!r}; every process must run with the same settings and data")
+
+
+def rank0_first(world: World, work, errors=(Exception,)):
+    """``work()`` on rank 0, then on the other processes; a failure anywhere stops all together.
+
+    For start-up work that must not run everywhere at once, such as a download into
+    a cache that the processes share: rank 0 fills it, then the others read it.
+    Each turn ends with ``agree``, so a failure (one of ``errors``) on any process
+    raises StartupError on every process.
+
+    Returns:
+        what ``work()`` returned on this process.
+    """
+    result, error = None, None
+    for turn in (True, False):  # rank 0's turn, then everyone else's
+        if world.is_main == turn:
+            try:
+                result = work()
+            except errors as exc:
+                error = str(exc)
+        agree(world, error)
+    return result
+
+
+def device_for(spec: str, world: World) -> backend.Device:
+    """The device of this process: ``spec``, or ``cuda:<local rank>`` when several processes train.
+
+    Under MPI, ``cuda`` (or ``auto`` with GPUs present) means this process's own GPU,
+    the one whose index is its rank among the processes on its host.
+
+    Raises:
+        DistributedError for an explicit ``cuda:N`` with several processes, or when
+        this host has fewer GPUs than processes; backend.DeviceError as parse_device.
+    """
+    if world.size == 1:
+        return backend.parse_device(spec)
+    text = str(spec).strip().lower()
+    if text.startswith("cuda:"):
+        raise DistributedError(f"--device {spec}: with {world.size} processes each takes its own GPU, "
+                               "cuda:<local rank>; pass --device cuda")
+    if text == "auto" and not backend.is_cuda_available():
+        return backend.CPU
+    if text in ("cuda", "auto"):
+        count = backend.cuda_device_count()
+        if world.local_rank >= count:
+            backend.parse_device("cuda")  # a clear DeviceError when CuPy or the driver is missing
+            raise DistributedError(f"rank {world.rank} is local rank {world.local_rank} on its host, which "
+                                   f"has only {count} GPU(s); start at most {count} processes per host")
+        return backend.parse_device(f"cuda:{world.local_rank}")
+    return backend.parse_device(spec)
+
+
+def share_cpu_cores(world: World) -> int:
+    """Give this process its share of the host's cores: cores / processes on the host.
+
+    ``MINIDL_NUM_THREADS``, when set, wins. BLAS goes single-threaded either way:
+    with several processes per host, each process's BLAS threads would fight the
+    others' for the same cores.
+
+    Returns:
+        the number of worker threads this process will use.
+    """
+    if world.size == 1:
+        return _cpu_threads.num_threads()
+    if not os.environ.get("MINIDL_NUM_THREADS", "").strip():
+        os.environ["MINIDL_NUM_THREADS"] = str(max(1, _cpu_threads.num_threads() // world.local_size))
+    _cpu_threads.pin_blas_to_one_thread()
+    return _cpu_threads.num_threads()
