@@ -15,11 +15,14 @@ over N times the 1-process images/s.
 The N-process jobs also report their communication, on rank 0:
 
 * ``wait`` (median per step): time blocked in ``GradientReducer.wait`` after
-  backward, i.e. the all-reduce time that backward did not hide;
-* ``allreduce``: minidl's whole bucket path alone (pack, all-reduce, unpack) and a
-  bare ``mpi4py`` ``Allreduce`` of the same number of bytes, timed alternately
-  after training: their ratio is minidl's overhead over plain MPI, and
-  ``1 - wait / allreduce`` the share of the all-reduce that overlapped backward.
+  backward: the all-reduce time that backward did not hide, plus any time this
+  process waited for a slower one;
+* after training, timed alternately: the all-reduce of minidl's buckets through its
+  own collectives, the reducer's whole path (plus packing and unpacking), and bare
+  ``mpi4py`` ``Allreduce`` calls on the same bytes (per bucket, and all in one
+  call): the ratios to the per-bucket calls are minidl's overhead over plain MPI;
+* ``started in backward``: the share of the gradient bytes whose all-reduce began
+  while backward was still running (the rest starts in ``wait``).
 
 Results go to benchmarks/results/bench_distributed_<date>.json.
 """
@@ -69,7 +72,7 @@ def worker(args) -> None:
                       shard=shard)
     timed = DataLoader(images, labels, batch, transform=transform, shard=shard)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-    waits = []
+    waits, early = [], []
     log = (lambda *a: None)
     Trainer(model, optimizer, warm, None, epochs=1, progress=False, plots=False, parallel=parallel, log=log).fit()
     trainer = Trainer(model, optimizer, timed, None, epochs=1, progress=False, plots=False, parallel=parallel,
@@ -80,32 +83,56 @@ def worker(args) -> None:
         def finish():
             original()
             waits.append(parallel.reducer.stats["wait_seconds"])
+            early.append(parallel.reducer.stats["bytes_started_in_backward"] / parallel.reducer.stats["bytes"])
         parallel.finish_gradients = finish
     history = trainer.fit()
     report = {"images_per_s": history[-1]["images_per_s"], "processes": world.size}
     if parallel is not None:
-        report.update(wait_s=median(waits), **allreduce_times(parallel, world), buckets=parallel.reducer.stats["buckets"],
-                      bytes=parallel.reducer.stats["bytes"])
+        report.update(wait_s=median(waits), started_in_backward=median(early), **allreduce_times(parallel, world),
+                      buckets=parallel.reducer.stats["buckets"], bytes=parallel.reducer.stats["bytes"])
     if world.is_main:
         print("RESULT " + json.dumps(report), flush=True)
 
 
-def allreduce_times(parallel, world, repeats: int = 15) -> dict:
-    """Median seconds of minidl's bucket path and of a bare Allreduce of the same bytes, alternated."""
+def allreduce_times(parallel, world) -> dict:
+    """Median seconds of minidl's all-reduce of its buckets, of its whole bucket path, and of bare MPI.
+
+    * ``buckets``: ``distributed.iall_reduce`` + wait on each bucket's flat array (the
+      collectives minidl issues, through its transport);
+    * ``reducer``: ``GradientReducer.wait`` with nothing started during a backward:
+      packs (scaled copies of the gradients), the all-reduces and the unpacking;
+    * ``bare``: a bare ``mpi4py`` ``Allreduce`` in place on NumPy arrays of the same
+      bytes, one per bucket (what minidl's transport adds is the difference);
+    * ``bare_one``: one bare ``Allreduce`` of all the bytes at once (MPI's choice of
+      algorithm depends on the message size, so this can differ either way).
+    Timed alternately, each after a barrier.
+    """
     from mpi4py import MPI
+
+    from minidl.distributed import iall_reduce
     reducer = parallel.reducer
-    bare = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
-    minidl_s, bare_s = [], []
+    repeats = 60 if reducer.stats["bytes"] < 2**25 else 15  # millisecond timings need more samples
+    bare = [np.ones(b.flat.size, dtype=np.float32) for b in reducer.buckets]
+    bare_one = np.ones(sum(b.flat.size for b in reducer.buckets), dtype=np.float32)
+
+    def buckets():
+        for request in [iall_reduce(b.flat, world=world) for b in reducer.buckets]:
+            request.wait()
+
+    def bare_buckets():
+        for array in bare:
+            world.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+    cases = {"buckets": buckets, "reducer": reducer.wait, "bare": bare_buckets,
+             "bare_one": lambda: world.comm.Allreduce(MPI.IN_PLACE, bare_one, op=MPI.SUM)}
+    times = {name: [] for name in cases}
     for _ in range(repeats):
-        world.barrier()
-        start = time.perf_counter()
-        reducer.wait()        # nothing started during a backward: packs, reduces, unpacks every bucket
-        minidl_s.append(time.perf_counter() - start)
-        world.barrier()
-        start = time.perf_counter()
-        world.comm.Allreduce(MPI.IN_PLACE, bare, op=MPI.SUM)
-        bare_s.append(time.perf_counter() - start)
-    return {"allreduce_minidl_s": median(minidl_s), "allreduce_bare_s": median(bare_s)}
+        for name, run in cases.items():
+            world.barrier()
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {f"allreduce_{name}_s": median(values) for name, values in times.items()}
 
 
 # ---- the driver -----------------------------------------------------------------------
@@ -159,18 +186,27 @@ def main(argv=None) -> int:
         per_round = [m["images_per_s"] / (args.processes * o["images_per_s"])
                      for o, m in zip(runs[1], runs[args.processes])]
         comm = runs[args.processes]
-        wait, ours, bare = (median([x[k] for x in comm]) for k in ("wait_s", "allreduce_minidl_s",
-                                                                    "allreduce_bare_s"))
+        wait, buckets, reducer, bare, bare_one = (median([x[k] for x in comm]) for k in (
+            "wait_s", "allreduce_buckets_s", "allreduce_reducer_s", "allreduce_bare_s", "allreduce_bare_one_s"))
+        efficiency = many / (args.processes * one)
+        overlapped = median([x["started_in_backward"] for x in comm])
         results[variant] = {"batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
-                            "efficiency": many / (args.processes * one), "efficiency_per_round_median": median(per_round),
-                            "wait_s": wait, "allreduce_minidl_s": ours, "allreduce_bare_s": bare,
-                            "minidl_over_bare": ours / bare, "overlapped": max(0.0, 1 - wait / ours),
+                            "efficiency": efficiency, "efficiency_per_round_median": median(per_round),
+                            "wait_s": wait, "allreduce_buckets_s": buckets, "allreduce_reducer_s": reducer,
+                            "allreduce_bare_s": bare, "allreduce_bare_one_s": bare_one,
+                            "buckets_over_bare": buckets / bare,
+                            "reducer_over_bare": reducer / bare, "overlapped": overlapped,
                             "bytes": comm[0]["bytes"], "buckets": comm[0]["buckets"], "runs": runs}
-        rows.append([variant, args.batch[variant], f"{one:.1f}", f"{many:.1f}", f"{100 * many / (args.processes * one):.0f}%",
-                     f"{1e3 * ours:.1f} / {1e3 * bare:.1f} ms ({ours / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
-                     f"{100 * max(0.0, 1 - wait / ours):.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}"])
-    print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s", "efficiency",
-                        "all-reduce minidl / bare", "wait after backward", "overlapped", "gradients"], rows))
+        rows.append([variant, args.batch[variant], f"{one:.1f}", f"{many:.1f}",
+                     f"{100 * efficiency:.0f}% ({100 * median(per_round):.0f}%)",
+                     f"{1e3 * bare:.1f} ms", f"{1e3 * bare_one:.1f} ms",
+                     f"{1e3 * buckets:.1f} ms ({buckets / bare:.2f}x)",
+                     f"{1e3 * reducer:.1f} ms ({reducer / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
+                     f"{100 * overlapped:.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}"])
+    print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s",
+                        "efficiency (per-round median)", "bare Allreduce, per bucket", "in one call",
+                        "minidl buckets", "+ pack/unpack",
+                        "wait after backward", "started in backward", "gradients"], rows))
     from minidl import backend
     path = args.json or RESULTS_DIR / f"bench_distributed_{time.strftime('%Y%m%d_%H%M%S')}.json"
     write_json(path, {"machine": machine_info(backend.CPU), "processes": args.processes, "rounds": args.rounds,

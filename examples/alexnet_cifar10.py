@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Train AlexNet on CIFAR-10 with minidl, on a GPU (CuPy) or the CPU (NumPy).
+"""Train AlexNet on CIFAR-10 (or a folder of your own images) with minidl, on a GPU (CuPy) or the CPU (NumPy).
 
     python examples/alexnet_cifar10.py --device cuda                 # the "seed" model, 224x224
     python examples/alexnet_cifar10.py --variant cifar --device cpu  # minutes on a laptop
     python examples/alexnet_cifar10.py --variant cifar --resume      # continue a stopped run
     mpiexec -n 2 python examples/alexnet_cifar10.py --variant cifar  # data-parallel, 2 processes
+    python examples/alexnet_cifar10.py --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
 
 Everything the run produces goes to --out: history.csv, checkpoint.npz, best.npz,
 results.json and (with matplotlib) curves.png and filters.png.
@@ -15,7 +16,6 @@ became NaN/infinite (the last good checkpoint is kept), 130 interrupted (Ctrl-C)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -28,16 +28,18 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import minidl
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _datasets.py beside this script, however it is loaded
+import _datasets  # noqa: E402  (--dataset folder)
 
 from minidl import backend
 from minidl import distributed
 from minidl.checkpoint import CheckpointError, load_checkpoint
-from minidl.data import DataLoader, DatasetError, build_transform, load_cifar10
+from minidl.data import DatasetError
 from minidl.distributed import DataParallel, DistributedError
 from minidl.distributed.world import launcher_rank
 from minidl.distributed.launch import StartupError, agree, device_for, share_cpu_cores
 from minidl.models import AlexNet
-from minidl.models.alexnet import INPUT_SIZE
+from minidl.models.alexnet import CIFAR_WIDTHS, INPUT_SIZE
 from minidl.optim import SGD, CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
 from minidl.train import NonFiniteLossError, Trainer
 
@@ -49,22 +51,29 @@ RECIPES = {
     # the tutorial's model and preprocessing (standardise, resize to 224); its plain
     # SGD(lr=0.001) gets momentum and a cosine decay to converge in a GPU-friendly run
     "seed": dict(epochs=20, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                 schedule="cosine", augment=False),
+                 schedule="cosine", augment=False, preprocess="standardize", clip_grad_norm=0.0),
     # Krizhevsky et al. 2012: batch 128, momentum 0.9, wd 5e-4, lr 0.01 divided by 10
-    # when the validation accuracy stops improving, random crops and flips
+    # when the validation accuracy stops improving, random crops and flips, the mean
+    # image subtracted (pixel units). Plus gradient-norm clipping: with 10 classes
+    # instead of 1000 the paper's init and lr blow up and kill fc7 within 10 steps
+    # (README, "The paper variant")
     "paper": dict(epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                  schedule="plateau", augment=True),
+                  schedule="plateau", augment=True, preprocess="subtract-mean", clip_grad_norm=5.0),
     # native 32x32: Nesterov SGD with a one-cycle schedule (lr is the peak)
     "cifar": dict(epochs=7, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
-                  schedule="onecycle", augment=True),
+                  schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
 # except epochs). Device, data location, output, checkpoint frequency, TF32 and the
 # data-parallel choices (number of processes, --comm, --sync-bn, --bucket-mb) are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "seed", "val_size", "limit_train", "limit_val", "limit_test", "widths")
+                "augment", "preprocess", "clip_grad_norm", "seed", "val_size", "limit_train", "limit_val",
+                "limit_test", "widths", "dataset", *_datasets.FOLDER_SETTINGS)
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
+DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
+# settings of runs from before they existed: CIFAR-10, standardised, never clipped
+OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0}
 
 
 class UsageError(Exception):
@@ -96,7 +105,8 @@ def _recipe_help() -> str:
         lines.append(f"  {variant:5s} ({INPUT_SIZE[variant]}x{INPUT_SIZE[variant]}): {r['epochs']} epochs, batch "
                      f"{r['batch_size']}, lr {r['lr']} ({r['schedule']}), momentum {r['momentum']}"
                      f"{' nesterov' if r['nesterov'] else ''}, weight decay {r['weight_decay']}, augment "
-                     f"{'on' if r['augment'] else 'off'}")
+                     f"{'on' if r['augment'] else 'off'}, {r['preprocess']}"
+                     f"{', clip ' + str(r['clip_grad_norm']) if r['clip_grad_norm'] else ''}")
     return "\n".join(lines) + """
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
@@ -109,14 +119,14 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
-  --checkpoint-every and --tf32 may differ. On the CPU a resumed run ends with
+  --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
   weights and results bit-identical to an uninterrupted one.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 with minidl.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train AlexNet on CIFAR-10 (or your own images) with minidl.",
                                 epilog=_recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
@@ -131,23 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "plateau", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crops (pad 4) and horizontal flips while training (default: per variant)")
+                   help="random crops (pad 4) and horizontal flips while training; for folders random-resized "
+                        "crops and flips (default: per variant)")
+    p.add_argument("--preprocess", choices=("standardize", "subtract-mean"),
+                   help="CIFAR-10: each image to mean 0, std 1 (the tutorial's), or the training images' mean "
+                        "image subtracted in pixel units (the paper's) (default: per variant)")
+    p.add_argument("--clip-grad-norm", type=_count(float, 0.0), help="scale a step's gradients down when their "
+                   "joint L2 norm exceeds this (0: never; default: per variant)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
-                                      "(default: ~/.cache/minidl)")
+                                      "(default: ~/.cache/minidl); with --dataset folder, the image folder")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
-    p.add_argument("--seed", type=_count(int, 0), help="seed of weights, data order, augmentation, dropout (default 0)")
+    p.add_argument("--seed", type=_count(int, 0),
+                   help=f"seed of weights, data order, augmentation, dropout (default {DEFAULT_SEED})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
     p.add_argument("--val-size", type=_count(int, 1), help="first N training images held out for validation "
-                                                          "(default 5000)")
+                                                          f"(default {DEFAULT_VAL_SIZE})")
     p.add_argument("--limit-train", type=_count(int, 1), help="use only the first N training images")
     p.add_argument("--limit-val", type=_count(int, 1), help="use only the first N validation images")
     p.add_argument("--limit-test", type=_count(int, 1), help="use only the first N test images")
     p.add_argument("--widths", type=_widths, help="cifar variant only: 7 even ints, channels of conv1..conv5 and "
-                                                  "units of fc6, fc7 (default 32,96,192,128,128,512,512)")
-    p.add_argument("--checkpoint-every", type=_count(int, 0), default=200,
-                   help="also checkpoint every N steps within an epoch (0: only at epoch ends; default 200)")
+                                                  f"units of fc6, fc7 (default {','.join(map(str, CIFAR_WIDTHS))})")
+    p.add_argument("--checkpoint-every", type=_count(int, 0), default=DEFAULT_CHECKPOINT_EVERY,
+                   help="also checkpoint every N steps within an epoch (0: only at epoch ends; default %(default)s)")
     p.add_argument("--tf32", action="store_true", help="allow TensorFloat-32 matrix products on the GPU "
-                                                       "(faster, less exact); no effect on the CPU")
+                                                       "(faster, less exact; batch-norm statistics stay float32); "
+                                                       "no effect on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only a line per epoch")
     p.add_argument("--no-plots", action="store_true", help="skip curves.png and filters.png")
     dp = p.add_argument_group("data parallelism (under mpiexec; --batch-size is the global batch)")
@@ -159,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "one (default); --no-sync-bn: per process, as PyTorch DDP does by default")
     dp.add_argument("--bucket-mb", type=_count(float, 0.001), default=distributed.DEFAULT_BUCKET_BYTES / 2**20,
                     help="size of the gradient buckets all-reduced during backward (default %(default)g MB)")
+    _datasets.add_arguments(p)
     return p
 
 
@@ -180,8 +199,11 @@ def resolve_settings(args, stored: dict | None) -> dict:
             settings["epochs"] = given["epochs"]
         return settings
     variant = given["variant"] or "seed"
-    settings = {"variant": variant, **RECIPES[variant], "seed": 0, "val_size": 5000, "limit_train": None,
-                "limit_val": None, "limit_test": None, "widths": None}
+    settings = {"variant": variant, **RECIPES[variant], "seed": DEFAULT_SEED, "val_size": DEFAULT_VAL_SIZE,
+                "limit_train": None, "limit_val": None, "limit_test": None, "widths": None, "dataset": "cifar10"}
+    problem = _datasets.settings_problem(given, settings)
+    if problem:
+        raise UsageError(problem)
     settings.update({key: value for key, value in given.items() if value is not None})
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
@@ -190,28 +212,6 @@ def resolve_settings(args, stored: dict | None) -> dict:
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
     return settings
-
-
-def make_loaders(settings: dict, data, device, shard=None):
-    """Train, validation and test loaders; the transform resizes to the variant's input size.
-
-    ``shard=(rank, size)`` serves this process its slice of every global batch.
-    """
-    size = INPUT_SIZE[settings["variant"]]
-
-    def first(images, labels, limit):
-        return (images, labels) if limit is None else (images[:limit], labels[:limit])
-
-    batch, seed = settings["batch_size"], settings["seed"]
-    common = dict(seed=seed, device=device, shard=shard)
-    train = DataLoader(*first(data.train_images, data.train_labels, settings["limit_train"]), batch, shuffle=True,
-                       transform=build_transform(size, augment=settings["augment"]), **common)
-    evaluation = build_transform(size, augment=False)
-    val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     transform=evaluation, **common)
-    test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
-                      transform=evaluation, **common)
-    return train, val, test
 
 
 def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
@@ -229,30 +229,6 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
     return None
 
 
-def load_data(args, settings, world):
-    """CIFAR-10 on every process; rank 0 first, so that only it downloads into a shared cache."""
-    url = os.environ.get("MINIDL_CIFAR10_URL")  # lets tests point the download at a local server
-    extra = {"url": url} if url else {}
-    data, error = None, None
-    for turn in (True, False):  # rank 0's turn, then everyone else's
-        if world.is_main == turn:
-            try:
-                data = load_cifar10(data_dir=args.data_dir, cache_dir=args.data_dir, val_size=settings["val_size"],
-                                    progress=not args.no_progress and world.is_main, **extra)
-            except DatasetError as exc:
-                error = str(exc)
-        agree(world, error)
-    return data
-
-
-def data_fingerprint(data) -> str:
-    """A short hash of the labels and some images: processes must train on the same data."""
-    digest = hashlib.blake2b(digest_size=8)
-    for array in (data.train_labels, data.val_labels, data.test_labels, data.train_images[:64]):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
 def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
     s, (train, val, test) = settings, loaders
     size = INPUT_SIZE[s["variant"]]
@@ -260,9 +236,11 @@ def describe(settings, device, loaders, model, out, resumed, args, world) -> str
     lines = [f"minidl {minidl.__version__}: AlexNet variant {s['variant']!r} ({size}x{size}) on {device}",
              f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), momentum "
              f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
-             f"{'on' if s['augment'] else 'off'}, seed {s['seed']}",
+             f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
+             f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
+             f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
-             f"{len(train)} steps per epoch",
+             f"{len(train)} steps per epoch", *_datasets.describe(s, test),
              f"  model: {params:,} parameters; output: {out}"]
     if world.size > 1:
         comm = "mpi" if device.type == "cpu" or args.comm == "mpi" else "nccl"
@@ -313,7 +291,7 @@ def run(args) -> int:
     out = Path(args.out or f"runs/alexnet_{args.variant or 'seed'}")
     stored = None
     if checkpoint is not None:
-        stored = dict(checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
+        stored = dict(OLD_RUN_DEFAULTS, **checkpoint["settings"], completed_epochs=checkpoint["trainer"]["epoch"])
     try:
         settings = resolve_settings(args, stored)
         if settings["batch_size"] % world.size:
@@ -325,30 +303,32 @@ def run(args) -> int:
     agree(world, error)
     settings.pop("completed_epochs", None)
     args.resolved_batch_size = settings["batch_size"]  # for the out-of-memory hint
-    data = load_data(args, settings, world)
-    agree(world, None, {**settings, "data": data_fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
+    data = _datasets.load(args, settings, world)
+    settings.setdefault("class_names", getattr(data, "label_names", None))  # for examples/predict.py
+    agree(world, None, {**settings, "data": _datasets.fingerprint(data), "sync_bn": args.sync_bn, "comm": args.comm,
                         "bucket_mb": args.bucket_mb})
     parallel_run = world.size > 1
     with backend.device_context(device):  # the run's GPU is current for everything below
-        loaders = make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None)
+        loaders = _datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
+                               workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
-        model = AlexNet(num_classes=len(data.label_names), variant=settings["variant"], seed=settings["seed"],
+        model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
                         widths=settings["widths"]).to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
         optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                        weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+                        weight_decay=settings["weight_decay"], nesterov=settings["nesterov"],
+                        max_grad_norm=settings["clip_grad_norm"] or None)
         schedule = make_schedule(settings, optimizer, len(train))
         trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
                           settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                           plots=not args.no_plots, parallel=parallel)
         if checkpoint is not None:
-            rebuild = None
-            if settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT:
-                def rebuild(opt):
-                    opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
-                    return make_schedule(settings, opt, len(train))
-            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild)
+            def rebuild(opt):
+                opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
+                return make_schedule(settings, opt, len(train))
+            longer = settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT
+            trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild if longer else None)
         if world.is_main:
             print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None,
                            args, world), flush=True)

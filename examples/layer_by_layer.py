@@ -6,8 +6,11 @@
 
 For every layer it prints what the layer computes, the output-size arithmetic,
 the parameter count and statistics of the output; then the class probabilities.
-With matplotlib installed it saves the input, the conv1 filters and the feature
-maps of every conv/bn/relu/pool layer as PNGs into --out.
+With matplotlib installed it saves the input, the conv1 filters, the architecture
+(minidl.viz.plot_model: shapes, the two streams, where they cross) and the feature
+maps of every conv/bn/relu/pool layer as PNGs into --out. It also writes the
+autograd graph of the image's loss (minidl.viz.graph) as autograd_graph.dot, and as
+autograd_graph.svg when Graphviz's dot program is installed.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     import minidl
 
 import minidl.functional as F
-from minidl import backend, nn
+from minidl import backend, nn, viz
 from minidl.checkpoint import CheckpointError, load_checkpoint
 from minidl.data import DatasetError, build_transform, load_cifar10, resize_bilinear
 from minidl.models import AlexNet
@@ -161,6 +164,21 @@ def save_filters(path, weight) -> None:
              inches=8.0)
 
 
+def save_autograd_graph(out, model, x, label, device) -> None:
+    """The graph behind this image's loss, the one backward would walk: DOT text, and SVG with Graphviz."""
+    out.mkdir(parents=True, exist_ok=True)
+    loss = F.softmax_cross_entropy(model(x), backend.to_device(np.array([label]), device))
+    dot = viz.graph(loss, params=model.named_parameters())
+    (out / "autograd_graph.dot").write_text(dot)
+    print(f"\nautograd graph of the loss: {dot.count('shape=box')} functions, {dot.count('shape=ellipse')} tensors "
+          f"-> {out / 'autograd_graph.dot'}")
+    try:
+        viz.render_dot(dot, out / "autograd_graph.svg")
+        print(f"  rendered by Graphviz: {out / 'autograd_graph.svg'}")
+    except RuntimeError as exc:
+        print(f"  not rendered: {exc}")
+
+
 # ---- the walk ----------------------------------------------------------------------
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -230,9 +248,10 @@ def run(args) -> int:
         save_png(out / "00_input.png", f"test image {args.index}: {data.label_names[label]}",
                  [("32x32 as stored", image[0].transpose(1, 2, 0)), ("bilinear resize to 224x224", big)])
         save_filters(out / "00_conv1_filters.png", backend.to_numpy(model.conv1.weight.data))
+        model.plot(out / "00_architecture.png")  # every layer's output shape, the two streams and where they cross
 
     # The walk: exactly what model.forward does, one child at a time.
-    shape = tuple(x.shape[1:])
+    x_input, shape = x, tuple(x.shape[1:])
     with minidl.no_grad():
         for step, (name, module) in enumerate(model.named_children(), start=1):
             out_shape, formula = module.shape_info(shape)
@@ -249,8 +268,9 @@ def run(args) -> int:
     for i in np.argsort(-probs):
         marks = ("  <- prediction" if i == probs.argmax() else "") + ("  <- true label" if i == label else "")
         print(f"  {data.label_names[i]:>10}  {probs[i]:.4f}  {'#' * int(round(40 * probs[i]))}{marks}".rstrip())
+    save_autograd_graph(Path(args.out), model, x_input, label, device)
     if out is not None:
-        print(f"\nfeature-map grids saved in {out}/")
+        print(f"\nfeature-map grids and the architecture picture saved in {out}/")
     return 0
 
 

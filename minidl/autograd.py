@@ -168,18 +168,21 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("Tensor.backward: this tensor does not require grad "
                                "(no input required grad, or it was made under no_grad())")
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(f"Tensor.backward: grad can be omitted only for a one-element "
-                                   f"tensor, this one has shape {self.shape}")
-            grad_array = backend.get_array_module(self.data).ones_like(self.data)
-        else:
-            grad_array = _as_array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            grad_array = backend.to_device(grad_array, self.device)
-            if grad_array.shape != self.data.shape:
-                raise ValueError(f"Tensor.backward: grad has shape {grad_array.shape}, "
-                                 f"expected {self.shape}")
-        _run_backward(self, grad_array, retain_graph)
+        if grad is None and self.size != 1:
+            raise RuntimeError(f"Tensor.backward: grad can be omitted only for a one-element "
+                               f"tensor, this one has shape {self.shape}")
+        # CuPy makes new arrays on the *current* GPU: make this tensor's GPU current,
+        # or the seed (and every sum below) would land on GPU 0 in a cuda:1 run.
+        with backend.device_context(self.device):
+            if grad is None:
+                grad_array = backend.get_array_module(self.data).ones_like(self.data)
+            else:
+                grad_array = backend.to_device(grad.data if isinstance(grad, Tensor) else grad, self.device)
+                grad_array = _as_array(grad_array, dtype=self.dtype)
+                if grad_array.shape != self.data.shape:
+                    raise ValueError(f"Tensor.backward: grad has shape {grad_array.shape}, "
+                                     f"expected {self.shape}")
+            _run_backward(self, grad_array, retain_graph)
 
     # ---- operators (implemented as Functions in minidl.functional.basic) ----
     def __add__(self, other): return _ops.add(self, other)
@@ -342,13 +345,13 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
     # Leaves with hooks count down their consumers; at zero their gradient is final.
     pending = _hooked_leaf_uses(order)
     for fn in order:
-        grad_outputs = []
-        for out_id, (shape, dtype) in zip(fn.output_ids, fn.output_meta):
-            g = grads.pop(out_id, None)
-            if g is None:  # an output that did not reach the root: zero gradient
-                g = backend.get_array_module(*[t.data for t in fn.inputs]).zeros(shape, dtype)
-            grad_outputs.append(g)
-        with backend.device_context(fn.device):
+        with backend.device_context(fn.device):  # zeros and backward's arrays on fn's GPU
+            grad_outputs = []
+            for out_id, (shape, dtype) in zip(fn.output_ids, fn.output_meta):
+                g = grads.pop(out_id, None)
+                if g is None:  # an output that did not reach the root: zero gradient
+                    g = backend.get_array_module(*[t.data for t in fn.inputs]).zeros(shape, dtype)
+                grad_outputs.append(g)
             grad_inputs = fn.backward(*grad_outputs)
         if not isinstance(grad_inputs, tuple):
             grad_inputs = (grad_inputs,)
@@ -364,7 +367,10 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
             if t.creator is None:
                 _accumulate_leaf(t, g)
             elif id(t) in grads:
-                grads[id(t)] = grads[id(t)] + g  # a tensor used twice: gradients add up
+                # a tensor used twice: gradients add up, on t's GPU (which is not fn's
+                # when fn moved data between devices)
+                with backend.device_context(backend.device_of(g)):
+                    grads[id(t)] = grads[id(t)] + g
             else:
                 grads[id(t)] = g
         if pending:
@@ -381,13 +387,14 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
 def _accumulate_leaf(t: Tensor, g) -> None:
     if not t.requires_grad:
         return
-    if g.dtype != t.data.dtype:
-        g = g.astype(t.data.dtype)
-    if t.grad is None:
-        # Copy when g might alias an array that a later step could change in place.
-        t.grad = Tensor(g.copy() if g is t.data else g)
-    else:
-        t.grad = Tensor(t.grad.data + g)
+    with backend.device_context(backend.device_of(t.data)):  # the sum lives where the leaf does
+        if g.dtype != t.data.dtype:
+            g = g.astype(t.data.dtype)
+        if t.grad is None:
+            # Copy when g might alias an array that a later step could change in place.
+            t.grad = Tensor(g.copy() if g is t.data else g)
+        else:
+            t.grad = Tensor(t.grad.data + g)
 
 
 from .functional import basic as _ops  # noqa: E402  (operators need Tensor defined first)

@@ -2,6 +2,9 @@
 
 SGD follows PyTorch's update rule exactly, for every parameter p with gradient g:
 
+    g = g * min(1, max_grad_norm / ||G||)     (only with max_grad_norm; ||G|| is the L2
+                                               norm of all gradients together, as
+                                               torch.nn.utils.clip_grad_norm_ computes it)
     g = g + weight_decay * p                  (L2 penalty folded into the gradient)
     buf = g                  on the first step, then
     buf = momentum * buf + g on later steps
@@ -54,9 +57,12 @@ class SGD:
         momentum: momentum factor, >= 0.
         weight_decay: L2 penalty factor, >= 0.
         nesterov: use Nesterov momentum (needs momentum > 0).
+        max_grad_norm: when given, the gradients of a step are scaled down together
+            whenever their joint L2 norm exceeds it (gradient clipping); the
+            gradients in ``.grad`` are left as they are.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, max_grad_norm=None):
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
@@ -66,6 +72,8 @@ class SGD:
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
+        self.max_grad_norm = None if max_grad_norm is None else _check_number(
+            "SGD: max_grad_norm", max_grad_norm, low_inclusive=False)
         self.momentum_buffers = [None] * len(self.params)
         self._scratch_arrays = {}  # (device, dtype) -> two flat scratch arrays
 
@@ -84,8 +92,27 @@ class SGD:
                 pair = self._scratch_arrays[key] = (xp.empty(size, like.dtype), xp.empty(size, like.dtype))
         return pair[0][:size], pair[1][:size]
 
+    def _clip_factor(self):
+        """None, or the factor min(1, max_grad_norm / ||G||) that every gradient of this step is scaled by.
+
+        On a GPU the factor stays a device scalar: deciding on the host whether to clip
+        would wait for the GPU every step.
+        """
+        grads = [p.grad.data for p in self.params if p.grad is not None]
+        if self.max_grad_norm is None or not grads:
+            return None
+        xp = backend.get_array_module(grads[0])
+        if xp is np:
+            squares = sum(float(np.vdot(g.reshape(-1), g.reshape(-1))) for g in grads)
+            factor = self.max_grad_norm / (math.sqrt(squares) + 1e-6)  # 1e-6: PyTorch's
+            return None if factor >= 1.0 else factor  # below the limit: no extra pass
+        with backend.device_context(backend.device_of(grads[0])):
+            squares = sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads)  # one dot product each
+            return xp.minimum(1.0, self.max_grad_norm / (xp.sqrt(squares) + 1e-6)).astype(grads[0].dtype)
+
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
+        factor = self._clip_factor()
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -106,17 +133,24 @@ class SGD:
                     budget = _STEP_CHUNK if backend.device_of(w).type == "cpu" else w.size
                     for start in range(0, w.size, budget):
                         part = slice(start, start + budget)
-                        self._update(*(a[part] for a in flat), first=first)
+                        self._update(*(a[part] for a in flat), first=first, factor=factor)
                 else:  # a non-contiguous view cannot be flattened in place: one whole pass
-                    self._update(*arrays, first=first)
+                    self._update(*arrays, first=first, factor=factor)
 
-    def _update(self, w, g, buf=None, first=False):
+    def _update(self, w, g, buf=None, first=False, factor=None):
         """PyTorch's SGD rule (module doc) on one piece of a parameter, in place on w and buf."""
         xp = backend.get_array_module(w)
         tmp, step = (t.reshape(w.shape) for t in self._scratch(w, w.size))
+        if factor is not None:
+            xp.multiply(g, factor, out=tmp)   # the clipped gradient
+            g = tmp
         if self.weight_decay != 0:
-            xp.multiply(w, self.weight_decay, out=tmp)
-            tmp += g
+            if factor is None:
+                xp.multiply(w, self.weight_decay, out=tmp)
+                tmp += g
+            else:  # tmp holds the clipped gradient already
+                xp.multiply(w, self.weight_decay, out=step)
+                tmp += step
             g = tmp  # g + decay * w, never written into p.grad (it may be shared)
         if buf is not None:
             if first:
@@ -136,7 +170,7 @@ class SGD:
     def state_dict(self) -> dict:
         """Hyper-parameters and momentum buffers: JSON-able numbers and host NumPy arrays only."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "nesterov": self.nesterov,
+                "nesterov": self.nesterov, "max_grad_norm": self.max_grad_norm,
                 "momentum_buffers": [None if b is None else np.array(backend.to_numpy(b), copy=True)
                                      for b in self.momentum_buffers]}
 
@@ -154,9 +188,17 @@ class SGD:
         self.momentum = _check_number("SGD: momentum", state["momentum"])
         self.weight_decay = _check_number("SGD: weight_decay", state["weight_decay"])
         self.nesterov = bool(state["nesterov"])
-        self.momentum_buffers = [
-            None if b is None else backend.to_device(np.asarray(b), p.device).astype(p.dtype, copy=True)
-            for p, b in zip(self.params, buffers)]
+        clip = state.get("max_grad_norm")  # absent in checkpoints from before clipping existed
+        self.max_grad_norm = None if clip is None else _check_number("SGD: max_grad_norm", clip, low_inclusive=False)
+        self.momentum_buffers = [None if b is None else _copy_to(b, p) for p, b in zip(self.params, buffers)]
+
+
+def _copy_to(array, param):
+    """A fresh copy of ``array`` on ``param``'s device, in its dtype (made there: CuPy allocates on the current GPU)."""
+    device = param.device
+    with backend.device_context(device):
+        return backend.to_device(array if backend.is_array(array) else np.asarray(array), device).astype(
+            param.dtype, copy=True)
 
 
 # ---- learning-rate schedules ----------------------------------------------------

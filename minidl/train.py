@@ -36,6 +36,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
+from .autograd import Tensor
 from ._progress import Progress, clock
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .metrics import correct_counts, count_correct, evaluate  # noqa: F401  (count_correct: public here too)
@@ -241,39 +242,53 @@ class Trainer:
             bar.close()
 
     def _train_step(self, x, y):
-        """One SGD step on a batch; returns (mean loss, correct count, batch size) of the global batch."""
+        """One SGD step on a batch; returns (mean loss, correct count, images) of the global batch.
+
+        The loss that backward starts from is this process's mean loss times
+        n * processes / total (n: its images, total: the global batch's), which is 1
+        when the batch splits evenly. The gradient reducer's mean over processes is
+        then the gradient of the global batch's mean loss, also for a short last batch
+        split unevenly. A loader that skipped unreadable files served fewer images
+        than planned: the step's image count, summed with the metrics, then rescales
+        the gradients to the images that were really there.
+        """
         if hasattr(self.train_loader, "batch_rows"):
-            start, stop, total = self.train_loader.batch_rows(self.state["step"])
+            start, _, total = self.train_loader.batch_rows(self.state["step"])
         else:  # any loader of whole batches
-            start, stop, total = 0, int(y.shape[0]), int(y.shape[0])
-        rows, parallel = stop - start, self.parallel
+            start, total = 0, int(y.shape[0])
+        n, parallel = int(y.shape[0]), self.parallel
+        processes = 1 if parallel is None else parallel.world.size
         if parallel is not None:
             parallel.set_batch_slice(start, total)
         logits = self.model(x)
         xp = backend.get_array_module(logits.data)
         self.optimizer.zero_grad()
-        if rows:
+        if n:
             loss = F.softmax_cross_entropy(logits, y)
-            scale = 1.0 if parallel is None else parallel.loss_scale(rows, total)
+            scale = 1.0 if n * processes == total else n * processes / total
             loss.backward(None if scale == 1.0 else scale)
-            sums = xp.concatenate([loss.data.astype(np.float64).reshape(1) * rows,
-                                   correct_counts(logits.data, y, (1,)).astype(np.float64)])
-        else:  # none of a short last batch here: take part in every collective with zeros
+            sums = xp.concatenate([loss.data.astype(np.float64).reshape(1) * n,
+                                   correct_counts(logits.data, y, (1,)).astype(np.float64), xp.asarray([float(n)])])
+        else:  # none of this batch here: take part in every collective with zeros
             (logits.sum() * 0.0).backward()
-            sums = xp.zeros(2)
+            sums = xp.zeros(3)
         if parallel is not None:
             parallel.finish_gradients()
             parallel.all_reduce(sums)
-        loss_sum, correct = (float(v) for v in backend.to_numpy(sums))  # the step's one host sync
-        value = loss_sum / total
+        loss_sum, correct, seen = (float(v) for v in backend.to_numpy(sums))  # the step's one host sync
+        value = loss_sum / seen if seen else float("nan")
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.state['epoch'] + 1}, batch "
                 f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. {self._kept()}")
+        if seen != total:  # files were skipped: the gradients were scaled for `total` images
+            for p in self.model.parameters():
+                if p.grad is not None:  # a new array: gradient arrays may be shared between leaves
+                    p.grad = Tensor(p.grad.data * p.grad.data.dtype.type(total / seen))
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
-        return value, int(correct), total
+        return value, int(correct), int(seen)
 
     def _end_epoch(self) -> None:
         state, running = self.state, self.state["running"]

@@ -238,3 +238,14 @@ def test_resume_errors(capsys, reference, data_dir, tmp_path):
     code, err = _main(["--out", str(out), "--resume"], capsys)
     assert code == 1 and str(path) in _one_line(err) and "corrupt" in err
     assert path.read_bytes() == damaged
+
+
+def test_help_texts_come_from_the_codes_constants():
+    from minidl.models.alexnet import CIFAR_WIDTHS
+    text = " ".join(cli.build_parser().format_help().split())  # argparse wraps lines
+    assert f"(default {','.join(map(str, CIFAR_WIDTHS))})" in text
+    assert f"(default {cli.DEFAULT_VAL_SIZE})" in text and f"default {cli.DEFAULT_CHECKPOINT_EVERY})" in text
+    for variant, recipe in cli.RECIPES.items():
+        assert f"{variant:5s} ({cli.INPUT_SIZE[variant]}x" in cli.build_parser().epilog
+        assert f"lr {recipe['lr']} ({recipe['schedule']})" in cli.build_parser().epilog
+

@@ -295,6 +295,21 @@ def test_build_transform_standardises_then_resizes(device, rng):
         aug(xd, None)
 
 
+def test_transform_with_a_pixel_mean_centres_raw_pixels(device, rng):
+    x = rng.integers(0, 256, size=(4, 3, 8, 8)).astype(np.uint8)
+    mean_image = x.mean(axis=0)
+    xd = backend.to_device(x, device)
+    y = build_transform(8, pixel_mean=mean_image)(xd, None)
+    assert y.dtype == np.float32 and backend.device_of(y) == device
+    np.testing.assert_allclose(backend.to_numpy(y), x - mean_image.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(y).mean(axis=0), 0, atol=1e-4)  # centred, pixel units kept
+    per_channel = build_transform(12, pixel_mean=np.array([100.0, 120.0, 140.0]))(xd, None)
+    expected = resize_bilinear(x.astype(np.float64) - np.array([100.0, 120.0, 140.0])[:, None, None], 12)
+    np.testing.assert_allclose(backend.to_numpy(per_channel), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="subtract_mean: expected a mean of shape"):
+        build_transform(8, pixel_mean=np.zeros(4))(xd, None)
+
+
 # ---- loader -------------------------------------------------------------------
 def _indexed_data(n=23):
     """Images whose first pixel is their index, labels equal to the index: every sample is identifiable."""
@@ -408,10 +423,24 @@ def test_loader_rejects_bad_arguments():
     images, labels = _indexed_data(6)
     with pytest.raises(ValueError, match="DataLoader"):
         DataLoader(images, labels[:5], 2)
+    with pytest.raises(ValueError, match="DataLoader: got no images"):
+        DataLoader(images[:0], labels[:0], 2)
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(images, labels, 0)
     with pytest.raises(ValueError, match="DataLoader"):
         DataLoader(images[0], labels, 2)
+
+
+@pytest.mark.parametrize("labels, num_classes, expected", [
+    (np.arange(6.0), None, "labels must be integer class indices, got dtype float64"),
+    (np.array([0, 1, -1, 2, 0, 1]), None, "labels must be >= 0, got values from -1 to 2"),
+    (np.array([0, 1, 2, 3, 9, 5]), 6, r"labels must be in \[0, 6\), got values from 0 to 9"),
+])
+def test_loader_checks_labels_once_on_the_host(labels, num_classes, expected):
+    images, _ = _indexed_data(6)
+    with pytest.raises(ValueError, match="DataLoader: " + expected):
+        DataLoader(images, labels, 2, num_classes=num_classes)
+    assert len(DataLoader(images, np.arange(6), 2, num_classes=6)) == 3
 
 
 @pytest.mark.parametrize("size", [2, 3])

@@ -7,6 +7,7 @@ stop before the model is built.
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,14 +73,27 @@ def test_walk_prints_every_layer_and_saves_grids(fixture, tmp_path):
     assert "prediction" in rows[0][2]
     true_name = LABEL_NAMES[fixture.test_labels[1]]
     assert [name for name, _, marks in rows if "true label" in marks] == [true_name]
+    # the autograd graph of the loss: every parameter by name, eval-mode batch norm, the loss at the end
+    dot = (out / "autograd_graph.dot").read_text()
+    for name in [f"{layer}.{kind}" for layer in ("conv1", "bn1", "conv2", "bn2", "conv3", "conv4", "conv5", "fc6",
+                                                  "fc7", "fc8") for kind in ("weight", "bias")]:
+        assert f'label="{name}\\n' in dot, name
+    assert dot.count("BatchNormInference") == 2 and "SoftmaxCrossEntropy" in dot
+    assert "Dropout" not in dot  # eval mode: dropout is the identity and records nothing
+    # 23 layers less the two dropouts, plus the loss
+    assert re.search(r"autograd graph of the loss: 22 functions, \d+ tensors", text)
+    rendered = shutil.which("dot") is not None
+    assert ("rendered by Graphviz" in text) == rendered and ("apt-get install graphviz" in text) != rendered
+    graphs = {"autograd_graph.dot"} | ({"autograd_graph.svg"} if rendered else set())
     # the pictures
     if _has_matplotlib():
-        expected = {"00_input.png", "00_conv1_filters.png"}
+        expected = {"00_input.png", "00_conv1_filters.png", "00_architecture.png"}
         expected |= {f"{SEED_LAYERS.index(name) + 1:02d}_{name}.png" for name in MAPPED}
-        assert {p.name for p in out.iterdir()} == expected
+        assert {p.name for p in out.iterdir()} == expected | graphs
         assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in expected)
     else:
         assert "matplotlib is not installed" in text
+        assert {p.name for p in out.iterdir()} == graphs
 
 
 def _main(argv, capsys):

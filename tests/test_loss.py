@@ -108,3 +108,9 @@ def test_rejects_bad_labels(labels, word):
 def test_rejects_logits_that_are_not_2d():
     with pytest.raises(ValueError, match="softmax_cross_entropy.*\\(N, K\\)"):
         F.softmax_cross_entropy(leaf(np.zeros(3)), np.array([0, 1, 2]))
+
+
+def test_an_empty_batch_is_a_clear_error_not_nan():
+    with pytest.raises(ValueError, match="softmax_cross_entropy: got an empty batch"):
+        F.softmax_cross_entropy(leaf(np.zeros((0, 3))), np.zeros(0, np.int64))
+

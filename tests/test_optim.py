@@ -97,6 +97,41 @@ def test_sgd_matches_torch(momentum, weight_decay, nesterov):
         np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
+@needs_torch
+@pytest.mark.parametrize("momentum,weight_decay,nesterov", [(0.9, 5e-4, False), (0.0, 0.0, False), (0.9, 0.1, True)])
+def test_sgd_gradient_clipping_matches_torch_clip_grad_norm(momentum, weight_decay, nesterov):
+    """max_grad_norm = torch.nn.utils.clip_grad_norm_ before each step; .grad itself stays unclipped."""
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (4,), (2, 2, 3)]
+    ours = [param(rng.normal(size=s)) for s in shapes]
+    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in ours]
+    opt = SGD(ours, lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, max_grad_norm=2.0)
+    ref = torch.optim.SGD(theirs, lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    clipped = 0
+    for step in range(6):
+        scale = 3.0 if step % 2 else 0.1  # every other step above the limit, the others below it
+        for p, t in zip(ours, theirs):
+            g = rng.normal(size=p.shape) * scale
+            set_grad(p, g)
+            t.grad = torch.tensor(g)
+        raw = [p.grad.numpy() for p in ours]
+        clipped += float(torch.nn.utils.clip_grad_norm_(theirs, 2.0)) > 2.0
+        opt.step()
+        ref.step()
+        for p, g in zip(ours, raw):
+            np.testing.assert_array_equal(p.grad.numpy(), g)
+    assert clipped == 3
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-12, atol=1e-14)
+    state = opt.state_dict()
+    assert state["max_grad_norm"] == 2.0
+    fresh = SGD(ours, lr=0.05, momentum=momentum)
+    fresh.load_state_dict(state)
+    assert fresh.max_grad_norm == 2.0
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        SGD(ours, lr=0.1, max_grad_norm=0.0)
+
+
 @pytest.mark.parametrize("nesterov,weight_decay", [(False, 0.0), (True, 0.01)])
 def test_sgd_chunked_and_non_contiguous_steps_match_the_rule(monkeypatch, nesterov, weight_decay):
     # The CPU walks flat parameters in chunks (5 elements here, so chunks split rows);

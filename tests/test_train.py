@@ -213,3 +213,33 @@ def test_filter_grid_layout():
     w = weight[3].transpose(1, 2, 0)
     np.testing.assert_allclose(tile, (w - w.min()) / (w.max() - w.min()))
     assert np.all(grid[2, :] == 1.0) and np.all(grid[6:, 4:] == 1.0)  # gaps and the empty slot are white
+
+
+class _SkippingLoader:
+    """One planned batch of 4 images of which the loader could read only 3 (a file was skipped)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 1
+
+    def batch_rows(self, batch_index):
+        return 0, 4, 4
+
+    def epoch_batches(self, epoch, start_batch=0):
+        yield (minidl.tensor(self.x), self.y)
+
+
+def test_a_batch_with_skipped_files_steps_on_the_mean_loss_of_the_images_served():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 5)), np.array([0, 2, 1])
+    model = nn.Linear(5, 3, rng=np.random.default_rng(1)).to(dtype=np.float64)
+    reference = nn.Linear(5, 3, rng=np.random.default_rng(1)).to(dtype=np.float64)
+    minidl.functional.softmax_cross_entropy(reference(minidl.tensor(x)), y).backward()
+    trainer = Trainer(model, SGD(model.parameters(), lr=1.0), _SkippingLoader(x, y), None, epochs=1,
+                      progress=False, plots=False, log=lambda *a: None)
+    trainer.fit()
+    np.testing.assert_allclose(model.weight.numpy(), reference.weight.numpy() - reference.weight.grad.numpy(),
+                               rtol=1e-12)
+    assert trainer.state["history"][0]["images_per_s"] > 0 and trainer.state["history"][0]["train_acc"] * 3 % 1 == 0

@@ -34,55 +34,25 @@ PREFETCH_DEPTH = 2  # batches ready ahead of the consumer; each is one batch of 
 _POLL_S = 0.05  # how often a blocked worker checks whether the consumer has gone
 
 
-class DataLoader:
-    """Iterate over (images, labels) in mini-batches on a device.
+def _check_labels(labels: np.ndarray, n: int, num_classes) -> None:
+    """Raise ValueError, naming DataLoader, unless labels are n integer class indices (< num_classes)."""
+    if labels.shape != (n,):
+        raise ValueError(f"DataLoader: expected labels of shape ({n},), got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"DataLoader: labels must be integer class indices, got dtype {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        expected = ">= 0" if num_classes is None else f"in [0, {num_classes})"
+        raise ValueError(f"DataLoader: labels must be {expected}, got values from {low} to {high}")
 
-    Args:
-        images: host array (N,C,H,W), usually uint8.
-        labels: host array (N,) of class indices.
-        batch_size: samples per batch.
-        shuffle: a fresh, reproducible permutation every epoch; False keeps order.
-        seed: base seed for shuffling and augmentation.
-        device: where batches are delivered ("cpu", "cuda", "cuda:N").
-        transform: ``transform(x_uint8_on_device, rng) -> float array`` (see
-            ``build_transform``); None casts to float32.
-        drop_last: drop the final, smaller batch.
-        prefetch: prepare the next batches in a background thread.
-        shard: None, or (rank, size) to serve only process ``rank``'s slice of each
-            global batch of ``batch_size`` (data parallelism); the transform is
-            then called as ``transform(x, rng, rows=(start, total))``.
 
-    Yields (per batch):
-        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``
-        (B is this process's share of the batch when sharded).
+class SeededBatches:
+    """The batch arithmetic every minidl loader shares: epochs of batches in a seeded order.
+
+    A subclass sets ``batch_size``, ``shuffle``, ``seed``, ``drop_last``, ``shard``
+    (None or (rank, size)) and ``epoch``, and has ``num_samples`` and
+    ``epoch_batches(epoch, start_batch)``.
     """
-
-    def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                 transform=None, drop_last: bool = False, prefetch: bool = True, shard=None):
-        images, labels = np.asarray(images), np.asarray(labels)
-        if images.ndim != 4:
-            raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"DataLoader: expected labels of shape ({images.shape[0]},), got {labels.shape}")
-        if int(batch_size) != batch_size or batch_size <= 0:
-            raise ValueError(f"DataLoader: expected a positive integer batch_size, got {batch_size!r}")
-        self.images = images
-        self.labels = labels.astype(np.int64, copy=False)
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.device = backend.parse_device(device)
-        self.transform = transform
-        self.drop_last = bool(drop_last)
-        self.prefetch = bool(prefetch)
-        if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
-            raise ValueError(f"DataLoader: expected shard=(rank, size) with 0 <= rank < size, got {shard!r}")
-        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
-        self.epoch = 0
-
-    @property
-    def num_samples(self) -> int:
-        return self.images.shape[0]
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -105,15 +75,87 @@ class DataLoader:
     def batch_rows(self, batch_index: int) -> tuple:
         """(start, stop, total): this process's rows of global batch ``batch_index`` of ``total``.
 
-        Unsharded, all rows: (0, total, total). Sharded over ``size`` processes, the
-        rows are split into contiguous slices whose sizes differ by at most one
-        (a short last batch may leave a process none).
+        Unsharded (``shard`` None), all rows: (0, total, total). Sharded over ``size``
+        processes, the rows are split into contiguous slices whose sizes differ by at
+        most one (a short last batch may leave a process none).
         """
         total = min(self.batch_size, self.num_samples - batch_index * self.batch_size)
         if self.shard is None:
             return 0, total, total
         rank, size = self.shard
         return total * rank // size, total * (rank + 1) // size, total
+
+    def batch_rng(self, epoch: int, batch_index: int) -> np.random.Generator:
+        """The generator of batch ``batch_index``'s augmentation in ``epoch``."""
+        return np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
+
+    def _parse_shard(self, shard):
+        """None, or (rank, size) as ints with 0 <= rank < size; else a ValueError naming the loader."""
+        if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"{type(self).__name__}: expected shard=(rank, size) with 0 <= rank < size, got "
+                             f"{shard!r}")
+        return None if shard is None else (int(shard[0]), int(shard[1]))
+
+    def _check_start(self, start_batch: int) -> None:
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"{type(self).__name__}.epoch_batches: expected 0 <= start_batch <= {len(self)}, got "
+                             f"{start_batch}")
+
+
+class DataLoader(SeededBatches):
+    """Iterate over (images, labels) in mini-batches on a device.
+
+    Args:
+        images: host array (N,C,H,W), usually uint8.
+        labels: host array (N,) of class indices.
+        batch_size: samples per batch.
+        shuffle: a fresh, reproducible permutation every epoch; False keeps order.
+        seed: base seed for shuffling and augmentation.
+        device: where batches are delivered ("cpu", "cuda", "cuda:N").
+        transform: ``transform(x_uint8_on_device, rng) -> float array`` (see
+            ``build_transform``); None casts to float32.
+        drop_last: drop the final, smaller batch.
+        prefetch: prepare the next batches in a background thread.
+        shard: None, or (rank, size) to serve only process ``rank``'s slice of each
+            global batch of ``batch_size`` (data parallelism); the transform is
+            then called as ``transform(x, rng, rows=(start, total))``.
+        num_classes: when given, every label must lie in [0, num_classes).
+
+    The labels are checked here, once, on the host: integers, >= 0 and (with
+    ``num_classes``) below it. So the loss need not read them back from a GPU every
+    batch (see ``minidl.functional.loss``). A loader needs at least one image.
+
+    Yields (per batch):
+        x: Tensor (B,C,H',W') float32 on ``device``; y: int64 array (B,) on ``device``
+        (B is this process's share of the batch when sharded).
+    """
+
+    def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
+                 transform=None, drop_last: bool = False, prefetch: bool = True, shard=None,
+                 num_classes: int | None = None):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim != 4:
+            raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
+        if images.shape[0] == 0:
+            raise ValueError("DataLoader: got no images; a loader needs at least one")
+        if int(batch_size) != batch_size or batch_size <= 0:
+            raise ValueError(f"DataLoader: expected a positive integer batch_size, got {batch_size!r}")
+        _check_labels(labels, images.shape[0], num_classes)
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.device = backend.parse_device(device)
+        self.transform = transform
+        self.drop_last = bool(drop_last)
+        self.prefetch = bool(prefetch)
+        self.shard = self._parse_shard(shard)
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.images.shape[0]
 
     def make_batch(self, epoch: int, batch_index: int, order: np.ndarray | None = None):
         """Build batch ``batch_index`` of ``epoch``: a pure function of (seed, epoch, batch_index).
@@ -130,7 +172,7 @@ class DataLoader:
         if self.transform is None:
             x = x.astype(np.float32)
         else:
-            rng = np.random.default_rng([self.seed, int(epoch), int(batch_index), 1])
+            rng = self.batch_rng(epoch, batch_index)
             x = self.transform(x, rng) if self.shard is None else self.transform(x, rng, rows=(start, total))
         return Tensor(x), y
 
@@ -141,8 +183,7 @@ class DataLoader:
             an iterator of (x, y) as in ``make_batch``; closing it early (``break``)
             also stops the prefetch thread.
         """
-        if not 0 <= start_batch <= len(self):
-            raise ValueError(f"DataLoader.epoch_batches: expected 0 <= start_batch <= {len(self)}, got {start_batch}")
+        self._check_start(start_batch)
         order = self.order(epoch)
         indices = range(start_batch, len(self))
         if self.prefetch:

@@ -49,6 +49,36 @@ def per_image_standardization(x):
     return (x - mean) / xp.maximum(std, x.dtype.type(1.0 / np.sqrt(num_pixels)))
 
 
+def normalize(x, mean, std):
+    """Per-channel normalisation of 0..255 images: ``(x / 255 - mean[c]) / std[c]``.
+
+    torchvision's ToTensor + Normalize in one step, so ``mean`` and ``std`` are on
+    the 0..1 scale (ImageNet's are (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+    Computed as ``x * (1 / (255 std)) - mean / std``: two passes, the first reading
+    the uint8 batch and writing float32.
+
+    Args:
+        x: (N,C,H,W) uint8 (or float on the 0..255 scale) on any device.
+        mean, std: C values each; every std > 0.
+
+    Returns:
+        float32 (float64 for float64 input) (N,C,H,W) on x's device.
+    """
+    # x (N,C,H,W), mean/std (C,) -> scale, shift (C,1,1) -> y (N,C,H,W)
+    _check_images(x, "normalize")
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],) or not (std > 0).all():
+        raise ValueError(f"normalize: expected {x.shape[1]} means and {x.shape[1]} positive stds, got {mean.tolist()} "
+                         f"and {std.tolist()}")
+    dtype = _float_dtype(x)
+    device = backend.device_of(x)
+    scale = backend.to_device((1.0 / (255.0 * std)).astype(dtype)[:, None, None], device)
+    shift = backend.to_device((mean / std).astype(dtype)[:, None, None], device)
+    y = x * scale  # uint8 * float32 -> float32: the cast happens inside the multiply
+    y -= shift
+    return y
+
+
 def _linear_taps(in_size: int, out_size: int):
     """Source indices and weights of 1-D linear interpolation with half-pixel centres.
 
@@ -189,17 +219,44 @@ def random_horizontal_flip(x, rng: np.random.Generator, p: float = 0.5, rows=Non
     return xp.where(flip, x[:, :, :, ::-1], x)
 
 
+def subtract_mean(x, mean):
+    """Centred raw pixel values: ``x - mean`` in float32, still in pixel units (0-255 scale).
+
+    The paper's only preprocessing ("subtracting the mean activity over the training
+    set from each pixel"). Unlike per-image standardisation the scale stays that of
+    the pixels (a standard deviation of about 60 on CIFAR-10), the scale that the
+    paper's initialisation, N(0, 0.01) weights, was chosen for.
+
+    Args:
+        x: (N,C,H,W) uint8 or float array on any device.
+        mean: a (C,H,W) mean image or C per-channel means, an array on x's device.
+
+    Returns:
+        a float32 array (float64 for float64 input) of x's shape and device.
+    """
+    # x (N,C,H,W), mean (C,H,W) or (C,) -> y (N,C,H,W)
+    _check_images(x, "subtract_mean")
+    if mean.shape != x.shape[1:2] and mean.shape != x.shape[1:]:
+        raise ValueError(f"subtract_mean: expected a mean of shape {x.shape[1:]} or ({x.shape[1]},) for images "
+                         f"of shape {tuple(x.shape)}, got {tuple(mean.shape)}")
+    dtype = _float_dtype(x)
+    mean = mean.reshape((-1, 1, 1) if mean.ndim == 1 else mean.shape).astype(dtype, copy=False)
+    return x.astype(dtype) - mean
+
+
 class Transform:
-    """The training/evaluation pipeline for one batch: augment -> standardise -> resize.
+    """The training/evaluation pipeline for one batch: augment -> normalise -> resize.
 
     Order and why:
       * crop and flip run first, on uint8: they only move pixels, and uint8 moves a
         quarter of the bytes of float32;
-      * standardisation comes before the resize, as in the tutorial
+      * normalisation comes before the resize, as in the tutorial
         (``per_image_standardization`` then ``tf.image.resize``): the statistics
         are taken over the 3,072 original values instead of 150,528 resized ones,
         and a bilinear resize is linear with weights summing to 1, so the result is
-        still (very nearly) mean 0, std 1;
+        still (very nearly) mean 0, std 1. With ``pixel_mean`` the normalisation is
+        the paper's instead: the mean image is subtracted, pixel units stay
+        (``subtract_mean``);
       * resize last, only when ``image_size`` differs from the input size.
 
     Call it as ``transform(batch_uint8_on_device, rng)``; it returns float32 on the
@@ -210,31 +267,49 @@ class Transform:
     one-process run.
     """
 
-    def __init__(self, image_size: int = 32, augment: bool = False, crop_padding: int = 4):
+    def __init__(self, image_size: int = 32, augment: bool = False, crop_padding: int = 4, pixel_mean=None):
         if image_size <= 0 or crop_padding < 0:
             raise ValueError(f"Transform: expected image_size > 0 and crop_padding >= 0, got {image_size} and "
                              f"{crop_padding}")
         self.image_size = int(image_size)
         self.augment = bool(augment)
         self.crop_padding = int(crop_padding)
+        self.pixel_mean = None if pixel_mean is None else np.asarray(backend.to_numpy(pixel_mean), np.float32)
+        self._mean_on = {}  # device -> pixel_mean there (copied once per device)
+
+    def _normalise(self, x):
+        if self.pixel_mean is None:
+            return per_image_standardization(x)
+        device = backend.device_of(x)
+        mean = self._mean_on.get(device)
+        if mean is None:
+            mean = self._mean_on[device] = backend.to_device(self.pixel_mean, device)
+        return subtract_mean(x, mean)
 
     def __call__(self, x, rng: np.random.Generator | None = None, rows=None):
-        # x (N,C,32,32) uint8 -> augmented uint8 -> standardised float32 -> (N,C,S,S) float32
+        # x (N,C,32,32) uint8 -> augmented uint8 -> normalised float32 -> (N,C,S,S) float32
         _check_images(x, "Transform")
         if self.augment:
             if rng is None:
                 raise ValueError("Transform: augment=True needs a NumPy Generator, got rng=None")
             x = random_crop(x, self.crop_padding, rng, rows)
             x = random_horizontal_flip(x, rng, rows=rows)
-        x = per_image_standardization(x)
+        x = self._normalise(x)
         if self.image_size != x.shape[2] or self.image_size != x.shape[3]:
             x = resize_bilinear(x, self.image_size)
         return x
 
     def __repr__(self) -> str:
-        return f"Transform(image_size={self.image_size}, augment={self.augment}, crop_padding={self.crop_padding})"
+        mean = "" if self.pixel_mean is None else f", pixel_mean of shape {self.pixel_mean.shape}"
+        return (f"Transform(image_size={self.image_size}, augment={self.augment}, "
+                f"crop_padding={self.crop_padding}{mean})")
 
 
-def build_transform(image_size: int = 32, augment: bool = False, crop_padding: int = 4) -> Transform:
-    """The pipeline for ``image_size`` inputs; ``augment`` adds random crop + flip (training)."""
-    return Transform(image_size=image_size, augment=augment, crop_padding=crop_padding)
+def build_transform(image_size: int = 32, augment: bool = False, crop_padding: int = 4,
+                    pixel_mean=None) -> Transform:
+    """The pipeline for ``image_size`` inputs; ``augment`` adds random crop + flip (training).
+
+    ``pixel_mean`` (a mean image or per-channel means) replaces per-image
+    standardisation with the paper's mean subtraction (see ``subtract_mean``).
+    """
+    return Transform(image_size=image_size, augment=augment, crop_padding=crop_padding, pixel_mean=pixel_mean)

@@ -4,7 +4,7 @@
     loader = DataLoader(..., shard=parallel.shard)
     for x, y in loader:                       # this process's slice of the global batch
         parallel.set_batch_slice(start, total)
-        loss = ...; loss.backward(scale)      # scale: see ``loss_scale``
+        loss = ...; loss.backward(scale)      # scale: slice size * processes / total
         parallel.finish_gradients()           # the mean gradient over all processes
         optimizer.step()
 
@@ -18,9 +18,9 @@ The pieces that make N processes run the one-process run (minidl's promise):
   SyncBatchNorm); with ``sync_bn=False`` each process normalises its own slice, as
   PyTorch DDP does by default, and the running statistics of rank 0 are the ones
   kept (``sync_buffers`` before evaluating or saving);
-* gradients: each process's loss is its slice's mean loss times
-  ``loss_scale`` = slice size * processes / global batch (1 for equal slices), so that
-  the reducer's mean over processes is the gradient of the global batch's mean loss;
+* gradients: each process's loss is its slice's mean loss times slice size *
+  processes / global batch (1 for equal slices; the Trainer does it), so that the
+  reducer's mean over processes is the gradient of the global batch's mean loss;
 * metrics: sums over all processes (``all_reduce``).
 """
 from __future__ import annotations
@@ -83,14 +83,6 @@ class DataParallel:
         if self.world.size > 1:
             for module in self._modules_with("batch_slice"):
                 module.batch_slice = (int(start), int(total))
-
-    def loss_scale(self, rows: int, total: int) -> float:
-        """The factor on this slice's mean loss that makes the mean gradient the global batch's.
-
-        With equal slices it is exactly 1. A process holding no rows of a short last
-        batch has factor 0 and contributes zeros.
-        """
-        return 1.0 if rows * self.world.size == total else rows * self.world.size / total
 
     def finish_gradients(self) -> None:
         """Wait for the gradient buckets: every ``p.grad`` is then the mean over all processes."""

@@ -51,6 +51,28 @@ def agree(world: World, error: str | None, facts: dict | None = None) -> None:
                                    f"{reference.get(key)!r}; every process must run with the same settings and data")
 
 
+def rank0_first(world: World, work, errors=(Exception,)):
+    """``work()`` on rank 0, then on the other processes; a failure anywhere stops all together.
+
+    For start-up work that must not run everywhere at once, such as a download into
+    a cache that the processes share: rank 0 fills it, then the others read it.
+    Each turn ends with ``agree``, so a failure (one of ``errors``) on any process
+    raises StartupError on every process.
+
+    Returns:
+        what ``work()`` returned on this process.
+    """
+    result, error = None, None
+    for turn in (True, False):  # rank 0's turn, then everyone else's
+        if world.is_main == turn:
+            try:
+                result = work()
+            except errors as exc:
+                error = str(exc)
+        agree(world, error)
+    return result
+
+
 def device_for(spec: str, world: World) -> backend.Device:
     """The device of this process: ``spec``, or ``cuda:<local rank>`` when several processes train.
 

@@ -13,8 +13,9 @@ idle during backward. So, like Horovod's tensor fusion and PyTorch DDP's buckets
   its bucket; when every gradient in a bucket is final, the bucket is packed and a
   non-blocking all-reduce of it starts, while backward goes on with earlier layers;
 * ``wait()``, before the optimizer step, starts what has not started (parameters
-  that backward did not reach contribute zeros), waits for every bucket, divides by
-  the number of processes and points each ``p.grad`` at its part of the bucket.
+  that backward did not reach contribute zeros), waits for every bucket and points
+  each ``p.grad`` at its part of the bucket. Gradients are divided by the number of
+  processes as they are packed, so the sum the all-reduce forms is the mean.
 
 Buckets start strictly in order, on every process alike: collectives must be
 called in the same order everywhere, and backward finishes the same parameters in
@@ -53,25 +54,29 @@ class _Bucket:
     def nbytes(self) -> int:
         return int(self.flat.nbytes)
 
-    def pack(self) -> None:
-        """Copy every gradient into the flat array (zeros for a parameter without one)."""
+    def pack(self, scale: float) -> None:
+        """Copy every gradient, times ``scale``, into the flat array (zeros for a parameter without one).
+
+        Scaling by 1/N on the way in makes the sum over processes the mean, in the
+        same pass as the copy (for N a power of two, (a/N + b/N) == (a + b)/N exactly).
+        """
+        xp = backend.get_array_module(self.flat)
         start = 0
         for p, size in zip(self.params, self.sizes):
             part = self.flat[start:start + size]
             if p.grad is None:
                 part[...] = 0
             else:
-                part[...] = p.grad.data.reshape(-1)
+                xp.multiply(p.grad.data.reshape(-1), self.flat.dtype.type(scale), out=part)
             start += size
 
-    def unpack(self, scale: float) -> None:
-        """Scale the reduced sums to means; each ``p.grad`` becomes a view of its part.
+    def unpack(self) -> None:
+        """Point each ``p.grad`` at its part of the reduced flat array (the mean over processes).
 
         Views, not copies: nothing is allocated per step, and no two parameters can
         share a gradient array that a copy back would write twice. The flat array
         is refilled only by the next step's backward, after the optimizer step.
         """
-        self.flat *= self.flat.dtype.type(scale)
         start = 0
         for p, size in zip(self.params, self.sizes):
             p.grad = Tensor(self.flat[start:start + size].reshape(p.data.shape))
@@ -91,8 +96,8 @@ class GradientReducer:
         world: the World (default: the current one).
 
     Use: one backward per step, then ``wait()``, then the optimizer step.
-    ``stats`` holds the last step's timing: seconds blocked in ``wait()`` and how
-    many buckets had started during backward.
+    ``stats`` holds the last step's facts: seconds blocked in ``wait()``, and how
+    many buckets (and bytes) had started their all-reduce during backward.
     """
 
     def __init__(self, params, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True,
@@ -109,7 +114,7 @@ class GradientReducer:
         self._next = 0  # the next bucket to start
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in params]
         self.stats = {"buckets": len(self.buckets), "bytes": sum(b.nbytes for b in self.buckets),
-                      "started_in_backward": 0, "wait_seconds": 0.0}
+                      "started_in_backward": 0, "bytes_started_in_backward": 0, "wait_seconds": 0.0}
 
     @staticmethod
     def _make_buckets(params: list, bucket_bytes: int) -> list:
@@ -142,7 +147,7 @@ class GradientReducer:
             bucket = self.buckets[self._next]
             if bucket.pending > 0 and not everything:
                 return
-            bucket.pack()
+            bucket.pack(1.0 / self.world.size)
             bucket.request = iall_reduce(bucket.flat, "sum", world=self.world)
             self._next += 1
 
@@ -152,11 +157,11 @@ class GradientReducer:
             return
         started = time.perf_counter()
         self.stats["started_in_backward"] = self._next
+        self.stats["bytes_started_in_backward"] = sum(b.nbytes for b in self.buckets[:self._next])
         self._start_ready(everything=True)
-        scale = 1.0 / self.world.size
         for bucket in self.buckets:
             bucket.request.wait()
-            bucket.unpack(scale)
+            bucket.unpack()
             bucket.request, bucket.pending = None, len(bucket.params)
         self._next = 0
         self.stats["wait_seconds"] = time.perf_counter() - started

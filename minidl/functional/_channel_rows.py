@@ -15,12 +15,15 @@ expanded to one value per row, (N*C, 1), which broadcasts against a chunk.
 Chunks write disjoint rows, so on the CPU minidl's worker threads share them out
 (minidl._cpu_threads); per-row results are totalled per channel afterwards, in row
 order, so the thread count never changes a result. On a GPU there is one chunk: the
-device prefers few large kernels to many small ones.
+device prefers few large kernels to many small ones; the affine maps are one raw
+CUDA kernel each (``_cuda_kernels.centered_affine``), and the sums are plain
+reductions, never matrix products, which ``--tf32`` would round to 10-bit mantissas.
 """
 from __future__ import annotations
 
 from .. import backend
 from .._cpu_threads import map_pieces
+from . import _cuda_kernels as cuda_kernels
 from ._im2col import batch_slices
 
 # Bytes per chunk on the CPU: half a core's 1 MB L2, so a chunk and its temporary fit.
@@ -51,12 +54,16 @@ def channel_total(row_values, n: int):
 
 
 def row_sums(rows):
-    """The sum of every row, (N*C,), as a matrix-vector product.
+    """The sum of every row, (N*C,).
 
-    BLAS streams the rows once, with all cores; NumPy's ``sum(axis=1)`` is about three
-    times slower here.
+    On the CPU a matrix-vector product: BLAS streams the rows once, with all cores,
+    and NumPy's ``sum(axis=1)`` is about three times slower here. On a GPU a plain
+    reduction: a product could run in TF32 (``--tf32``, 10-bit mantissas), and batch
+    statistics must stay full float32.
     """
     xp = backend.get_array_module(rows)
+    if backend.device_of(rows).type != "cpu":
+        return rows.sum(axis=1)
     return xp.matmul(rows, xp.ones(rows.shape[1], dtype=rows.dtype))
 
 
@@ -71,14 +78,19 @@ def centered_dots(rows, center_r, other=None):
         (R,) array: the centred sum of squares, or the centred dot product with other.
 
     Centring each chunk before the product (two-pass) avoids the cancellation of
-    sum(x^2) - m * mean^2 when a channel's mean is large next to its spread.
+    sum(x^2) - m * mean^2 when a channel's mean is large next to its spread. On the
+    CPU ``einsum`` forms the row dot products without a product-sized temporary; on
+    a GPU a product and a reduction, since CuPy's einsum may run as a batched matrix
+    product, in TF32 with ``--tf32``.
     """
     xp = backend.get_array_module(rows)
     out = xp.empty(rows.shape[0], dtype=rows.dtype)
+    on_cpu = backend.device_of(rows).type == "cpu"
 
     def work(part):
         d = rows[part] - center_r[part]
-        out[part] = xp.einsum("ij,ij->i", d, d if other is None else other[part])
+        o = d if other is None else other[part]
+        out[part] = xp.einsum("ij,ij->i", d, o) if on_cpu else (d * o).sum(axis=1)
 
     map_pieces(rows, work, chunks(rows))
     return out
@@ -98,8 +110,12 @@ def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_sca
         a new (R, S) array.
 
     One read of each input and one write of the result; the intermediate steps run on a
-    cache-resident chunk.
+    cache-resident chunk. On CUDA one raw kernel does it all
+    (``_cuda_kernels.centered_affine``, same arithmetic, same result).
     """
+    extra = (center_r, scale_r, shift_r, other, other_scale_r)
+    if cuda_kernels.wanted(rows) and all(v is None or v.dtype == rows.dtype for v in extra):
+        return cuda_kernels.centered_affine(rows, center_r, scale_r, shift_r, other, other_scale_r)
     xp = backend.get_array_module(rows)
     out = xp.empty_like(rows)
 

@@ -3,8 +3,8 @@
 The ``xp`` code of every kernel runs unchanged on CuPy, but some of it is slow
 there: im2col is one big strided copy, col2im and pooling loop over the KH*KW
 kernel offsets with one small CuPy launch (or several) per offset, and batch
-norm's affine maps take a pass per operation. The kernels in
-``_cuda_sources.py`` do each job in a single pass. The ``xp`` code stays the
+norm's centred affine maps take a pass over memory per arithmetic operation.
+The kernels in ``_cuda_sources.py`` do each job in a single pass. The ``xp`` code stays the
 reference: every raw kernel is tested against it (tests/test_cuda_kernels.py),
 on a GPU when there is one and, without one, by compiling the same CUDA C with
 g++ and running it on NumPy arrays (tests/cuda_emulation.py).
@@ -17,9 +17,6 @@ decided by one type check, so the CPU path is unchanged.
 The launch wrappers below are written against ``xp`` too (they allocate with the
 input's array module and launch through ``backend.raw_kernel``), which is what
 lets the tests drive them with NumPy arrays and an emulated kernel.
-
-Besides the wrappers, this module holds batch norm's per-channel affine passes,
-``channel_affine`` and ``channel_affine2``, with their ``xp`` twins.
 """
 from __future__ import annotations
 
@@ -182,121 +179,43 @@ def resize_bilinear(x, row_taps: tuple, col_taps: tuple):
 
 
 # ---------------------------------------------------------------------------
-# Batch norm's per-channel affine passes
+# Batch norm's centred affine passes
 # ---------------------------------------------------------------------------
 
-def _check_affine(fn: str, x, per_channel: dict) -> None:
-    """Raise ValueError unless x is (N, C, ...) and each per-channel array holds C values."""
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected an array (N, C, ...), got shape {tuple(x.shape)}")
-    for name, value in per_channel.items():
-        if value.size != x.shape[1]:
-            raise ValueError(f"{fn}: expected {name} with {x.shape[1]} values (one per channel of shape "
-                             f"{tuple(x.shape)}), got shape {tuple(value.shape)}")
+def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_scale_r=None):
+    """``_channel_rows.centered_affine`` in one kernel (the xp twin takes three to five passes).
 
-
-def _broadcastable(value, x):
-    """A per-channel array as (1, C, 1, ...) in x's dtype, to broadcast against x (N, C, ...)."""
-    return value.reshape((1, -1) + (1,) * (x.ndim - 2)).astype(x.dtype, copy=False)
-
-
-def _flat(xp, value, dtype):
-    """A per-channel array as a contiguous (C,) array of ``dtype``, the raw kernels' layout."""
-    return xp.ascontiguousarray(value.reshape(-1).astype(dtype, copy=False))
-
-
-def _raw_output(fn: str, xp, out, like):
-    """``out`` checked for a raw kernel (like's shape and dtype, contiguous), or a new array."""
-    if out is None:
-        return xp.empty_like(like)
-    if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"{fn}: out must be a contiguous {like.dtype} array of shape {tuple(like.shape)}, "
-                         f"got {'a non-contiguous ' if not out.flags.c_contiguous else ''}{out.dtype} array "
-                         f"of shape {tuple(out.shape)}")
-    return out
-
-
-def channel_affine_xp(x, scale, shift, out=None):
-    """The ``xp`` twin of ``channel_affine`` (what the CPU runs): two in-place passes."""
-    xp = backend.get_array_module(x)
-    out = xp.multiply(x, _broadcastable(scale, x), out=out)
-    out += _broadcastable(shift, x)
-    return out
-
-
-def channel_affine(x, scale, shift, out=None):
-    """y = x * scale[c] + shift[c] for every element of channel c (batch norm's affine map).
-
-    A raw kernel on CUDA (one pass), ``channel_affine_xp`` elsewhere; both round the
-    product and the sum separately, so they agree exactly.
+    y = (rows - center) * scale + shift, or with ``other``
+    y = (other + (rows - center) * scale + shift) * other_scale: batch norm's forward
+    and inference map, and its backward. The centre is subtracted first, as in the
+    twin, so a large channel mean costs no precision; each step is rounded
+    separately (``--fmad=false``), so the two agree exactly. Without ``shift_r`` a
+    zero shift is added (which can only turn a -0.0 into +0.0).
 
     Args:
-        x: (N, C, *S) float array.
-        scale, shift: C values each, shaped (C,) or e.g. (1, C, 1, 1); cast to x's dtype.
-        out: optional result array (x's shape; on CUDA also x's dtype and contiguous);
-            may be x itself.
+        rows: (R, S) float32/float64 array.
+        center_r, scale_r, shift_r, other_scale_r: (R, 1) per-row values of rows' dtype.
+        other: optional (R, S) array of rows' dtype.
     Returns:
-        y (out when given).
+        a new (R, S) array, contiguous.
 
-    Shapes: x (N,C,*S), scale/shift (C,) -> y (N,C,*S).
+    Shapes: rows, other (R,S), per-row values (R,1) -> y (R,S).
     """
-    _check_affine("channel_affine", x, {"scale": scale, "shift": shift})
-    if not wanted(x):
-        return channel_affine_xp(x, scale, shift, out)
-    xp = backend.get_array_module(x)
-    with backend.device_context(backend.device_of(x)):
-        x = xp.ascontiguousarray(x)
-        out = _raw_output("channel_affine", xp, out, x)
-        c, inner = x.shape[1], x.size // max(x.shape[0] * x.shape[1], 1)
-        _launch("minidl_channel_affine", x.size,
-                (x, _flat(xp, scale, x.dtype), _flat(xp, shift, x.dtype), out, x.size, c, inner), x.dtype)
-    return out
+    xp = backend.get_array_module(rows)
+    with backend.device_context(backend.device_of(rows)):
+        rows = xp.ascontiguousarray(rows)
+        dtype = rows.dtype
 
+        def flat(values):  # (R, 1) -> the kernels' contiguous (R,)
+            return xp.ascontiguousarray(values.reshape(-1))
 
-def channel_affine2_xp(a_arr, a, b_arr, b, c, out=None):
-    """The ``xp`` twin of ``channel_affine2`` (what the CPU runs).
-
-    The b term is formed first, so that ``out`` may be a_arr or b_arr.
-    """
-    xp = backend.get_array_module(a_arr)
-    b_term = b_arr * _broadcastable(b, a_arr)
-    out = xp.multiply(a_arr, _broadcastable(a, a_arr), out=out)
-    out += b_term
-    del b_term
-    out += _broadcastable(c, a_arr)
-    return out
-
-
-def channel_affine2(a_arr, a, b_arr, b, c, out=None):
-    """y = a_arr * a[ch] + b_arr * b[ch] + c[ch] per channel ch (batch norm's backward in one pass).
-
-    Added in that order, each product and sum rounded separately, on CUDA (a raw
-    kernel) and elsewhere (``channel_affine2_xp``), so the two agree exactly.
-
-    Args:
-        a_arr, b_arr: (N, C, *S) float arrays of one shape (and, for the raw kernel,
-            one dtype; mixed dtypes take the xp twin).
-        a, b, c: C values each, shaped (C,) or e.g. (1, C, 1, 1); cast to a_arr's dtype.
-        out: optional result array (as for ``channel_affine``); may be a_arr or b_arr.
-    Returns:
-        y (out when given).
-
-    Shapes: a_arr, b_arr (N,C,*S), a/b/c (C,) -> y (N,C,*S).
-    """
-    _check_affine("channel_affine2", a_arr, {"a": a, "b": b, "c": c})
-    if b_arr.shape != a_arr.shape:
-        raise ValueError(f"channel_affine2: expected b_arr of a_arr's shape {tuple(a_arr.shape)}, "
-                         f"got {tuple(b_arr.shape)}")
-    if not (wanted(a_arr) and b_arr.dtype == a_arr.dtype):
-        return channel_affine2_xp(a_arr, a, b_arr, b, c, out)
-    xp = backend.get_array_module(a_arr)
-    with backend.device_context(backend.device_of(a_arr)):
-        a_arr, b_arr = xp.ascontiguousarray(a_arr), xp.ascontiguousarray(b_arr)
-        out = _raw_output("channel_affine2", xp, out, a_arr)
-        channels = a_arr.shape[1]
-        inner = a_arr.size // max(a_arr.shape[0] * channels, 1)
-        dtype = a_arr.dtype
-        args = (a_arr, _flat(xp, a, dtype), b_arr, _flat(xp, b, dtype), _flat(xp, c, dtype), out,
-                a_arr.size, channels, inner)
-        _launch("minidl_channel_affine2", a_arr.size, args, dtype)
-    return out
+        shift = flat(shift_r) if shift_r is not None else xp.zeros(rows.shape[0], dtype)
+        y = xp.empty_like(rows)
+        head = (rows, flat(center_r), flat(scale_r), shift)
+        tail = (y, rows.size, rows.shape[1])
+        if other is None:
+            _launch("minidl_centered_affine", rows.size, head + tail, dtype)
+        else:
+            other = xp.ascontiguousarray(other)
+            _launch("minidl_centered_affine_add", rows.size, head + (other, flat(other_scale_r)) + tail, dtype)
+    return y

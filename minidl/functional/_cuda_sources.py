@@ -2,8 +2,8 @@
 
 Each kernel is the raw-CUDA twin of an ``xp`` function that stays the reference:
 im2col / col2im (``_im2col.py``), max pooling forward / backward (``pooling.py``),
-the per-channel affine passes of batch norm (``_cuda_kernels.py``) and the bilinear
-resize (``data/transforms.py``). Shared rules, so that each one is easy to check:
+batch norm's centred affine passes (``_channel_rows.centered_affine``) and the
+bilinear resize (``data/transforms.py``). Shared rules, so that each one is easy to check:
 
 * one thread per *output* element, in a 1-D grid-stride loop with 64-bit indices
   (any grid size covers any array, and no index overflows past 2**31 elements);
@@ -198,32 +198,40 @@ extern "C" __global__ void minidl_max_pool2d_backward(
 }
 """
 
-# The affine kernels may write in place (y == x), so their pointers are not __restrict__.
-_CHANNEL_AFFINE = r"""
-// Per-channel affine map (batch norm): x (N,C,*S) -> y = x * scale[c] + shift[c], same shape;
-// scale, shift (C,). inner = prod(S), so element i belongs to channel (i / inner) % C.
-extern "C" __global__ void minidl_channel_affine(
-        const real_t* x, const real_t* scale, const real_t* shift, real_t* y,
-        const long long total, const long long c_size, const long long inner) {
+# Batch norm's per-row affine maps, the twins of _channel_rows.centered_affine. They
+# take the centre as an argument and subtract it first, so a channel whose mean is
+# large next to its spread loses nothing: x * scale + (shift - mean * scale) would
+# cancel catastrophically there. Per-row values (R,) give row r = i / inner its own
+# centre, scale and shift (the caller tiles per-channel values over the images).
+_CENTERED_AFFINE = r"""
+// Batch norm forward / inference: x (R, inner) rows -> y = (x - center[r]) * scale[r] + shift[r],
+// same shape; center, scale, shift (R,). Rounded step by step, as the xp twin's in-place passes.
+extern "C" __global__ void minidl_centered_affine(
+        const real_t* __restrict__ x, const real_t* __restrict__ center, const real_t* __restrict__ scale,
+        const real_t* __restrict__ shift, real_t* __restrict__ y,
+        const long long total, const long long inner) {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const long long c = (i / inner) % c_size;
-        y[i] = x[i] * scale[c] + shift[c];
+        const long long r = i / inner;
+        y[i] = (x[i] - center[r]) * scale[r] + shift[r];
     }
 }
 """
 
-_CHANNEL_AFFINE2 = r"""
-// Two per-channel affine terms (batch norm's backward): a_arr, b_arr (N,C,*S) ->
-// y = a_arr * a[c] + b_arr * b[c] + c_shift[c], added in that order; a, b, c_shift (C,).
-extern "C" __global__ void minidl_channel_affine2(
-        const real_t* a_arr, const real_t* a, const real_t* b_arr, const real_t* b,
-        const real_t* c_shift, real_t* y,
-        const long long total, const long long c_size, const long long inner) {
+_CENTERED_AFFINE_ADD = r"""
+// Batch norm backward: x, other (R, inner) rows ->
+//   y = (other + ((x - center[r]) * scale[r] + shift[r])) * other_scale[r],
+// same shape; center, scale, shift, other_scale (R,). The xp twin's order of operations.
+extern "C" __global__ void minidl_centered_affine_add(
+        const real_t* __restrict__ x, const real_t* __restrict__ center, const real_t* __restrict__ scale,
+        const real_t* __restrict__ shift, const real_t* __restrict__ other,
+        const real_t* __restrict__ other_scale, real_t* __restrict__ y,
+        const long long total, const long long inner) {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const long long c = (i / inner) % c_size;
-        y[i] = (a_arr[i] * a[c] + b_arr[i] * b[c]) + c_shift[c];
+        const long long r = i / inner;
+        const real_t affine = (x[i] - center[r]) * scale[r] + shift[r];
+        y[i] = (affine + other[i]) * other_scale[r];
     }
 }
 """
@@ -262,8 +270,8 @@ KERNELS = {
     "minidl_col2im": KernelSource(_COL2IM, False),
     "minidl_max_pool2d_forward": KernelSource(_MAX_POOL_FORWARD, True),
     "minidl_max_pool2d_backward": KernelSource(_MAX_POOL_BACKWARD, True),
-    "minidl_channel_affine": KernelSource(_CHANNEL_AFFINE, False),
-    "minidl_channel_affine2": KernelSource(_CHANNEL_AFFINE2, False),
+    "minidl_centered_affine": KernelSource(_CENTERED_AFFINE, False),
+    "minidl_centered_affine_add": KernelSource(_CENTERED_AFFINE_ADD, False),
     "minidl_resize_bilinear": KernelSource(_RESIZE_BILINEAR, False),
 }
 

@@ -36,7 +36,8 @@ def _pair(a, b):
             return v
         if backend.is_array(v):
             return Tensor(backend.to_device(v, ref.device))
-        return Tensor(xp.asarray(v, dtype=ref.dtype))
+        with backend.device_context(ref.device):  # CuPy makes arrays on the current GPU
+            return Tensor(xp.asarray(v, dtype=ref.dtype))
     return wrap(a), wrap(b)
 
 

@@ -194,3 +194,11 @@ class AlexNet(nn.Module):
         if print_fn is not None:
             print_fn(text)
         return text
+
+    def plot(self, path, input_shape=None):
+        """Draw the layers, their output shapes and the two streams to ``path`` (.png or .svg).
+
+        See ``minidl.viz.plot_model`` (needs matplotlib, the ``plot`` extra). Returns the path.
+        """
+        from ..viz import plot_model  # lazily: matplotlib is optional
+        return plot_model(self, path, input_shape)

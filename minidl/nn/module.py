@@ -274,8 +274,10 @@ class Module:
             source = values[key]
             if not backend.is_array(source):
                 source = np.asarray(source)
-            source = backend.to_device(source, backend.device_of(target))
-            target[...] = source.astype(target.dtype, copy=False)  # in place: same array, same device
+            device = backend.device_of(target)
+            source = backend.to_device(source, device)
+            with backend.device_context(device):  # the cast and the copy run on target's GPU
+                target[...] = source.astype(target.dtype, copy=False)  # in place: same array
         return IncompatibleKeys(missing, unexpected)
 
     # ---- calling and printing -------------------------------------------------

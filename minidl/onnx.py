@@ -1,0 +1,204 @@
+"""ONNX export of a model's evaluation-mode computation (needs the ``onnx`` extra).
+
+    import minidl.onnx
+    minidl.onnx.export(AlexNet(variant="cifar"), "alexnet_cifar.onnx", (3, 32, 32))
+
+    import onnxruntime                                    # runs anywhere ONNX does
+    session = onnxruntime.InferenceSession("alexnet_cifar.onnx")
+    logits = session.run(None, {"input": images_float32})[0]
+
+The model is a stack of layers applied in order (``AlexNet``, ``nn.Sequential``);
+each layer becomes the ONNX operator(s) that compute what minidl computes in eval
+mode, with the weights stored as initializers (float32 as in the model):
+
+=====================  =================================================================
+minidl                 ONNX (opset 13)
+=====================  =================================================================
+Conv2d                 Conv with ``group``; padding resolved for the input size, so
+                       TensorFlow's asymmetric "same" (3 top/left, 4 bottom/right for
+                       AlexNet's conv1) is written as explicit ``pads``
+BatchNorm2d/1d (eval)  BatchNormalization with the running statistics
+ReLU                   Relu
+MaxPool2d              MaxPool (ONNX ignores padded cells, like minidl's -inf padding)
+LocalResponseNorm      LRN with alpha * size: ONNX divides alpha by size, minidl (the
+                       paper) does not; odd sizes only, where both windows agree
+Flatten                Flatten (axis 1: (N, C, H, W) -> (N, C*H*W) in C order)
+Linear                 Gemm with transB=1 (weight is (out, in))
+Dropout (eval)         nothing: the identity in eval mode
+=====================  =================================================================
+
+The file is checked with ``onnx.checker`` (with shape inference) before it is
+written. Exporting reads the model and never changes it, not even its mode.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, nn
+from .checkpoint import atomic_write
+from .models.alexnet import AlexNet
+from .nn._shapes import resolve_padding
+
+OPSET = 13
+IR_VERSION = 7  # the IR version of opset 13, so that older runtimes load the file too
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise ImportError("minidl.onnx.export needs the onnx package: pip install 'minidl[onnx]'") from None
+    return onnx, helper
+
+
+def _layers(model, prefix=""):
+    """(dotted name, layer) in the order the model applies them; containers are opened."""
+    for name, module in model.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(module, nn.Sequential):
+            yield from _layers(module, full + ".")
+        else:
+            yield full, module
+
+
+class _Graph:
+    """Collects ONNX nodes and weights, naming each layer's output after the layer."""
+
+    def __init__(self, helper):
+        self.helper = helper
+        self.nodes, self.weights = [], []
+
+    def weight(self, name, array):
+        self.weights.append((name, backend.to_numpy(array)))
+        return name
+
+    def node(self, op, inputs, output, name, **attributes):
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=name, **attributes))
+        return output
+
+    def initialize(self, graph_proto) -> None:
+        """Store the weights as initializers, written straight into the graph.
+
+        (numpy_helper.from_array + make_graph would copy AlexNet's 230 MB twice more.)
+        """
+        for name, array in self.weights:
+            tensor = graph_proto.initializer.add()
+            tensor.name = name
+            tensor.data_type = self.helper.np_dtype_to_tensor_dtype(array.dtype)
+            tensor.dims.extend(array.shape)
+            tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _pads(module, spatial):
+    """ONNX's pads [top, left, bottom, right] for a window layer at this input size."""
+    (top, bottom), (left, right) = resolve_padding(module.padding, spatial, module.kernel_size, module.stride)
+    return [top, left, bottom, right]
+
+
+def _export_layer(graph, name, module, x, shape):
+    """Add ``module``'s operators reading tensor ``x`` of per-sample ``shape``; return the output tensor name."""
+    out = name
+    if isinstance(module, nn.Conv2d):
+        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
+        if module.bias is not None:
+            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
+        return graph.node("Conv", inputs, out, name, group=module.groups, kernel_shape=list(module.kernel_size),
+                          strides=list(module.stride), pads=_pads(module, shape[1:]), dilations=[1, 1])
+    if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        inputs = [x] + [graph.weight(f"{name}.{key}", value) for key, value in
+                        (("weight", module.weight.data), ("bias", module.bias.data),
+                         ("running_mean", module.running_mean), ("running_var", module.running_var))]
+        return graph.node("BatchNormalization", inputs, out, name, epsilon=float(module.eps))
+    if isinstance(module, nn.ReLU):
+        return graph.node("Relu", [x], out, name)
+    if isinstance(module, nn.MaxPool2d):
+        return graph.node("MaxPool", [x], out, name, kernel_shape=list(module.kernel_size),
+                          strides=list(module.stride), pads=_pads(module, shape[1:]))
+    if isinstance(module, nn.LocalResponseNorm):
+        if module.size % 2 == 0:
+            raise ValueError(f"minidl.onnx.export: {name} is a LocalResponseNorm of even size {module.size}; "
+                             "ONNX's LRN window then reaches one channel further up than minidl's, so only odd "
+                             "sizes export")
+        return graph.node("LRN", [x], out, name, size=int(module.size), alpha=float(module.alpha * module.size),
+                          beta=float(module.beta), bias=float(module.k))
+    if isinstance(module, nn.Flatten):
+        return graph.node("Flatten", [x], out, name, axis=1)
+    if isinstance(module, nn.Linear):
+        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
+        if module.bias is not None:
+            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
+        return graph.node("Gemm", inputs, out, name, transB=1)
+    if isinstance(module, nn.Dropout):
+        return x  # eval mode: the identity
+    raise ValueError(f"minidl.onnx.export: no ONNX translation for layer {name!r} ({type(module).__name__})")
+
+
+def _build(helper, model, input_shape, input_name, output_name):
+    """The (unchecked) ONNX ``ModelProto`` of ``model`` in eval mode (see ``export``)."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"minidl.onnx.export: input_shape must be (C, H, W) or (N, C, H, W), got {input_shape!r}")
+    batch = shape[0] if len(shape) == 4 else "N"
+    sample = shape[-3:]
+    size = getattr(model, "input_size", None)  # AlexNet knows its input; say so before any layer complains
+    if size is not None and sample != (3, size, size):
+        raise ValueError(f"minidl.onnx.export: {type(model).__name__} takes (3, {size}, {size}) images, "
+                         f"got input_shape {tuple(input_shape)}")
+    if not isinstance(model, (AlexNet, nn.Sequential)):
+        # Only these are known to apply their layers in order; another forward could do anything.
+        raise ValueError(f"minidl.onnx.export: expected an AlexNet or an nn.Sequential, got {type(model).__name__}")
+    graph = _Graph(helper)
+    x, current = input_name, sample
+    layers = list(_layers(model))
+    if not layers:
+        raise ValueError(f"minidl.onnx.export: {type(model).__name__} has no layers to export")
+    for name, module in layers:
+        x = _export_layer(graph, name, module, x, current)
+        try:
+            current = tuple(module.shape_info(current)[0])
+        except ValueError as exc:
+            raise ValueError(f"minidl.onnx.export: layer {name!r} does not accept per-sample shape {current}: "
+                             f"{exc}") from None
+    if x == input_name:  # a model of identities only: ONNX needs at least one node
+        graph.node("Identity", [x], output_name, "identity")
+    else:  # the last operator writes the graph's output (in a stack nothing else reads its tensor)
+        assert graph.nodes[-1].output[0] == x
+        graph.nodes[-1].output[0] = output_name
+    param = next(iter(model.parameters()), None)
+    dtype = helper.np_dtype_to_tensor_dtype(np.dtype(param.dtype if param is not None else np.float32))
+    inputs = [helper.make_tensor_value_info(input_name, dtype, [batch, *sample])]
+    outputs = [helper.make_tensor_value_info(output_name, dtype, [batch, *current])]
+    onnx_graph = helper.make_graph(graph.nodes, type(model).__name__, inputs, outputs)
+    graph.initialize(onnx_graph)
+    return helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="minidl", ir_version=IR_VERSION)
+
+
+def export(model, path, input_shape, *, input_name="input", output_name="logits") -> Path:
+    """Write ``model``'s eval-mode computation as an ONNX file.
+
+    Args:
+        model: ``AlexNet`` (any variant) or an ``nn.Sequential`` of minidl layers.
+        path: the ``.onnx`` file to write (atomically).
+        input_shape: (C, H, W) for a variable batch size, or (N, C, H, W) for a fixed one.
+        input_name, output_name: the graph's input and output names.
+
+    Returns:
+        the path written.
+    Shapes:
+        the file maps input (N, C, H, W) float32 -> output (N, num_classes).
+    Raises:
+        ValueError for a layer ONNX cannot express here or an input shape the model
+        does not accept; ImportError (saying what to install) without ``onnx``.
+    """
+    onnx, helper = _import_onnx()
+    proto = _build(helper, model, input_shape, input_name, output_name)
+    data = proto.SerializeToString()
+    # Checking the bytes, not the proto, saves a second serialisation (a second for AlexNet's 230 MB).
+    onnx.checker.check_model(data, full_check=True)
+    path = Path(path)
+    atomic_write(path, lambda f: f.write(data))
+    return path

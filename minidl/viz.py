@@ -1,0 +1,348 @@
+"""Pictures of a network: the architecture (matplotlib) and the autograd graph (Graphviz DOT).
+
+    from minidl import viz
+    viz.plot_model(AlexNet(), "alexnet.svg")       # or model.plot("alexnet.png")
+    loss = F.softmax_cross_entropy(model(x), y)
+    text = viz.graph(loss, params=model.named_parameters())             # DOT text
+    viz.graph(loss, params=model.named_parameters(), path="graph.svg")  # rendered by Graphviz
+
+Both only read the model and the graph; neither runs the model or changes anything.
+
+``plot_model`` draws one row per layer, top to bottom, with the layer's output
+shape. Where the network has streams (grouped convolutions: AlexNet's two GPUs)
+a row shows one box per stream, side by side, and the arrows into it say how the
+streams connect: straight down (each stream sees only its own channels, e.g.
+conv2 with groups=2), across (conv3 with groups=1: every filter sees both streams;
+these arrows are drawn in orange), out of one box (conv1: both streams see the
+whole image) or into one box (flatten: the dense layers see every feature of both
+streams). It needs matplotlib (the ``plot`` extra) and writes PNG or SVG.
+
+``graph`` returns the DOT text (https://graphviz.org/doc/info/lang.html) of the
+graph that produced a tensor: one node per Function (what ``backward`` will call)
+and one per tensor (shape and dtype; parameters by name). Rendering the text into
+a picture needs the Graphviz ``dot`` program, a system package, not a Python one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import nn
+from .autograd import Tensor
+from .checkpoint import atomic_write
+
+FORMATS = ("png", "svg")
+GRAPHVIZ_HINT = ("install Graphviz, which provides it (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
+                 "install graphviz; conda: conda install -c conda-forge graphviz; Windows: winget install "
+                 "graphviz), or call graph() without path to get only the DOT text")
+
+# ---- the architecture -------------------------------------------------------------
+
+# Box colours by layer kind, so the eye finds the convolutions and the dense layers.
+_COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9c0", "LocalResponseNorm": "#c7e9c0",
+            "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0", "Linear": "#dadaeb",
+            "Dropout": "#f7f7f7"}
+_CROSS = "#e6550d"  # arrows where information moves from one stream to the other
+
+
+def _pair_text(pair) -> str:
+    return f"{pair[0]}x{pair[1]}" if pair[0] != pair[1] else f"{pair[0]}"
+
+
+def _describe(module) -> str:
+    """A short text for a layer box, e.g. 'Conv2d 11x11 /4 "same"'."""
+    kind = type(module).__name__
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+        k, s = module.kernel_size, module.stride
+        pad = module._padding_arg
+        pad = f' "{pad}"' if isinstance(pad, str) else (f" pad {pad}" if pad else "")
+        groups = f" groups={module.groups}" if getattr(module, "groups", 1) > 1 else ""
+        stride = f" /{_pair_text(s)}" if s != (1, 1) else ""
+        return f"{kind} {k[0]}x{k[1]}{stride}{pad}{groups}"
+    if isinstance(module, nn.Linear):
+        return f"{kind} {module.in_features} -> {module.out_features}"
+    if isinstance(module, nn.Dropout):
+        return f"{kind} p={module.p:g}"
+    return kind
+
+
+def _stream_count(layers) -> int:
+    """How many streams the network has: the largest ``groups`` of its convolutions."""
+    return max([module.groups for _, module in layers if isinstance(module, nn.Conv2d)] + [1])
+
+
+def layer_rows(model, input_shape=None) -> list:
+    """The rows ``plot_model`` draws, computed from the layers' shape arithmetic.
+
+    Args:
+        model: a module whose ``named_children()`` run in order (``AlexNet``,
+            ``nn.Sequential``), each with ``shape_info``.
+        input_shape: (C, H, W) without the batch axis; defaults to the model's
+            ``input_size`` (AlexNet) as (3, S, S).
+
+    Returns:
+        a list of dicts, the input first: name, kind (class name), text, shape (the whole output),
+        streams (boxes side by side), link ("start", "straight", "parallel",
+        "split", "cross", "join": how the boxes above connect to these), params.
+    """
+    layers = list(model.named_children())
+    if input_shape is None:
+        size = getattr(model, "input_size", None)
+        if size is None:
+            raise ValueError(f"plot_model: {type(model).__name__} has no input_size; pass input_shape=(C, H, W)")
+        input_shape = (3, size, size)
+    shape = tuple(input_shape)
+    if len(shape) == 4:
+        shape = shape[1:]
+    total = _stream_count(layers)
+    rows = [dict(name="input", kind="Input", text="image", shape=shape, streams=1, link="start", params=0)]
+    current = 1
+    for name, module in layers:
+        if not hasattr(module, "shape_info"):
+            raise TypeError(f"plot_model: layer {name!r} ({type(module).__name__}) has no shape_info; only "
+                            "stacks of minidl.nn layers can be drawn")
+        shape, _ = module.shape_info(shape)
+        params = sum(int(p.data.size) for p in module.parameters()) + sum(int(b.size) for b in module.buffers())
+        if len(shape) != 3:  # flat features: one box, whatever came before
+            streams, link = 1, ("join" if current > 1 else "straight")
+        elif isinstance(module, nn.Conv2d):
+            streams = total if module.out_channels % total == 0 else 1
+            if streams == 1:
+                link = "join" if current > 1 else "straight"
+            elif current == 1:
+                link = "split"
+            else:
+                link = "parallel" if module.groups == streams else "cross"
+        else:  # per-channel layers (batch norm, ReLU, pooling, ...) keep the streams apart
+            streams, link = current, ("parallel" if current > 1 else "straight")
+        rows.append(dict(name=name, kind=type(module).__name__, text=_describe(module), shape=tuple(shape),
+                         streams=streams, link=link, params=params))
+        current = streams
+    return rows
+
+
+_BAND = (0.05, 0.55)  # the boxes' horizontal band in axes units; layer details go to the right of it
+
+
+def _box_centres(streams: int) -> list:
+    """x centres of a row's boxes: the band cut into ``streams`` equal parts."""
+    left, right = _BAND
+    return [left + (right - left) * (i + 0.5) / streams for i in range(streams)]
+
+
+def _shape_text(shape, streams) -> str:
+    if len(shape) == 3 and streams > 1:
+        return f"{shape[0] // streams} x {shape[1]} x {shape[2]}"
+    return " x ".join(map(str, shape))
+
+
+def plot_model(model, path, input_shape=None, title=None) -> Path:
+    """Draw the layer stack of ``model`` with output shapes and streams; write PNG or SVG.
+
+    Args:
+        model: ``AlexNet`` or any ``nn.Sequential`` of minidl layers.
+        path: the file to write; its suffix (.png or .svg) picks the format.
+        input_shape: (C, H, W); defaults to the model's input size.
+        title: the heading; defaults to the model's name (and variant).
+
+    Returns:
+        the path written.
+    Raises:
+        ValueError for another suffix; ImportError (saying what to install) without matplotlib.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"plot_model: the file must end in .png or .svg, got {str(path)!r}")
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    except ImportError:
+        raise ImportError("plot_model needs matplotlib: pip install 'minidl[plot]'") from None
+    rows = layer_rows(model, input_shape)
+    n = len(rows)
+    row_h = 0.46  # inches per layer
+    figure = Figure(figsize=(7.5, row_h * n + 0.9))
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0.0, 0.0, 1.0, (row_h * n + 0.2) / figure.get_figheight()))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(n - 0.5, -0.7)  # row 0 (the input) at the top
+    ax.set_axis_off()
+    streams_total = max(row["streams"] for row in rows)
+    box_h = 0.52  # in rows
+    for i, row in enumerate(rows):
+        width = (_BAND[1] - _BAND[0]) / row["streams"] - (0.015 if row["streams"] > 1 else 0.0)
+        colour = _COLOURS.get(row["kind"], "#ffffff")
+        for x in _box_centres(row["streams"]):
+            ax.add_patch(FancyBboxPatch((x - width / 2, i - box_h / 2), width, box_h,
+                                        boxstyle="round,pad=0,rounding_size=0.012", facecolor=colour,
+                                        edgecolor="#444444", linewidth=0.8, mutation_aspect=3.0))
+            ax.text(x - width / 2 + 0.012, i, row["name"], ha="left", va="center", fontsize=7.5)
+            ax.text(x + width / 2 - 0.012, i, _shape_text(row["shape"], row["streams"]), ha="right", va="center",
+                    fontsize=7.5, fontweight="bold")
+        whole = "(" + ", ".join(map(str, row["shape"])) + ")"
+        params = f", {row['params']:,} params" if row["params"] else ""
+        ax.text(0.58, i, f"{row['text']}\n{whole}{params}", ha="left", va="center", fontsize=6.5,
+                color="#333333", linespacing=1.3)
+        if i:
+            _draw_links(ax, FancyArrowPatch, rows[i - 1], row, i, box_h)
+    if streams_total > 1:
+        gpus = streams_total == 2 and getattr(model, "variant", None) is not None  # AlexNet's two GPUs
+        for k, x in enumerate(_box_centres(streams_total)):
+            ax.text(x, -0.55, f"stream {k + 1}" + (f" (GPU {k + 1} in 2012)" if gpus else ""), ha="center",
+                    va="center", fontsize=7.5, color="#555555")
+    if title is None:
+        variant = getattr(model, "variant", None)
+        title = f"{type(model).__name__}" + (f" (variant='{variant}')" if variant else "")
+    figure.suptitle(title, fontsize=10, y=1 - 0.25 / figure.get_figheight())
+    options = dict(format=fmt, dpi=110)
+    options["metadata"] = {"Date": None} if fmt == "svg" else {"Software": None}
+    # Text stays text in SVG (the seed model: 77 KB, 195 KB as glyph outlines) and ids are stable between runs.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "minidl"}):
+        atomic_write(path, lambda f: figure.savefig(f, **options))
+    return path
+
+
+def _draw_links(ax, arrow_class, above, row, i, box_h) -> None:
+    """Arrows from the boxes of ``above`` (row i-1) into the boxes of ``row`` (row i)."""
+    tops, bottoms = _box_centres(above["streams"]), _box_centres(row["streams"])
+    link = row["link"]
+    pairs = ([(a, b) for a in range(len(tops)) for b in range(len(bottoms))] if link in ("split", "cross", "join")
+             else list(zip(range(len(tops)), range(len(bottoms)))))
+    for a, b in pairs:
+        crossing = link in ("cross", "join") and len(tops) > 1 and (link == "join" or a != b)
+        ax.add_patch(arrow_class((tops[a], i - 1 + box_h / 2), (bottoms[b], i - box_h / 2), arrowstyle="-|>",
+                                 mutation_scale=7, linewidth=1.1 if crossing else 0.8,
+                                 color=_CROSS if crossing else "#555555", shrinkA=0, shrinkB=0))
+    notes = {"cross": "streams cross: each filter sees both streams",
+             "join": "streams join: the dense layers see every feature"}
+    if link in notes:
+        ax.text(0.58, i - 0.5, notes[link], ha="left", va="center", fontsize=6.5, color=_CROSS, style="italic")
+
+
+# ---- the autograd graph -------------------------------------------------------------
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _tensor_label(shape, dtype, name=None) -> str:
+    shape_text = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    return (f"{name}\n" if name else "") + f"{shape_text} {dtype}"
+
+
+def _function_label(fn) -> str:
+    """The Function's class and the few settings a reader needs (kernel, stride, groups)."""
+    details = []
+    for attr in ("kernel", "stride", "groups"):
+        value = getattr(fn, attr, None)
+        if value is not None and value not in (1, (1, 1)):
+            details.append(f"{attr} {_pair_text(value) if isinstance(value, tuple) else value}")
+    return type(fn).__name__ + ("\n" + ", ".join(details) if details else "")
+
+
+def graph(tensor, params=None, path=None) -> str:
+    """The DOT text of the autograd graph that produced ``tensor``; rendered to ``path`` if given.
+
+    Call it after the forward pass and before ``backward`` (which frees the graph
+    unless ``retain_graph=True``).
+
+    Args:
+        tensor: a Tensor, usually a loss.
+        params: names for leaf tensors, e.g. ``model.named_parameters()`` (pairs or a
+            dict name -> Tensor); leaves without a name show only shape and dtype.
+        path: optional .svg or .png to render with Graphviz's ``dot`` program.
+
+    Returns:
+        the DOT text. Nodes: boxes for Functions (in the order backward meets them),
+        ellipses for tensors (blue: leaves that require grad, i.e. what backward
+        fills ``.grad`` of; grey: constants; the result in bold).
+    Raises:
+        RuntimeError when the graph was already freed by backward; RuntimeError
+        saying what to install when ``path`` is given and ``dot`` is missing.
+    """
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"graph: expected a minidl Tensor, got {type(tensor).__name__}")
+    names = {id(t): name for name, t in (params.items() if isinstance(params, dict) else (params or ()))}
+    lines = ["digraph autograd {",
+             '  graph [rankdir=TB, fontname="Helvetica", labelloc=t, label="data flows down; backward walks '
+             'the boxes bottom up and fills .grad of the blue leaves"];',
+             '  node [fontname="Helvetica", fontsize=10];', '  edge [arrowsize=0.7];']
+    ids = {}
+
+    def node_id(key) -> str:
+        if key not in ids:
+            ids[key] = f"n{len(ids)}"
+        return ids[key]
+
+    def add_tensor(t, style) -> tuple:
+        """(node id, whether the node is new)."""
+        key = ("t", id(t))
+        new = key not in ids
+        if new:
+            label = _tensor_label(t.shape, t.dtype, names.get(id(t)) or t.name)
+            lines.append(f"  {node_id(key)} [label={_quote(label)}, shape=ellipse, {style}];")
+        return ids[key], new
+
+    root, _ = add_tensor(tensor, "style=bold")
+    if tensor.creator is None:
+        lines.append("}")
+        return _finish("\n".join(lines) + "\n", path)
+    lines.append(f"  {node_id(('f', id(tensor.creator)))} -> {root};")
+    stack, seen = [tensor.creator], set()
+    while stack:  # iterative depth-first walk from the output back to the leaves
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if getattr(fn, "freed", False) or not hasattr(fn, "inputs"):
+            raise RuntimeError(f"graph: the graph through {type(fn).__name__} was already freed by backward; "
+                               "draw it before calling backward, or call backward(retain_graph=True)")
+        fid = node_id(("f", id(fn)))
+        lines.append(f"  {fid} [label={_quote(_function_label(fn))}, shape=box, style=\"rounded,filled\", "
+                     'fillcolor="#fdd0a2"];')
+        for t in fn.inputs:
+            if t.creator is None:
+                style = ('style=filled, fillcolor="#c6dbef"' if t.requires_grad
+                         else 'style=filled, fillcolor="#eeeeee", fontcolor="#555555"')
+                lines.append(f"  {add_tensor(t, style)[0]} -> {fid};")
+            else:
+                tid, new = add_tensor(t, "style=solid")
+                if new:  # the edge from its creator, once however many functions consume it
+                    lines.append(f"  {node_id(('f', id(t.creator)))} -> {tid};")
+                lines.append(f"  {tid} -> {fid};")
+                stack.append(t.creator)
+    lines.append("}")
+    return _finish("\n".join(lines) + "\n", path)
+
+
+def _finish(dot_text: str, path) -> str:
+    if path is not None:
+        render_dot(dot_text, path)
+    return dot_text
+
+
+def render_dot(dot_text: str, path) -> Path:
+    """Render DOT text to ``path`` (.svg or .png) with Graphviz's ``dot`` program.
+
+    Raises:
+        RuntimeError saying what to install when ``dot`` is not on PATH, or with
+        Graphviz's own message when it fails.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"render_dot: the file must end in .png or .svg, got {str(path)!r}")
+    dot = shutil.which("dot")
+    if dot is None:
+        raise RuntimeError(f"render_dot: Graphviz's 'dot' program was not found on PATH; {GRAPHVIZ_HINT}")
+    done = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, timeout=120,
+                          env=dict(os.environ, SOURCE_DATE_EPOCH="0"))
+    if done.returncode != 0:
+        raise RuntimeError(f"render_dot: dot failed: {done.stderr.decode(errors='replace').strip()}")
+    atomic_write(path, lambda f: f.write(done.stdout))
+    return path
