@@ -24,13 +24,22 @@ from .._cpu_threads import map_pieces
 from ..autograd import Function
 from ._im2col import im2col, worker_slices
 from ._layout import as_nchw, is_channels_last, nhwc
-from ._per_channel import channel_sums
 from ._window import output_hw
 
-# The largest column buffer built at once, in bytes. Smaller than conv.py's 16 MB: a
-# slice's columns and outputs then stay in cache between the copy, the product and the
-# bias (cifar conv1, 110 KB of columns per image: forward 6.7 -> 3.7 ms at batch 128).
+# Column bytes per batch slice. Smaller than conv.py's 16 MB: a slice's columns and
+# outputs then stay in cache between the copy, the product and the bias (cifar conv1,
+# 110 KB of columns per image: forward 6.7 -> 3.7 ms at batch 128). But at least
+# _MIN_PIXELS output pixels (product rows) per slice, so that the products of big
+# kernels stay near BLAS's peak (the seed net's conv2, 729 pixels and 7 MB of columns
+# per image: backward 850 ms with one image per slice, 616 ms with two).
 _COL_BYTES = 1 * 2**20
+_MIN_PIXELS = 2048
+
+
+def _slices(x, per_image_bytes: int, pixels_per_image: int) -> list:
+    """Batch slices of ``x`` for the workers: _COL_BYTES of columns, or _MIN_PIXELS pixels if more."""
+    budget = max(_COL_BYTES, -(-_MIN_PIXELS // max(pixels_per_image, 1)) * per_image_bytes)
+    return worker_slices(x, per_image_bytes, budget)
 
 
 def _pixel_cols(x_l, part, kernel, stride, pads, groups):
@@ -96,7 +105,7 @@ def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None):
             y_l[part] += bias
 
     per_image = c * kernel[0] * kernel[1] * oh * ow * x_l.itemsize
-    map_pieces(x_l, work, worker_slices(x_l, per_image, _COL_BYTES))
+    map_pieces(x_l, work, _slices(x_l, per_image, oh * ow))
     return y_l
 
 
@@ -138,35 +147,50 @@ class Conv2dChannelsLast(Function):
                 y_l[part] += bias
 
         per_image = c * weight[0, 0].size * oh * ow * x.itemsize
-        map_pieces(x, work, worker_slices(x, per_image, _COL_BYTES))
+        map_pieces(x, work, _slices(x, per_image, oh * ow))
         return as_nchw(y_l)
 
-    def _weight_grad(self, x, gy_l, weight):
-        """gw = sum over slices of col^T @ gy, per group, back in (O, C/G, KH, KW)."""
+    def _weight_and_bias_grads(self, x, gy_l, weight, need_w: bool, need_b: bool):
+        """gw = sum over slices of col^T @ gy, per group, back in (O, C/G, KH, KW); gb = sum of gy.
+
+        Each slice's share of gb is summed while its gy is in cache, row after row
+        (NumPy's order), so a data-parallel split of the batch changes few roundings.
+        """
         xp = backend.get_array_module(x)
         g, (kh, kw) = self.groups, self.kernel
         o, cg = weight.shape[:2]
-        x_l = nhwc(x) if self.pixel_major else None
+        x_l = nhwc(x) if self.pixel_major and need_w else None
 
         def work(part):
-            if self.pixel_major:
-                cols = _pixel_cols(x_l, part, self.kernel, self.stride, self.pads, g)
-            else:
-                cols = self._channel_cols(x, part)
-            return xp.matmul(cols.transpose(0, 2, 1), _rows_of_groups(gy_l, part, g))   # (G, K, O/G)
+            gw_part = gb_part = None
+            if need_w:
+                if self.pixel_major:
+                    cols = _pixel_cols(x_l, part, self.kernel, self.stride, self.pads, g)
+                else:
+                    cols = self._channel_cols(x, part)
+                gw_part = xp.matmul(cols.transpose(0, 2, 1), _rows_of_groups(gy_l, part, g))   # (G, K, O/G)
+            if need_b:
+                gb_part = gy_l[part].reshape(-1, o).sum(axis=0)
+            return gw_part, gb_part
 
         per_image = x.shape[1] * kh * kw * gy_l.shape[1] * gy_l.shape[2] * x.itemsize
-        products = map_pieces(x, work, worker_slices(x, per_image, _COL_BYTES))
-        if not products:  # an empty batch
-            return xp.zeros(weight.shape, dtype=weight.dtype)
-        gw = products[0]
-        for product in products[1:]:  # in slice order: the same sum for any thread count
-            gw += product
-        if self.pixel_major:
-            gw = gw.reshape(g, kh, kw, cg, o // g).transpose(0, 4, 3, 1, 2)
-        else:
-            gw = gw.reshape(g, cg, kh, kw, o // g).transpose(0, 4, 1, 2, 3)
-        return xp.ascontiguousarray(gw).reshape(weight.shape)
+        parts = map_pieces(x, work, _slices(x, per_image, gy_l.shape[1] * gy_l.shape[2]))
+        if not parts:  # an empty batch
+            return (xp.zeros(weight.shape, dtype=weight.dtype) if need_w else None,
+                    xp.zeros(o, dtype=weight.dtype) if need_b else None)
+        gw, gb = parts[0]
+        for gw_part, gb_part in parts[1:]:  # in slice order: the same sums for any thread count
+            if need_w:
+                gw += gw_part
+            if need_b:
+                gb += gb_part
+        if need_w:
+            if self.pixel_major:
+                gw = gw.reshape(g, kh, kw, cg, o // g).transpose(0, 4, 3, 1, 2)
+            else:
+                gw = gw.reshape(g, cg, kh, kw, o // g).transpose(0, 4, 1, 2, 3)
+            gw = xp.ascontiguousarray(gw).reshape(weight.shape)
+        return gw, gb
 
     def _input_grad_col2im(self, gy_l, weight, x_shape):
         """gx as the column gradient gy @ W^T added back window by window (any stride).
@@ -194,7 +218,7 @@ class Conv2dChannelsLast(Function):
             gx_l[part] = gxpad[:, top:top + h, left:left + w].reshape(count, h, w, c)
 
         per_image = c * kh_size * kw_size * oh * ow * gy_l.itemsize
-        map_pieces(gy_l, work, worker_slices(gy_l, per_image, _COL_BYTES))
+        map_pieces(gy_l, work, _slices(gy_l, per_image, oh * ow))
         return gx_l
 
     def _input_grad_correlation(self, gy_l, weight):
@@ -210,14 +234,13 @@ class Conv2dChannelsLast(Function):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
         gy_l = nhwc(gy)
-        gw = self._weight_grad(x, gy_l, weight) if need_w else None
+        gw, gb = self._weight_and_bias_grads(x, gy_l, weight, need_w, need_b)
         gx = None
         if need_x:
             if _prefers_correlation(self.kernel, self.stride, self.pads, x.shape, gy.shape):
                 gx = as_nchw(self._input_grad_correlation(gy_l, weight))
             else:
                 gx = as_nchw(self._input_grad_col2im(gy_l, weight, x.shape))
-        gb = channel_sums(gy) if need_b else None   # batch norm's fast per-channel sum
         assert gx is None or gx.shape == x.shape
         assert gw is None or gw.shape == weight.shape
         assert gb is None or gb.shape == (weight.shape[0],)

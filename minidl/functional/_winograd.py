@@ -58,7 +58,6 @@ from .._cpu_threads import map_pieces
 from ..autograd import Function, is_grad_enabled
 from ._im2col import worker_slices
 from ._layout import as_nchw, nhwc, prefers_channels_last
-from ._per_channel import channel_sums
 
 # Interpolation points of the two tile sizes (besides infinity); see the module doc.
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -0.5)}
@@ -129,6 +128,7 @@ class Conv2dWinograd(Function):
     # -> y (n, OH, OW, O) channels-last (cropped where m does not divide OH, OW)
     def __init__(self, tile: int, pads: tuple, groups: int):
         self.m, self.pads, self.groups = tile, pads, groups
+        self.kernel = (3, 3)   # for readers of the graph (minidl.viz labels Functions by it)
 
     def _geometry(self, x_shape):
         n, c, h, w = x_shape
@@ -261,17 +261,24 @@ class Conv2dWinograd(Function):
                 gv = xp.matmul(gm, u_t)                     # (a*a, G, T, C/G)
                 gd = _sandwich(bt.T, gv.reshape(a, a, -1))
                 gx_l[part] = self._scatter_tiles(gd.reshape(a, a, self.groups, -1, th, tw, cg), x_shape)
-            return xp.matmul(v.transpose(0, 1, 3, 2), gm) if need_w else None  # gU (a*a, G, C/G, O/G)
+            gu = xp.matmul(v.transpose(0, 1, 3, 2), gm) if need_w else None   # gU (a*a, G, C/G, O/G)
+            # This slice's share of the bias gradient, row after row (NumPy's order, as the
+            # im2col path: a data-parallel split of the batch then changes few roundings).
+            gb = gy_l[part].reshape(-1, o).sum(axis=0) if need_b else None
+            return gu, gb
 
-        grads_u = map_pieces(gy, work, range(len(self.slices)))
-        gw = None
+        parts = map_pieces(gy, work, range(len(self.slices)))
+        gw = gb = None
+        if need_b:
+            gb = xp.zeros(o, dtype=gy.dtype) if not parts else parts[0][1]
+            for _, part in parts[1:]:  # in slice order: the same result for any thread count
+                gb = gb + part
         if need_w:
-            gu = xp.zeros_like(u) if not grads_u else grads_u[0]
-            for part in grads_u[1:]:  # summed in slice order: the same result for any thread count
+            gu = xp.zeros_like(u) if not parts else parts[0][0]
+            for part, _ in parts[1:]:
                 gu = gu + part
             gw = _sandwich(g.T, gu.reshape(a, a, -1))                            # G^T gU G: (3, 3, G*C/G*O/G)
             gw = gw.reshape(3, 3, self.groups, cg, o // self.groups).transpose(2, 4, 3, 0, 1).reshape(w_shape)
-        gb = channel_sums(gy) if need_b else None
         gx = None
         if need_x:
             gx = as_nchw(gx_l) if prefers_channels_last(gy) else xp.ascontiguousarray(as_nchw(gx_l))
