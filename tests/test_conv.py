@@ -256,6 +256,7 @@ def test_batch_slicing_gives_the_same_result(monkeypatch):
     whole = run()
     monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
     monkeypatch.setattr(conv_channels_last, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_MIN_PIXELS", 1)
     assert len(conv_module.worker_slices(x, 100, conv_module._COL_BYTES)) == 5
     for a, s in zip(whole, run()):
         np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)

@@ -179,6 +179,7 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
     # One image per slice: 7 slices.
     monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
     monkeypatch.setattr(conv_channels_last, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_MIN_PIXELS", 1)
     monkeypatch.setattr(winograd, "_SLICE_BYTES", 1)
     monkeypatch.setattr(winograd, "_MIN_TILES", 1)
 

@@ -71,16 +71,19 @@ def _per_column(values, k: int):
     return xp.tile(values.reshape(-1), k)
 
 
-def _column_totals(rows, k, partial):
-    """Per-channel totals (C,): ``partial(row slice)`` (k*C,) summed over the chunks in order, then folded."""
+def _column_totals(rows, k, partial, count=None):
+    """Per-channel totals: ``partial(row slice)`` summed over the chunks in order, then folded.
+
+    partial returns (k*C,) column sums, or (count, k*C) for several at once; the
+    result is (C,), or (count, C).
+    """
     xp = backend.get_array_module(rows)
     parts = map_pieces(rows, partial, chunks(rows))
-    if not parts:
-        return xp.zeros(rows.shape[1] // k, dtype=rows.dtype)
-    total = parts[0]
+    shape = (rows.shape[1],) if count is None else (count, rows.shape[1])
+    total = xp.zeros(shape, dtype=rows.dtype) if not parts else parts[0]
     for p in parts[1:]:
         total = total + p
-    return total.reshape(k, -1).sum(axis=0)
+    return total.reshape(total.shape[:-1] + (k, -1)).sum(axis=-2)
 
 
 def _column_sum(block):
@@ -124,6 +127,29 @@ def channel_centered_dots(x, mean, other=None):
         return _column_totals(rows, k, partial)
     n = x.shape[0]
     return channel_total(centered_dots(rows_of(x), per_row(mean, n), None if other is None else rows_of(other)), n)
+
+
+def channel_gradient_sums(x, mean, gy):
+    """Batch norm backward's two per-channel sums in one pass over x and gy.
+
+    Returns:
+        (sum(gy), sum((x - mean) * gy)), each (C,). Shapes: x, gy (N, C, *S), mean (C,).
+    """
+    if not _by_columns(x):
+        return channel_sums(gy), channel_centered_dots(x, mean, gy)
+    xp = backend.get_array_module(x)
+    rows, k = _pixel_rows(x)
+    g_rows = _pixel_rows(gy)[0]
+    mean_c = _per_column(mean, k)
+
+    def partial(part):
+        g = g_rows[part]
+        d = rows[part] - mean_c
+        d *= g
+        return xp.stack([_column_sum(g), _column_sum(d)])
+
+    sums = _column_totals(rows, k, partial, count=2)
+    return sums[0], sums[1]
 
 
 def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=None):

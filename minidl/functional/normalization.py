@@ -29,7 +29,8 @@ import numbers
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._per_channel import channel_centered_affine, channel_centered_dots, channel_sums, in_layout_of
+from ._per_channel import (channel_centered_affine, channel_centered_dots, channel_gradient_sums, channel_sums,
+                           in_layout_of)
 
 
 # ---------------------------------------------------------------------------
@@ -145,15 +146,15 @@ class BatchNormTraining(_BatchNorm):
             # gradient needs the global batch's sums, both in one reduction, asked
             # for by every process whatever it wants, so the collectives match.
             xp = backend.get_array_module(x)
-            sum_gy = channel_sums(gy)
-            sum_gy_xhat = channel_centered_dots(x, mean, gy) * inv_std
+            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)
+            sum_gy_xhat = sum_gy_xc * inv_std
             both = self._total(xp.concatenate([sum_gy, sum_gy_xhat]))
             global_gy, global_gy_xhat = both[:c], both[c:]
         else:
-            sum_gy = channel_sums(gy) if want_x or want_beta else None
             if not (want_x or want_gamma):
-                return self._grads(None, None, sum_gy)
-            sum_gy_xhat = channel_centered_dots(x, mean, gy) * inv_std
+                return self._grads(None, None, channel_sums(gy) if want_beta else None)
+            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)   # one pass over x and gy
+            sum_gy_xhat = sum_gy_xc * inv_std
             global_gy, global_gy_xhat = sum_gy, sum_gy_xhat
         gx = None
         if want_x:
