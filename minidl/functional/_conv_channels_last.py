@@ -33,7 +33,7 @@ from ._window import output_hw
 # kernels stay near BLAS's peak (the seed net's conv2, 729 pixels and 7 MB of columns
 # per image: backward 850 ms with one image per slice, 616 ms with two).
 _COL_BYTES = 1 * 2**20
-_MIN_PIXELS = 2048
+_MIN_PIXELS = 1024
 
 
 def _slices(x, per_image_bytes: int, pixels_per_image: int) -> list:
