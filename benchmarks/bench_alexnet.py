@@ -7,7 +7,11 @@
 
 What is timed, for minidl and for the same network built in PyTorch
 (benchmarks/torch_alexnet.py, starting from minidl's weights), on one device, one
-batch of random float32 images, in alternating runs (minidl, torch, minidl, ...):
+batch of random float32 images, in alternating runs (minidl, torch, minidl, ...).
+Each framework runs in a child process of its own, which times every command it is
+given (work and device sync) and reports back; so neither sees the other's threads
+(minidl's workers with BLAS pinned to one thread, PyTorch's OpenMP pool), and each
+runs at its own default thread count unless ``--threads N`` sets both to N:
   train step  = zero_grad, forward (training mode), softmax cross-entropy, backward,
                 SGD step (lr 0.001, momentum 0.9)
   inference   = forward in eval mode under no_grad
@@ -25,7 +29,8 @@ allocator hook) and torch.cuda.max_memory_allocated.
 ``--per-layer`` (benchmarks/per_layer.py) runs the layers one at a time on a
 detached input (the previous layer's output), timing each layer's forward and its
 backward (weight and input gradients, like in the full step; conv1 computes no input
-gradient), for both frameworks in alternation, and shows where minidl loses time.
+gradient), for both frameworks in alternation (in the same child processes), and
+shows where minidl loses time.
 """
 from __future__ import annotations
 
@@ -35,18 +40,19 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
 from common import format_table, median, sync, time_alternating  # noqa: E402
-from per_layer import measure_per_layer, per_layer_table  # noqa: E402
+from per_layer import layer_pass, measure_per_layer, per_layer_table  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import minidl  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl import backend  # noqa: E402
+from minidl import _cpu_threads, backend  # noqa: E402
 from minidl.models import AlexNet  # noqa: E402
 from minidl.models.alexnet import INPUT_SIZE  # noqa: E402
 from minidl.optim import SGD  # noqa: E402
@@ -124,17 +130,101 @@ class TorchRunner:
         self.last_loss = float(self.loss.item()) if hasattr(self, "loss") else float("nan")
 
 
+# ---- each framework in a process of its own ---------------------------------------------
+def _child_argv(args) -> list:
+    argv = ["--device", args.device, "--variant", args.variant, "--batch-size", str(args.batch_size),
+            "--threads", str(args.threads)]
+    return argv + (["--tf32"] if args.tf32 else [])
+
+
+class ProcessRunner:
+    """A framework's runner in a child process (``--runner-child``), driven one command at a time.
+
+    Commands: train, infer (each answered with the seconds it took in the child),
+    train_mode, eval_mode, finish (the last training loss), layers (one per-layer
+    pass), quit. Replies are JSON lines on the child's stdout.
+    """
+
+    def __init__(self, name, args):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--runner-child", name] + _child_argv(args)
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._ask("ready")
+        self.last_loss = float("nan")
+
+    def _ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench_alexnet: the {self.name} process stopped (exit {self.proc.wait()}); "
+                               "its error is above")
+        return json.loads(line)
+
+    def train_step(self) -> float:
+        return self._ask("train")["seconds"]
+
+    def infer(self) -> float:
+        return self._ask("infer")["seconds"]
+
+    def set_training(self, training: bool) -> None:
+        self._ask("train_mode" if training else "eval_mode")
+
+    def finish(self) -> None:
+        self.last_loss = self._ask("finish")["loss"]
+
+    def layer_pass(self) -> dict:
+        return {name: tuple(t) for name, t in self._ask("layers")["times"].items()}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self._ask("quit")
+        self.proc.wait()
+
+
+def runner_child(framework, args) -> None:
+    """The child's side of ProcessRunner: build the runner, then serve commands from stdin."""
+    device, torch, threads, _ = common.setup(args, torch_wanted=framework == "torch")
+    images, labels = make_batch(args.variant, args.batch_size)
+    if framework == "torch":
+        runner = TorchRunner(args.variant, device, images, labels, AlexNet(num_classes=10, variant=args.variant))
+        threads_used = torch.get_num_threads()
+    else:
+        runner = MinidlRunner(args.variant, device, images, labels)
+        threads_used = _cpu_threads.num_threads()
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        fn()  # runs once and synchronises its device
+        return time.perf_counter() - start
+
+    actions = {"train": lambda: {"seconds": timed(runner.train_step)},
+               "infer": lambda: {"seconds": timed(runner.infer)},
+               "train_mode": lambda: runner.model.train() and {},
+               "eval_mode": lambda: runner.model.eval() and {},
+               "finish": lambda: runner.finish() or {"loss": runner.last_loss},
+               "layers": lambda: {"times": layer_pass(runner)},
+               "ready": lambda: {"threads": threads_used, "settings": threads,
+                                 "version": torch.__version__ if torch is not None else None}}
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "quit":
+            print("{}", flush=True)
+            return
+        print(json.dumps(actions[command]() or {}), flush=True)
+
+
 # ---- speed ------------------------------------------------------------------------------
 def measure_speed(runners, batch, warmup, iters) -> dict:
     """Median train-step and inference times of each runner, timed in alternation."""
     for r in runners:
-        r.model.train()
+        r.set_training(True)
     log = lambda text: print(text, flush=True)  # noqa: E731
     log("train steps:")
     train = time_alternating([(r.name, r.train_step) for r in runners], warmup, iters, log)
     for r in runners:
         r.finish()
-        r.model.eval()
+        r.set_training(False)
     log("inference:")
     infer = time_alternating([(r.name, r.infer) for r in runners], warmup, iters, log)
     out = {}
@@ -247,29 +337,45 @@ def build_parser():
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-torch", action="store_true", help="time minidl only")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")
-    common.add_threads_argument(p)
+    common.add_threads_argument(p, default=0)
     p.add_argument("--memory-timeout", type=float, default=600, help="seconds allowed per memory child")
     p.add_argument("--json", help="output file (default benchmarks/results/alexnet_<device>.json)")
     p.add_argument("--memory-child", choices=["minidl", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--runner-child", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     return p
 
 
 def run(args) -> dict:
     """Run the benchmark, print the tables, write and return the JSON payload."""
-    device, torch, threads, precision = common.setup(args)
-    images, labels = make_batch(args.variant, args.batch_size)
-    runners = [MinidlRunner(args.variant, device, images, labels)]
-    if torch is not None:
-        runners.append(TorchRunner(args.variant, device, images, labels, runners[0].model))
+    device = backend.parse_device(args.device)
+    has_torch = common.torch_or_none(args.skip_torch, import_it=False)
+    runners = [ProcessRunner("minidl", args)] + ([ProcessRunner("torch", args)] if has_torch else [])
+    try:
+        return _run(args, device, runners)
+    finally:
+        for r in runners:
+            r.close()
+
+
+def _run(args, device, runners) -> dict:
+    threads = {r.name: r.info["threads"] for r in runners}
+    how = "each at its own default" if not args.threads else f"both set to {args.threads}"
+    threads_text = f"{', '.join(f'{n} {t}' for n, t in threads.items())} ({how})"
+    precision = common.precision_settings(device, args.tf32, None)
     payload = {"benchmark": "alexnet", "device": str(device), "variant": args.variant,
                "batch_size": args.batch_size, "warmup": args.warmup, "iters": args.iters, "lr": LR,
-               "momentum": MOMENTUM, "precision": precision, "threads": threads,
+               "momentum": MOMENTUM, "precision": precision, "threads": threads_text,
+               "processes": "one child process per framework, alternating rounds",
                "machine": common.machine_info(device)}
+    if len(runners) > 1:
+        payload["machine"]["torch"] = runners[1].info["version"]
+        payload["machine"]["torch_threads"] = runners[1].info["threads"]
     print(f"AlexNet '{args.variant}' batch {args.batch_size} on {device}: {args.warmup} warmup + {args.iters} "
-          f"timed alternating rounds, medians; threads: {threads}; precision {precision}")
+          f"timed alternating rounds, medians; each framework in its own process; threads: {threads_text}; "
+          f"precision {precision}")
     speed = measure_speed(runners, args.batch_size, args.warmup, args.iters)
     payload["speed"] = speed
-    if torch is not None:
+    if len(runners) > 1:
         payload["ratio_minidl_over_torch"] = {
             "train": speed["minidl"]["train_images_per_s"] / speed["torch"]["train_images_per_s"],
             "infer": speed["minidl"]["infer_images_per_s"] / speed["torch"]["infer_images_per_s"]}
@@ -287,7 +393,7 @@ def run(args) -> dict:
         payload["per_layer"] = rows
         print(f"\nper-layer breakdown (median of {args.per_layer_iters}; layers run one at a time, "
               "training mode; conv1 computes no input gradient):")
-        print(per_layer_table(rows, torch is not None))
+        print(per_layer_table(rows, len(runners) > 1))
     payload["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     path = common.write_json(args.json or common.default_json("alexnet", device), payload)
     print(f"wrote {path}")
@@ -320,6 +426,9 @@ def main(argv=None) -> int:
     if args.memory_child:
         common.prepare_tf32_env(args.tf32)
         print(json.dumps(memory_child(args.memory_child, args)))
+        return 0
+    if args.runner_child:
+        runner_child(args.runner_child, args)
         return 0
     run(args)
     return 0

@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """minidl's kernels against the hardware: convolutions vs a GEMM, pooling/BN/ReLU vs a copy.
 
-    python benchmarks/bench_kernels.py --device cpu
+    python benchmarks/bench_kernels.py --device cpu                      # seed shapes, batch 32
+    python benchmarks/bench_kernels.py --device cpu --variant cifar      # cifar shapes, batch 128
     python benchmarks/bench_kernels.py --device cuda --only conv1,conv2
 
-Convolutions (every AlexNet "seed" conv layer at batch 32): forward and backward
-time against the plain GEMMs an im2col convolution of that shape has to do, on
+Convolutions (every conv layer of the AlexNet variant): forward and backward time
+against the plain GEMMs an im2col convolution of that shape has to do, on
 preallocated contiguous arrays (forward: per group (N*OH*OW, C/g*KH*KW) x (.., O/g);
 backward: the weight-gradient GEMM and, except conv1, whose input needs no
 gradient, the input-gradient GEMM). roofline ratio = GEMM time / conv time, the
 fraction of the GEMM rate the convolution achieves (1.0: all its time is the
-GEMM; im2col, col2im, padding and bias are the rest). A large square GEMM gives the
-device's peak for reference, and PyTorch's convolution (if installed) the
-competition.
+GEMM; im2col, col2im, padding and bias are the rest). Where conv2d runs Winograd
+(3x3, stride 1; see minidl/functional/conv.py), which needs fewer multiplications
+than those GEMMs, the same conv is also timed with ``algorithm="im2col"`` and the
+table shows Winograd's speed-up over it. Inputs after conv1 are channels-last on
+the CPU, as in the network. A large square GEMM gives the device's peak for
+reference, and PyTorch's convolution (if installed) the competition.
 
 Memory-bound kernels (max pooling 3/2, batch norm in training mode, ReLU): bytes
 that must move at the least (forward: read x, write y; backward: read the upstream
@@ -40,18 +44,32 @@ import numpy as np  # noqa: E402
 import minidl  # noqa: E402
 import minidl.functional as F  # noqa: E402
 from minidl import _cpu_threads, backend  # noqa: E402
+from minidl.functional import conv as conv_module  # noqa: E402
+from minidl.models.alexnet import CIFAR_WIDTHS  # noqa: E402
 
-# name: (C, H, W), weight (O, C/g, KH, KW), stride, groups, input needs a gradient
-CONVS = {
+# name: (C, H, W), weight (O, C/g, KH, KW), stride, groups, input needs a gradient ("same" padding)
+SEED_CONVS = {
     "conv1": ((3, 224, 224), (96, 3, 11, 11), 4, 1, False),
     "conv2": ((96, 27, 27), (256, 48, 5, 5), 1, 2, True),
     "conv3": ((256, 13, 13), (384, 256, 3, 3), 1, 1, True),
     "conv4": ((384, 13, 13), (384, 192, 3, 3), 1, 2, True),
     "conv5": ((384, 13, 13), (256, 192, 3, 3), 1, 2, True),
 }
-POOLS = {"pool1": (96, 56, 56), "pool2": (256, 27, 27), "pool5": (256, 13, 13)}
-NORMS = {"bn1": (96, 56, 56), "bn2": (256, 27, 27)}
-RELUS = {"relu1": (96, 56, 56), "relu3": (384, 13, 13)}
+_C1, _C2, _C3, _C4, _C5 = CIFAR_WIDTHS[:5]
+CIFAR_CONVS = {
+    "conv1": ((3, 32, 32), (_C1, 3, 3, 3), 1, 1, False),
+    "conv2": ((_C1, 16, 16), (_C2, _C1 // 2, 3, 3), 1, 2, True),
+    "conv3": ((_C2, 8, 8), (_C3, _C2, 3, 3), 1, 1, True),
+    "conv4": ((_C3, 8, 8), (_C4, _C3 // 2, 3, 3), 1, 2, True),
+    "conv5": ((_C4, 8, 8), (_C5, _C4 // 2, 3, 3), 1, 2, True),
+}
+VARIANTS = {  # variant: (convs, pools, batch norms, relus, default batch)
+    "seed": (SEED_CONVS, {"pool1": (96, 56, 56), "pool2": (256, 27, 27), "pool5": (256, 13, 13)},
+             {"bn1": (96, 56, 56), "bn2": (256, 27, 27)}, {"relu1": (96, 56, 56), "relu3": (384, 13, 13)}, 32),
+    "cifar": (CIFAR_CONVS, {"pool1": (_C1, 32, 32), "pool2": (_C2, 16, 16), "pool5": (_C5, 8, 8)},
+              {"bn1": (_C1, 32, 32), "bn2": (_C2, 16, 16), "bn3": (_C3, 8, 8)},
+              {"relu1": (_C1, 32, 32), "relu3": (_C3, 8, 8)}, 128),
+}
 
 
 def same_pads(size, k, s):
@@ -60,11 +78,19 @@ def same_pads(size, k, s):
     return total // 2, total - total // 2
 
 
+# Pause before each timed case: PyTorch's OpenMP threads keep spinning for a while after
+# its calls, and in this one process they took cores from the minidl case timed next
+# (cifar conv2 forward 7.4 ms right after torch, 5.2 ms without torch in the process,
+# 5.6 ms with this pause).
+_SETTLE_S = 0.02
+
+
 def time_fwd_bwd(cases, warmup, iters) -> dict:
     """Alternate rounds over ``cases`` [(name, fn)], fn() -> (forward s, backward s); medians per name."""
     samples = {name: [] for name, _ in cases}
     for round_ in range(warmup + iters):
         for name, fn in cases:
+            time.sleep(_SETTLE_S)
             t = fn()
             if round_ >= warmup:
                 samples[name].append(t)
@@ -98,12 +124,25 @@ def _forward_backward(device, x, params, forward, random_like):
     return run
 
 
-def minidl_case(device, rng, x_shape, forward, x_grad=True, params=()):
-    """forward(x, *params) -> y Tensor; backward runs y.backward(random gy)."""
-    x = minidl.tensor(rng.standard_normal(x_shape, dtype=np.float32), device=device, requires_grad=x_grad)
+def _in_layout_of(values, like):
+    """``values`` copied into an array with ``like``'s memory layout (channels-last stays so)."""
+    out = backend.get_array_module(like).empty_like(like)
+    out[...] = values
+    return out
+
+
+def minidl_case(device, rng, x_shape, forward, x_grad=True, params=(), channels_last=False):
+    """forward(x, *params) -> y Tensor; backward runs y.backward(random gy, in y's layout).
+
+    channels_last: x in channels-last memory, as every activation after conv1 on the CPU.
+    """
+    data = rng.standard_normal(x_shape, dtype=np.float32)
+    if channels_last and len(x_shape) == 4 and device.type == "cpu":
+        data = np.ascontiguousarray(data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    x = minidl.tensor(data, device=device, requires_grad=x_grad)
     params = [minidl.tensor(p, device=device, requires_grad=True) for p in params]
-    return _forward_backward(device, x, params, forward, lambda y: backend.to_device(
-        rng.standard_normal(y.shape, dtype=np.float32), device))
+    return _forward_backward(device, x, params, forward, lambda y: _in_layout_of(backend.to_device(
+        rng.standard_normal(y.shape, dtype=np.float32), device), y.data))
 
 
 def torch_case(torch, device, rng, x_shape, forward, x_grad=True, params=()):
@@ -178,13 +217,25 @@ def peak_gemm(device, size, iters) -> float:
 # ---- the four families -------------------------------------------------------------------------
 def bench_convs(names, args, device, torch, rng):
     rows = []
+    convs = VARIANTS[args.variant][0]
     for name in names:
-        x_shape, w_shape, stride, groups, x_grad = CONVS[name]
+        x_shape, w_shape, stride, groups, x_grad = convs[name]
         shape = (args.batch_size,) + x_shape
         w = rng.standard_normal(w_shape, dtype=np.float32) * 0.05
         b = rng.standard_normal(w_shape[0], dtype=np.float32) * 0.05
-        cases = [("minidl", minidl_case(device, rng, shape, lambda x, w, b: F.conv2d(
-            x, w, b, stride=stride, padding="same", groups=groups), x_grad, (w, b)))]
+        out_hw = tuple(-(-s // stride) for s in x_shape[1:])
+        x_probe = backend.to_device(np.zeros((1,) + x_shape, np.float32), device)
+        wanted = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"   # as conv2d reads it
+        algorithm = conv_module.choose_algorithm(x_probe, tuple(w_shape[2:]), (stride, stride), groups, out_hw,
+                                                 wanted)
+
+        def conv_case(alg):
+            return minidl_case(device, rng, shape, lambda x, w, b: F.conv2d(
+                x, w, b, stride=stride, padding="same", groups=groups, algorithm=alg), x_grad, (w, b),
+                channels_last=name != "conv1")
+        cases = [("minidl", conv_case(algorithm))]
+        if algorithm != "im2col":
+            cases.append(("im2col", conv_case("im2col")))
         gemm, flops_f, flops_b = gemm_case(device, rng, args.batch_size, x_shape, w_shape, stride, groups, x_grad)
         cases.append(("gemm", gemm))
         if torch is not None:
@@ -198,12 +249,15 @@ def bench_convs(names, args, device, torch, rng):
             cases.append(("torch", torch_case(torch, device, rng, shape, tconv, x_grad, (w, b))))
         t = time_fwd_bwd(cases, args.warmup, args.iters)
         row = {"op": name, "x": shape, "w": w_shape, "stride": stride, "groups": groups, "input_grad": x_grad,
-               "flops_fwd": flops_f, "flops_bwd": flops_b}
+               "algorithm": algorithm, "flops_fwd": flops_f, "flops_bwd": flops_b}
         for fw, (tf, tb) in t.items():
             row.update({f"{fw}_fwd_s": tf, f"{fw}_bwd_s": tb,
                         f"{fw}_fwd_gflops": flops_f / tf / 1e9, f"{fw}_bwd_gflops": flops_b / tb / 1e9})
         row["roofline_fwd"] = t["gemm"][0] / t["minidl"][0]
         row["roofline_bwd"] = t["gemm"][1] / t["minidl"][1]
+        if "im2col" in t:  # Winograd's speed-up over the im2col path on the same conv
+            row["speedup_over_im2col_fwd"] = t["im2col"][0] / t["minidl"][0]
+            row["speedup_over_im2col_bwd"] = t["im2col"][1] / t["minidl"][1]
         rows.append(row)
         print(f"  {name} done", flush=True)
     return rows
@@ -211,9 +265,10 @@ def bench_convs(names, args, device, torch, rng):
 
 def bench_memory_bound(names, args, device, torch, rng):
     rows = []
+    _, pools, norms, relus, _ = VARIANTS[args.variant]
     for name in names:
         family = name.rstrip("0123456789")
-        shape = (args.batch_size,) + {"pool": POOLS, "bn": NORMS, "relu": RELUS}[family][name]
+        shape = (args.batch_size,) + {"pool": pools, "bn": norms, "relu": relus}[family][name]
         c = shape[1]
         params = ()
         if family == "pool":
@@ -231,7 +286,7 @@ def bench_memory_bound(names, args, device, torch, rng):
         else:
             fwd = F.relu
             tfwd = lambda x: torch.nn.functional.relu(x)  # noqa: E731
-        cases = [("minidl", minidl_case(device, rng, shape, fwd, True, params))]
+        cases = [("minidl", minidl_case(device, rng, shape, fwd, True, params, channels_last=True))]
         copy, copy_bytes = copy_case(device, rng, shape)
         cases.append(("copy", copy))
         if torch is not None:
@@ -261,13 +316,19 @@ def bench_memory_bound(names, args, device, torch, rng):
 def tables(conv_rows, mem_rows, has_torch) -> str:
     out = []
     if conv_rows:
-        headers = ["conv", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "roofline fwd", "roofline bwd", "gemm fwd ms",
-                   "gemm bwd ms"] + (["torch fwd", "torch bwd", "vs torch"] if has_torch else [])
+        headers = ["conv", "algorithm", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "roofline fwd", "roofline bwd",
+                   "gemm fwd ms", "gemm bwd ms", "im2col fwd", "im2col bwd", "x im2col"] + (
+                       ["torch fwd", "torch bwd", "vs torch"] if has_torch else [])
         rows = []
         for r in conv_rows:
-            line = [r["op"], 1e3 * r["minidl_fwd_s"], 1e3 * r["minidl_bwd_s"], r["minidl_fwd_gflops"],
+            line = [r["op"], r["algorithm"], 1e3 * r["minidl_fwd_s"], 1e3 * r["minidl_bwd_s"], r["minidl_fwd_gflops"],
                     r["minidl_bwd_gflops"], r["roofline_fwd"], r["roofline_bwd"], 1e3 * r["gemm_fwd_s"],
                     1e3 * r["gemm_bwd_s"]]
+            if "im2col_fwd_s" in r:
+                total_i, total_m = r["im2col_fwd_s"] + r["im2col_bwd_s"], r["minidl_fwd_s"] + r["minidl_bwd_s"]
+                line += [1e3 * r["im2col_fwd_s"], 1e3 * r["im2col_bwd_s"], total_i / total_m]
+            else:
+                line += ["-", "-", "-"]
             if has_torch:
                 total_t, total_m = r["torch_fwd_s"] + r["torch_bwd_s"], r["minidl_fwd_s"] + r["minidl_bwd_s"]
                 line += [1e3 * r["torch_fwd_s"], 1e3 * r["torch_bwd_s"], total_t / total_m]
@@ -285,7 +346,9 @@ def tables(conv_rows, mem_rows, has_torch) -> str:
                 line += [1e3 * r["torch_fwd_s"], 1e3 * r["torch_bwd_s"], total_t / total_m]
             rows.append(line)
         out.append(format_table(headers, rows))
-    note = "roofline = GEMM time / conv time; bw = achieved / copy bandwidth"
+    note = ("roofline = GEMM time / conv time (for Winograd: the im2col GEMMs' time, which it beats by needing "
+            "fewer multiplications); x im2col = the im2col path's time (fwd+bwd) / the chosen algorithm's; "
+            "bw = achieved / copy bandwidth")
     if has_torch:
         note += "; vs torch = torch (fwd+bwd) / minidl (fwd+bwd), < 1: minidl slower"
     return "\n\n".join(out + [note])
@@ -294,7 +357,9 @@ def tables(conv_rows, mem_rows, has_torch) -> str:
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch of every shape (default 32)")
+    p.add_argument("--variant", default="seed", choices=sorted(VARIANTS), help="AlexNet variant's shapes (default seed)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch of every shape (default 32 for seed, "
+                   "128 for cifar)")
     p.add_argument("--iters", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--only", help="comma-separated subset, e.g. conv1,pool1,bn1,relu1")
@@ -309,7 +374,9 @@ def build_parser():
 
 def run(args) -> dict:
     device, torch, threads, precision = common.setup(args)
-    names = list(CONVS) + list(POOLS) + list(NORMS) + list(RELUS)
+    convs, pools, norms, relus, default_batch = VARIANTS[args.variant]
+    args.batch_size = args.batch_size or default_batch
+    names = list(convs) + list(pools) + list(norms) + list(relus)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in wanted if n not in names]
@@ -318,16 +385,16 @@ def run(args) -> dict:
         names = wanted
     rng = np.random.default_rng(0)
     peak_size = args.peak_size if args.peak_size is not None else (2048 if device.type == "cpu" else 8192)
-    print(f"kernels on {device}, batch {args.batch_size}, {args.warmup} warmup + {args.iters} timed rounds, "
-          f"medians; threads: {threads}; precision {precision}")
-    payload = {"benchmark": "kernels", "device": str(device), "batch_size": args.batch_size,
+    print(f"kernels of the '{args.variant}' AlexNet on {device}, batch {args.batch_size}, {args.warmup} warmup + "
+          f"{args.iters} timed rounds, medians; threads: {threads}; precision {precision}")
+    payload = {"benchmark": "kernels", "device": str(device), "variant": args.variant, "batch_size": args.batch_size,
                "iters": args.iters, "precision": precision, "threads": threads,
                "machine": common.machine_info(device)}
     if peak_size:
         payload["peak_gemm_gflops"] = peak_gemm(device, peak_size, 3)
         print(f"square {peak_size} float32 GEMM: {payload['peak_gemm_gflops']:.1f} GFLOP/s")
-    payload["convs"] = bench_convs([n for n in names if n in CONVS], args, device, torch, rng)
-    payload["memory_bound"] = bench_memory_bound([n for n in names if n not in CONVS], args, device, torch, rng)
+    payload["convs"] = bench_convs([n for n in names if n in convs], args, device, torch, rng)
+    payload["memory_bound"] = bench_memory_bound([n for n in names if n not in convs], args, device, torch, rng)
     print(tables(payload["convs"], payload["memory_bound"], torch is not None))
     payload["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     path = common.write_json(args.json or common.default_json("kernels", device), payload)

@@ -27,10 +27,17 @@ from minidl import backend  # noqa: E402
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
-def torch_or_none(skip: bool = False):
-    """The torch module, or None when it is not installed (or ``skip``)."""
+def torch_or_none(skip: bool = False, import_it: bool = True):
+    """The torch module, or None when it is not installed (or ``skip``).
+
+    With ``import_it=False``, only whether it is installed (True or None), without
+    importing it (a parent that runs torch in a child process leaves it out of its own).
+    """
     if skip:
         return None
+    if not import_it:
+        import importlib.util
+        return True if importlib.util.find_spec("torch") is not None else None
     try:
         import torch
     except ImportError:
@@ -56,7 +63,9 @@ def time_alternating(cases, warmup: int, iters: int, log=None) -> dict:
     """Time each case ``iters`` times in alternating rounds after ``warmup`` untimed rounds.
 
     Args:
-        cases: list of (name, fn); fn runs once and synchronises its device.
+        cases: list of (name, fn); fn runs once and synchronises its device. When fn
+            returns a number, that is its time in seconds (a case run and timed in
+            another process); otherwise it is timed here.
         warmup, iters: untimed and timed rounds.
     Returns:
         dict name -> list of seconds, one per timed round.
@@ -68,8 +77,9 @@ def time_alternating(cases, warmup: int, iters: int, log=None) -> dict:
     for i in range(iters):
         for name, fn in cases:
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            reported = fn()
+            elapsed = time.perf_counter() - start
+            times[name].append(reported if isinstance(reported, float) else elapsed)
         if log is not None:
             log(f"  round {i + 1}/{iters}: " + ", ".join(f"{n} {1e3 * t[-1]:.0f} ms" for n, t in times.items()))
     return times
@@ -211,22 +221,25 @@ def _jsonable(value):
     return str(value)
 
 
-def add_threads_argument(parser) -> None:
-    """The --threads flag that every benchmark shares."""
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                        help="CPU threads of torch and of NumPy's BLAS (default: the number of cores, 2 here; "
-                        "0 leaves both alone; 1 on both sides is the comparison that other jobs' load "
-                        "disturbs least)")
+def add_threads_argument(parser, default=None) -> None:
+    """The --threads flag that every benchmark shares (``default``: the number of cores)."""
+    default = os.cpu_count() or 2 if default is None else default
+    parser.add_argument("--threads", type=int, default=default,
+                        help=f"CPU threads of torch, of minidl's workers and of NumPy's BLAS (default {default}; "
+                        "0 leaves each framework at its own default; 1 on both sides is the comparison that "
+                        "other jobs' load disturbs least)")
 
 
-def setup(args):
+def setup(args, torch_wanted: bool = True):
     """What every benchmark does first: TF32 setting, device, torch, threads, precision.
 
+    Args:
+        torch_wanted: False leaves torch unimported (a process that runs minidl only).
     Returns:
         (device, torch module or None, threads description, precision settings dict).
     """
     prepare_tf32_env(args.tf32)
     device = backend.parse_device(args.device)
-    torch = torch_or_none(args.skip_torch)
+    torch = torch_or_none(getattr(args, "skip_torch", False) or not torch_wanted)
     threads = set_threads(args.threads, torch) if args.threads else "default"
     return device, torch, threads, precision_settings(device, args.tf32, torch)

@@ -1,10 +1,10 @@
 """Per-layer breakdown of an AlexNet training step, for minidl and PyTorch (used by bench_alexnet).
 
 The layers run one at a time on the detached output of the previous layer, in
-training mode, with a fixed random upstream gradient per layer; each layer's
-forward and backward (weight and input gradients; conv1's input needs none, as in
-the full step) are timed for both frameworks in alternating rounds, then the loss
-and the SGD step. The sum is close to, not the same as, a full step: no graph spans
+training mode, with a fixed random upstream gradient per layer (the same numbers in
+both frameworks); each layer's forward and backward (weight and input gradients;
+conv1's input needs none, as in the full step) are timed, each framework in its own
+process, in alternating rounds, then the loss and the SGD step. The sum is close to, not the same as, a full step: no graph spans
 layers, so each layer's backward starts from its own upstream gradient.
 """
 from __future__ import annotations
@@ -66,29 +66,38 @@ def _time_layers(device, layers, h, fresh_input, upstream):
     return times, h
 
 
-def _minidl_layer_pass(runner, grads):
-    """Forward and backward time of each layer; draws the upstream gradients into ``grads``."""
+def _upstream_gradient(i, shape):
+    """Layer i's upstream gradient: the same numbers in both frameworks (drawn from seed i)."""
+    return np.random.default_rng(i).standard_normal(tuple(shape), dtype=np.float32)
+
+
+def _minidl_upstream(device, i, out):
+    """Layer i's upstream gradient in the memory layout of its output, as the next layer's
+    backward would hand it over (channels-last after the CPU's convolutions)."""
+    values = backend.to_device(_upstream_gradient(i, out.shape), device)
+    g = backend.get_array_module(values).empty_like(out.data)   # keeps out's strides
+    g[...] = values
+    return g
+
+
+def _minidl_layer_pass(runner):
+    """Forward and backward time of each layer of the minidl model, and the loss and step."""
     device = runner.device
-
-    def upstream(name, i, out):
-        if name not in grads:
-            grads[name] = np.random.default_rng(i).standard_normal(out.shape, dtype=np.float32)
-        return backend.to_device(grads[name], device)
-
     times, h = _time_layers(device, runner.model.named_children(), runner.x,
-                            lambda h, i: minidl.Tensor(h.data, requires_grad=i > 0), upstream)  # conv1: no gx
+                            lambda h, i: minidl.Tensor(h.data, requires_grad=i > 0),   # conv1: no gx
+                            lambda name, i, out: _minidl_upstream(device, i, out))
     logits = minidl.Tensor(h.data, requires_grad=True)
     _time_loss_and_step(runner, times, lambda: F.softmax_cross_entropy(logits, runner.labels))
     return times
 
 
-def _torch_layer_pass(runner, grads):
-    """The same for the torch twin, with minidl's upstream gradients."""
+def _torch_layer_pass(runner):
+    """The same for the torch twin."""
     torch, device = runner.torch, runner.device
     tdev = common.torch_device(device)
     times, h = _time_layers(
         device, runner.model.named_children(), runner.x, lambda h, i: h.detach().requires_grad_(i > 0),
-        lambda name, i, out: torch.from_numpy(grads[name]).to(tdev) if name in grads else torch.ones_like(out))
+        lambda name, i, out: torch.from_numpy(_upstream_gradient(i, out.shape)).to(tdev))
     logits = h.detach().requires_grad_(True)
     _time_loss_and_step(runner, times, lambda: torch.nn.functional.cross_entropy(logits, runner.labels))
     return times
@@ -105,22 +114,32 @@ def _set_lr(runner, lr):
     return old
 
 
+def layer_pass(runner) -> dict:
+    """One timed pass over the layers of a runner in this process: name -> (forward s, backward s).
+
+    The upstream gradients are random, so the SGD step runs with lr 0: same arithmetic,
+    weights unchanged (random gradients would otherwise blow the weights up into NaNs).
+    """
+    saved_lr = _set_lr(runner, 0.0)
+    runner.model.train()
+    try:
+        return (_torch_layer_pass if runner.name == "torch" else _minidl_layer_pass)(runner)
+    finally:
+        _set_lr(runner, saved_lr)
+
+
 def measure_per_layer(runners, warmup, iters) -> list:
-    """Rows (layer, minidl fwd/bwd, torch fwd/bwd) of median seconds, layers in execution order."""
-    grads, samples = {}, {r.name: [] for r in runners}
-    passes = {"minidl": _minidl_layer_pass, "torch": _torch_layer_pass}
-    # The upstream gradients are random, so the SGD steps run with lr 0: same arithmetic,
-    # weights unchanged (random gradients would otherwise blow the weights up into NaNs).
-    saved_lr = {r.name: _set_lr(r, 0.0) for r in runners}
-    for r in runners:
-        r.model.train()
+    """Rows (layer, minidl fwd/bwd, torch fwd/bwd) of median seconds, layers in execution order.
+
+    Each runner's ``layer_pass()`` runs one pass (in its own process, for the benchmark's
+    process runners); the frameworks alternate round by round.
+    """
+    samples = {r.name: [] for r in runners}
     for round_ in range(warmup + iters):
-        for r in runners:  # minidl first: it draws the shared upstream gradients
-            t = passes[r.name](r, grads)
+        for r in runners:
+            t = r.layer_pass()
             if round_ >= warmup:
                 samples[r.name].append(t)
-    for r in runners:
-        _set_lr(r, saved_lr[r.name])
     rows = []
     for name in samples["minidl"][0]:
         row = {"layer": name}

@@ -33,7 +33,7 @@ from minidl import backend, nn, viz
 from minidl.checkpoint import CheckpointError, load_checkpoint
 from minidl.data import DatasetError, build_transform, load_cifar10, resize_bilinear
 from minidl.models import AlexNet
-from minidl.nn._shapes import resolve_padding
+from minidl.functional._window import resolve_padding
 from minidl.plots import filter_grid
 
 PROG = "layer_by_layer"
@@ -104,7 +104,7 @@ def size_line(module, in_shape, formula) -> str:
     """A window layer's output-size arithmetic, and how "same" padding was split."""
     line = f"out = (in + pad - k) / stride + 1:  {formula}"
     if getattr(module, "padding", None) == "same":  # TensorFlow's rule: the odd pixel goes bottom/right
-        (top, bottom), (left, right) = resolve_padding("same", in_shape[1:], module.kernel_size, module.stride)
+        (top, bottom), (left, right) = resolve_padding("layer_by_layer", "same", in_shape[1:], module.kernel_size, module.stride)
         line += f'  ("same": {top} top, {bottom} bottom, {left} left, {right} right)'
     return line
 

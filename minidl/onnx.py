@@ -39,7 +39,7 @@ import numpy as np
 from . import backend, nn
 from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
-from .nn._shapes import resolve_padding
+from .functional._window import resolve_padding
 
 OPSET = 13
 IR_VERSION = 7  # the IR version of opset 13, so that older runtimes load the file too
@@ -94,7 +94,7 @@ class _Graph:
 
 def _pads(module, spatial):
     """ONNX's pads [top, left, bottom, right] for a window layer at this input size."""
-    (top, bottom), (left, right) = resolve_padding(module.padding, spatial, module.kernel_size, module.stride)
+    (top, bottom), (left, right) = resolve_padding("onnx", module.padding, spatial, module.kernel_size, module.stride)
     return [top, left, bottom, right]
 
 

@@ -101,3 +101,24 @@ def test_softmax_any_shape_and_axis(shape, data):
     check_gradients(lambda t: F.log_softmax(t, axis), [t])
     t.grad = None
     check_gradients(lambda t: F.softmax(t, axis), [t])
+
+
+@pytest.mark.parametrize("x_last,gy_last", [(False, False), (True, True), (True, False)])
+def test_relu_in_chunks_any_layout(monkeypatch, x_last, gy_last):
+    # On the CPU, ReLU runs in chunks on the workers when x and gy share a layout, and as
+    # one whole-array expression when they do not; the values are the same either way,
+    # and the output keeps x's layout.
+    from minidl.functional import activation
+    monkeypatch.setattr(activation, "_CHUNK", 7)   # many chunks, one ending mid-pixel
+    rng = np.random.default_rng(3)
+
+    def layout(a, last):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if last else a
+    x = rng.standard_normal((2, 3, 4, 5))
+    gy = rng.standard_normal(x.shape)
+    xt = minidl.tensor(layout(x, x_last), requires_grad=True)
+    y = F.relu(xt)
+    assert y.data.strides == xt.data.strides
+    y.backward(layout(gy, gy_last))
+    np.testing.assert_array_equal(y.numpy(), np.maximum(x, 0))
+    np.testing.assert_array_equal(xt.grad.numpy(), gy * (x > 0))

@@ -125,6 +125,17 @@ def test_bench_kernels_runs_at_batch_one(tmp_path, with_torch):
     assert all(r["bandwidth_fwd"] > 0 and r["copy_gbs"] > 0 for r in payload["memory_bound"])
 
 
+def test_bench_kernels_cifar_shows_winograd_against_im2col(tmp_path):
+    argv = ["--variant", "cifar", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--peak-size", "0",
+            "--only", "conv1,conv3", "--skip-torch", "--threads", "0", "--json", str(tmp_path / "k.json")]
+    rows = {r["op"]: r for r in bench_kernels.run(bench_kernels.build_parser().parse_args(argv))["convs"]}
+    assert rows["conv1"]["algorithm"] == "im2col" and "speedup_over_im2col_fwd" not in rows["conv1"]
+    assert rows["conv3"]["algorithm"] == "winograd_4x4"
+    assert rows["conv3"]["speedup_over_im2col_fwd"] == pytest.approx(rows["conv3"]["im2col_fwd_s"]
+                                                                     / rows["conv3"]["minidl_fwd_s"])
+    assert rows["conv3"]["x"] == (2, 64, 8, 8)
+
+
 def test_set_threads_limits_numpy_blas():
     import common
     pytest.importorskip("threadpoolctl")

@@ -1,5 +1,6 @@
-"""conv2d: forward against a naive loop reference, backward by finite differences,
-bad inputs, batch slicing, and (when installed) PyTorch as a second reference."""
+"""conv2d's im2col paths: forward against a naive loop reference, backward by finite
+differences, bad inputs, batch slicing, and (when installed) PyTorch as a second
+reference. Winograd has its own file (test_winograd.py)."""
 import math
 
 import numpy as np
@@ -9,7 +10,10 @@ from hypothesis import strategies as st
 
 import minidl
 import minidl.functional as F
+from minidl.functional import _conv_channels_last as conv_channels_last
 from minidl.functional import conv as conv_module
+from minidl.functional._layout import as_nchw
+from minidl.functional._window import pair, resolve_padding
 from minidl.gradcheck import check_gradients
 
 from conftest import DEVICES
@@ -56,6 +60,31 @@ def naive_conv2d(x, w, b, stride, padding, groups):
     return y
 
 
+# ---- the three im2col paths -------------------------------------------------------
+# "nchw": conv.py's NCHW Function, the GPU's path, run here on the CPU;
+# "channel_cols": the CPU's channels-last Function on an NCHW input (conv1's images);
+# "pixel_cols": the same on a channels-last input (every later layer's input).
+PATHS = ["nchw", "channel_cols", "pixel_cols"]
+
+
+def on_path(array, path):
+    """The input array as the path wants it: channels-last memory for "pixel_cols"."""
+    if path == "pixel_cols":
+        return as_nchw(np.ascontiguousarray(np.asarray(array).transpose(0, 2, 3, 1)))
+    return array
+
+
+def conv_on_path(path, x, w, b=None, stride=1, padding=0, groups=1):
+    if path != "nchw":
+        y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups, algorithm="im2col")
+        assert y.data.transpose(0, 2, 3, 1).flags.c_contiguous   # channels-last memory
+        return y
+    stride = pair("test", "stride", stride)
+    pads = resolve_padding("test", padding, x.shape[2:], w.shape[2:], stride)
+    fn = conv_module.Conv2d(tuple(w.shape[2:]), stride, pads, groups)
+    return fn(x, w) if b is None else fn(x, w, b)
+
+
 # ---- hypothesis: forward matches the reference over many geometries ------------
 padding_strategy = st.one_of(
     st.just("valid"), st.just("same"), st.integers(0, 2),
@@ -78,15 +107,15 @@ def conv_case(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(case=conv_case(), seed=st.integers(0, 2**16))
-def test_forward_matches_naive_reference(case, seed):
+@given(case=conv_case(), seed=st.integers(0, 2**16), path=st.sampled_from(PATHS))
+def test_forward_matches_naive_reference(case, seed, path):
     n, c, h, w, o, kh, kw, stride, padding, groups, bias = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
     wt = rng.standard_normal((o, c // groups, kh, kw))
     b = rng.standard_normal(o) if bias else None
-    y = F.conv2d(minidl.tensor(x), minidl.tensor(wt), None if b is None else minidl.tensor(b),
-                 stride=stride, padding=padding, groups=groups)
+    y = conv_on_path(path, minidl.tensor(on_path(x, path)), minidl.tensor(wt), None if b is None else minidl.tensor(b),
+                     stride=stride, padding=padding, groups=groups)
     np.testing.assert_allclose(y.numpy(), naive_conv2d(x, wt, b, stride, padding, groups), rtol=1e-10, atol=1e-10)
 
 
@@ -125,35 +154,44 @@ GRAD_CASES = [  # x shape, w shape, stride, padding, groups
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("xs,ws,stride,padding,groups", GRAD_CASES)
-def test_gradients_match_finite_differences(device, xs, ws, stride, padding, groups):
+def test_gradients_match_finite_differences(device, path, xs, ws, stride, padding, groups):
     rng = np.random.default_rng(7)
-    x = minidl.tensor(rng.standard_normal(xs), requires_grad=True, device=device)
+    x = minidl.tensor(on_path(rng.standard_normal(xs), path), requires_grad=True, device=device)
     w = minidl.tensor(rng.standard_normal(ws), requires_grad=True, device=device)
     b = minidl.tensor(rng.standard_normal(ws[0]), requires_grad=True, device=device)
-    check_gradients(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups), [x, w, b])
+    check_gradients(lambda x, w, b: conv_on_path(path, x, w, b, stride=stride, padding=padding, groups=groups),
+                    [x, w, b])
 
 
-def test_gradient_check_catches_a_wrong_backward(monkeypatch):
+@pytest.mark.parametrize("path", PATHS)
+def test_gradient_check_catches_a_wrong_backward(monkeypatch, path):
     # The check above must be able to fail: break col2im (the input gradient of strided
     # convs) and expect an AssertionError.
     rng = np.random.default_rng(0)
-    x = minidl.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    x = minidl.tensor(on_path(rng.standard_normal((1, 2, 5, 5)), path), requires_grad=True)
     w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
-    original = conv_module.col2im
-    monkeypatch.setattr(conv_module, "col2im", lambda *a: 1.01 * original(*a))
+    if path == "nchw":
+        original = conv_module.col2im
+        monkeypatch.setattr(conv_module, "col2im", lambda *a: 1.01 * original(*a))
+    else:
+        original = conv_channels_last.Conv2dChannelsLast._input_grad_col2im
+        monkeypatch.setattr(conv_channels_last.Conv2dChannelsLast, "_input_grad_col2im",
+                            lambda *a: 1.01 * original(*a))
     with pytest.raises(AssertionError, match="input 0"):
-        check_gradients(lambda x, w: F.conv2d(x, w, stride=2, padding=1), [x, w])
+        check_gradients(lambda x, w: conv_on_path(path, x, w, stride=2, padding=1), [x, w])
 
 
-def test_gradient_check_catches_unflipped_weights_in_the_correlation_path(monkeypatch):
+@pytest.mark.parametrize("path", PATHS)
+def test_gradient_check_catches_unflipped_weights_in_the_correlation_path(monkeypatch, path):
     # Stride 1 computes gx by correlating gy with flipped weights; without the flip
     # (an easy mistake) the check must fail on input 0 only.
     rng = np.random.default_rng(0)
-    x = minidl.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    x = minidl.tensor(on_path(rng.standard_normal((1, 2, 5, 5)), path), requires_grad=True)
     w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
     assert conv_module.Conv2d((3, 3), (1, 1), ((1, 1), (1, 1)), 1)._input_grad_by_correlation()
-    check_gradients(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+    check_gradients(lambda x, w: conv_on_path(path, x, w, padding=1), [x, w])
     x.grad = w.grad = None
 
     def unflipped(self, weight):
@@ -161,9 +199,15 @@ def test_gradient_check_catches_unflipped_weights_in_the_correlation_path(monkey
         per_group = weight.reshape(self.groups, o // self.groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
         return np.ascontiguousarray(per_group).reshape(self.groups, cg, -1)
 
+    def unflipped_pixels(weight, groups):
+        o, cg, kh, kw = weight.shape
+        per_group = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 3, 4, 1, 2)
+        return np.ascontiguousarray(per_group).reshape(groups, kh * kw * (o // groups), cg)
+
     monkeypatch.setattr(conv_module.Conv2d, "_flipped_weight_matrices", unflipped)
+    monkeypatch.setattr(conv_channels_last, "_flipped_pixel_weights", unflipped_pixels)
     with pytest.raises(AssertionError, match="input 0"):
-        check_gradients(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+        check_gradients(lambda x, w: conv_on_path(path, x, w, padding=1), [x, w])
 
 
 def test_only_needed_gradients_are_computed():
@@ -211,6 +255,8 @@ def test_batch_slicing_gives_the_same_result(monkeypatch):
 
     whole = run()
     monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_MIN_PIXELS", 1)
     assert len(conv_module.worker_slices(x, 100, conv_module._COL_BYTES)) == 5
     for a, s in zip(whole, run()):
         np.testing.assert_allclose(a, s, rtol=1e-12, atol=1e-12)

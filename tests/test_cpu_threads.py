@@ -1,4 +1,7 @@
 """minidl._cpu_threads: slicing, items in parallel with single-threaded BLAS, and conv2d/max_pool2d through it."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -7,6 +10,8 @@ import pytest
 import minidl
 import minidl.functional as F
 from minidl import _cpu_threads as threads
+from minidl.functional import _conv_channels_last as conv_channels_last
+from minidl.functional import _winograd as winograd
 from minidl.functional import conv as conv_module
 from minidl.gradcheck import check_gradients
 
@@ -63,7 +68,7 @@ def test_parallel_map_uses_both_workers_with_blas_single_threaded(two_workers):
 
     assert threads.parallel_map(fn, range(7)) == [0, 10, 20, 30, 40, 50, 60]   # in item order
     assert len({ident for ident, _, _ in seen}) == 2          # two different threads
-    assert threading.get_ident() not in {ident for ident, _, _ in seen}
+    assert threading.get_ident() in {ident for ident, _, _ in seen}   # the caller takes items too
     assert all(blas == [1] * len(blas) for _, blas, _ in seen)  # BLAS limited to one thread inside
     assert all(inner == 1 for _, _, inner in seen)            # nested regions would run serially
 
@@ -151,24 +156,42 @@ def test_parallel_map_workers_see_the_callers_errstate(two_workers):
         assert all(np.isinf(r).all() for r in threads.parallel_map(lambda i: big * 10.0, range(4)))
 
 
-@pytest.mark.parametrize("stride,padding,groups,c,o", [
+_CONV_SHAPES = [  # stride, padding, groups, c, o
     (1, 1, 1, 3, 4),    # gx by correlation
     (2, 1, 2, 4, 6),    # gx by col2im
     (1, 2, 1, 2, 8),    # O > C: col2im at stride 1
-])
-def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, groups, c, o):
+]
+_CONV_PATHS = [("im2col", False), ("im2col", True), ("winograd_4x4", False), ("winograd_2x2", True)]
+
+
+@pytest.mark.parametrize("stride,padding,groups,c,o,algorithm,channels_last", [
+    shape + path for shape in _CONV_SHAPES for path in _CONV_PATHS
+    if shape[0] == 1 or path[0] == "im2col"])   # Winograd: stride 1 only
+def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, groups, c, o, algorithm,
+                                                  channels_last):
     rng = np.random.default_rng(5)
-    x = minidl.tensor(rng.standard_normal((7, c, 6, 6)), requires_grad=True)
+    x_data = rng.standard_normal((7, c, 6, 6))
+    if channels_last:
+        x_data = np.ascontiguousarray(x_data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    x = minidl.tensor(x_data, requires_grad=True)
     w = minidl.tensor(rng.standard_normal((o, c // groups, 3, 3)), requires_grad=True)
     b = minidl.tensor(rng.standard_normal(o), requires_grad=True)
-    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)  # one image per slice: 7 slices
-    gy = rng.standard_normal(F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups).shape)
+    # One image per slice: 7 slices.
+    monkeypatch.setattr(conv_module, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_COL_BYTES", 1)
+    monkeypatch.setattr(conv_channels_last, "_MIN_PIXELS", 1)
+    monkeypatch.setattr(winograd, "_SLICE_BYTES", 1)
+    monkeypatch.setattr(winograd, "_MIN_TILES", 1)
+
+    def conv(x, w, b=None):
+        return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups, algorithm=algorithm)
+    gy = rng.standard_normal(conv(x, w, b).shape)
 
     def run(workers):
         monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
         for t in (x, w, b):
             t.grad = None
-        y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+        y = conv(x, w, b)
         y.backward(gy)
         return y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()
 
@@ -176,7 +199,7 @@ def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, 
     for got, expected in zip(parallel, serial):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(parallel[2], serial[2])    # gw summed in slice order either way
-    check_gradients(lambda x, w: F.conv2d(x, w, stride=stride, padding=padding, groups=groups), [x, w])
+    check_gradients(conv, [x, w])
 
 
 def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
@@ -219,3 +242,40 @@ def test_batch_norm_in_parallel_chunks_matches_serial(monkeypatch, training):
 
     for got, expected in zip(run(2), run(1)):
         np.testing.assert_array_equal(got, expected)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+from minidl._cpu_memory import keep_freed_memory
+tuned = keep_freed_memory() if sys.argv[1] == "call" else False
+again = keep_freed_memory() if sys.argv[1] == "call" else False
+
+def step():  # a kernel's temporaries: two 8 MB and one 4 MB buffer, freed together
+    a, b, c = np.ones(2**21, np.float32), np.ones(2**21, np.float32), np.ones(2**20, np.float32)
+    del a, b, c
+
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(tuned, again, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+@pytest.mark.parametrize("how", ["call", "skip", "env-off"])
+def test_freed_work_buffers_stay_in_the_process(how):
+    # The same temporaries allocated again and again: with the allocator left alone the
+    # freed heap top is trimmed and the next step page-faults its pages in again (about
+    # 1,500 of 5,120 here); tuned, the freed blocks are reused.
+    env = dict(os.environ, MINIDL_MALLOC_TUNING="0" if how == "env-off" else "1")
+    arg = "skip" if how == "skip" else "call"
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, arg], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    tuned, again, faults_per_alloc = out[0] == "True", out[1] == "True", int(out[2])
+    assert not again                       # once per process
+    if how == "call":
+        assert tuned and faults_per_alloc < 100
+    else:
+        assert not tuned and faults_per_alloc > 1000

@@ -27,7 +27,8 @@ from minidl.backend import is_cuda_available
 from minidl.data import transforms
 from minidl.functional import _cuda_kernels as cuda_kernels
 from minidl.functional import _cuda_sources as cuda_sources
-from minidl.functional import _channel_rows, _im2col
+from minidl.functional import _channel_rows, _im2col, _window
+from minidl.functional import conv as conv_module
 from minidl.functional.pooling import MaxPool2d
 
 from cuda_emulation import GUARD, Emulator
@@ -62,7 +63,7 @@ def case_id(case):
 
 def out_hw(case):
     shape, kernel, stride, pads = case
-    return _im2col.output_hw("test", shape[2:], kernel, stride, pads)
+    return _window.output_hw("test", shape[2:], kernel, stride, pads)
 
 
 def tied_input(rng, shape, dtype):
@@ -253,7 +254,7 @@ def test_max_pool_emulated(emulate, rng, case, dtype, values):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype):
+def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype, monkeypatch):
     """conv2d (groups, TF "same" padding, stride 4) and max_pool2d, forward and backward."""
     def run():
         x = minidl.tensor(rng_x, requires_grad=True)
@@ -267,7 +268,9 @@ def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype):
     rng_w = rng.standard_normal((6, 2, 5, 5)).astype(dtype)
     rng_b = rng.standard_normal(6).astype(dtype)
     gy = rng.standard_normal((2, 6, 3, 3)).astype(dtype)
-    expected = run()
+    with monkeypatch.context() as patch:  # the reference: the NCHW xp code (a GPU's without its kernels)
+        patch.setattr(conv_module, "prefers_channels_last", lambda x: False)
+        expected = run()
     with emulate() as emulator:
         got = run()
         assert launched(emulator) == {"minidl_im2col", "minidl_col2im", "minidl_max_pool2d_forward",

@@ -99,3 +99,15 @@ def test_batch_slices_of_a_global_batch_apply_the_one_process_mask():
     np.testing.assert_array_equal(np.concatenate([top, bottom]), whole)
     with pytest.raises(ValueError, match="batch_slice"):
         F.dropout(x, 0.5, rng=np.random.default_rng(7), batch_slice=(2, 5))
+
+
+def test_mask_is_kept_as_bytes_and_backward_uses_it(rng):
+    # The saved mask is bool (1 byte per element); gradients are gy / (1 - p) where kept, else 0.
+    x = leaf(rng.uniform(1.0, 2.0, (6, 10)).astype(np.float32))
+    y = F.dropout(x, 0.25, rng=np.random.default_rng(2))
+    (mask,) = y.creator.saved_arrays
+    assert mask.dtype == np.bool_ and mask.shape == (6, 10)
+    gy = rng.standard_normal((6, 10)).astype(np.float32)
+    y.backward(gy)
+    np.testing.assert_array_equal(x.grad.numpy(), np.where(mask, gy * np.float32(1 / 0.75), 0))
+    np.testing.assert_array_equal(y.numpy(), np.where(mask, x.numpy() * np.float32(1 / 0.75), 0))

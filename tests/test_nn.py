@@ -198,6 +198,13 @@ def test_layer_argument_errors():
         nn.Conv2d(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="padding"):
         nn.Conv2d(3, 4, 3, padding="full")
+    # The layers check with the kernels' own geometry (functional/_window.py), at construction.
+    with pytest.raises(ValueError, match=r"Conv2d: kernel_size must be a positive int or a pair"):
+        nn.Conv2d(3, 4, 0)
+    with pytest.raises(ValueError, match=r"MaxPool2d: padding must be non-negative, got -1"):
+        nn.MaxPool2d(3, 2, padding=-1)
+    with pytest.raises(ValueError, match=r"Conv2d: kernel \(5, 5\) is larger than the padded input"):
+        nn.Conv2d(3, 4, 5).shape_info((3, 4, 4))
     with pytest.raises(ValueError, match=r"expected input \(N, C, H, W\) with C=4"):
         nn.BatchNorm2d(4)(minidl.tensor(np.zeros((2, 3, 2, 2))))
     with pytest.raises(ValueError, match=r"expected input \(N, C\) with C=4"):

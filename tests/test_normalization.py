@@ -109,10 +109,18 @@ def test_batch_norm_float32_variance_is_stable_for_large_offsets(rng):
     np.testing.assert_allclose(y.numpy(), bn_reference(x, None, None), atol=5e-3)
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 3), (2, 2, 3, 2)])
+def channels_last(t):
+    """A leaf with t's values in channels-last memory (the CPU's layout after a conv)."""
+    data = backend.get_array_module(t.data).ascontiguousarray(t.data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return minidl.Tensor(data, requires_grad=t.requires_grad)
+
+
+@pytest.mark.parametrize("shape,last", [((4, 3), False), ((3, 2, 3), False), ((2, 2, 3, 2), False),
+                                        ((2, 3, 3, 2), True)])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_gradients(device, rng, shape, training):
+def test_batch_norm_gradients(device, rng, shape, last, training):
     x, gamma, beta, rm, rv = bn_inputs(rng, shape, device)
+    x = channels_last(x) if last else x
 
     def fn(x, gamma, beta):
         # Copies: training mode would otherwise drift the buffers across the many calls.
@@ -144,12 +152,14 @@ def test_batch_norm_eval_backward_uses_the_stats_of_its_forward(rng):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training):
-    # The CPU passes walk (N*C, S) rows in chunks; 3 rows of 7 values per chunk here,
-    # so chunks start mid-image and mid-channel. Every result must equal the one-chunk run.
-    from minidl.functional import _channel_rows
-    shape = (5, 4, 7)
+@pytest.mark.parametrize("shape,last", [((5, 4, 7), False), ((3, 7, 3, 2), True), ((9, 7), False)])
+def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training, shape, last):
+    # The CPU passes walk rows in chunks: (N*C, S) rows of 7 values for NCHW, rows of whole
+    # pixels (k*C values) for channels-last and 2-D input; 3 rows of 7 values per chunk here,
+    # so chunks start mid-image and mid-channel. Every result must equal the whole-row run.
+    from minidl.functional import _channel_rows, _per_channel
     x, gamma, beta, rm, rv = bn_inputs(rng, shape, "cpu")
+    x = channels_last(x) if last else x
     gy = rng.standard_normal(shape)
 
     def run():
@@ -161,6 +171,7 @@ def test_batch_norm_chunked_passes_match_one_chunk(rng, monkeypatch, training):
 
     whole = run()
     monkeypatch.setattr(_channel_rows, "_CHUNK_BYTES", 3 * 7 * 8)
+    monkeypatch.setattr(_per_channel, "_ROW_VALUES", 7)   # channels-last rows of one pixel each
     assert len(_channel_rows.chunks(np.zeros((20, 7)))) == 7
     for got, expected in zip(run(), whole):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
@@ -178,6 +189,7 @@ def test_batch_norm_any_shape(n, c, spatial, training, seed):
         shape = (n + 1, c, *spatial)
     rng = np.random.default_rng(seed)
     x, gamma, beta, rm, rv = bn_inputs(rng, shape, "cpu")
+    x = channels_last(x) if len(shape) == 4 and seed % 2 else x
     y = F.batch_norm(x, gamma, beta, rm.copy(), rv.copy(), training, eps=1e-2)
     expected = bn_reference(x.numpy(), gamma.numpy(), beta.numpy(), None if training else rm,
                             None if training else rv, eps=1e-2)

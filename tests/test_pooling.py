@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import minidl
 import minidl.functional as F
+from minidl.functional._layout import as_nchw
 from minidl.gradcheck import check_gradients
 
 from conftest import DEVICES
@@ -75,14 +76,20 @@ def pool_case(draw):
     return (draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), (kh, kw), stride, padding
 
 
+def channels_last(x):
+    """The same (N, C, H, W) values in channels-last memory (the CPU's layout after a conv)."""
+    return as_nchw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+
+
 @settings(max_examples=40, deadline=None)
-@given(case=pool_case(), seed=st.integers(0, 2**16))
-def test_forward_and_backward_match_naive_reference(case, seed):
+@given(case=pool_case(), seed=st.integers(0, 2**16), last=st.booleans())
+def test_forward_and_backward_match_naive_reference(case, seed, last):
     shape, kernel, stride, padding = case
     rng = np.random.default_rng(seed)
     x = shuffled_linspace(shape, rng)
-    xt = minidl.tensor(x, requires_grad=True)
+    xt = minidl.tensor(channels_last(x) if last else x, requires_grad=True)
     y = F.max_pool2d(xt, kernel, stride, padding)
+    assert (y.data.transpose(0, 2, 3, 1) if last else y.data).flags.c_contiguous   # the input's layout
     sh_sw = kernel if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
     gy = rng.standard_normal(y.shape)
     y.backward(gy)
@@ -94,9 +101,11 @@ def test_forward_and_backward_match_naive_reference(case, seed):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel,stride,padding", [
     (3, 2, 0), ((2, 3), (1, 2), ((1, 0), (0, 2))), (3, 2, "same"), (2, None, 1)])
-def test_gradients_match_finite_differences(device, kernel, stride, padding):
+@pytest.mark.parametrize("last", [False, True])
+def test_gradients_match_finite_differences(device, kernel, stride, padding, last):
     rng = np.random.default_rng(2)
-    x = minidl.tensor(shuffled_linspace((2, 2, 6, 5), rng), requires_grad=True, device=device)
+    x = shuffled_linspace((2, 2, 6, 5), rng)
+    x = minidl.tensor(channels_last(x) if last else x, requires_grad=True, device=device)
     check_gradients(lambda x: F.max_pool2d(x, kernel, stride, padding), [x])
 
 

@@ -1,4 +1,4 @@
-"""Window geometry shared by convolution and pooling, and im2col / col2im.
+"""im2col / col2im, padding and batch slicing shared by convolution and pooling.
 
 A 2-D convolution slides a KH x KW window over a padded image. im2col copies every
 window into a column of one big matrix, so that the whole convolution becomes a
@@ -23,88 +23,10 @@ each group's rows are a contiguous block.
 """
 from __future__ import annotations
 
-import numbers
-
 from .. import backend
 from .._cpu_threads import balanced_slices
 from . import _cuda_kernels as cuda_kernels
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def pair(fn: str, name: str, value) -> tuple:
-    """``value`` as a pair of positive ints: 3 -> (3, 3), (3, 2) -> (3, 2).
-
-    Raises:
-        ValueError naming ``fn`` and ``name`` for anything else (zero, negative,
-        wrong length, not an int).
-    """
-    pair_ = (value, value) if _is_int(value) else value
-    if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
-            or not all(_is_int(v) and v > 0 for v in pair_)):
-        raise ValueError(f"{fn}: {name} must be a positive int or a pair of positive ints, got {value!r}")
-    return int(pair_[0]), int(pair_[1])
-
-
-def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple) -> tuple:
-    """Turn any accepted ``padding`` into explicit ((top, bottom), (left, right)).
-
-    Args:
-        fn: name of the calling function, for error messages.
-        padding: an int (all four sides), (ph, pw) (symmetric per axis),
-            ((top, bottom), (left, right)), "valid" (no padding) or "same"
-            (TensorFlow's rule: output = ceil(in / stride), total padding
-            max((out - 1) * stride + k - in, 0), the odd pixel at the bottom/right).
-        in_hw: (H, W) of the input.
-        kernel, stride: (KH, KW) and (SH, SW).
-    Returns:
-        ((top, bottom), (left, right)) as non-negative ints.
-    """
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return (0, 0), (0, 0)
-        if mode == "same":
-            pads = []
-            for size, k, s in zip(in_hw, kernel, stride):
-                out = -(-size // s)  # ceil(size / s)
-                total = max((out - 1) * s + k - size, 0)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
-        raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
-    spec = (padding, padding) if _is_int(padding) else padding
-    if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        if all(_is_int(p) for p in spec):
-            pads = ((spec[0], spec[0]), (spec[1], spec[1]))
-        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p) for p in spec):
-            pads = (tuple(spec[0]), tuple(spec[1]))
-        else:
-            pads = None
-        if pads is not None:
-            if any(p < 0 for side in pads for p in side):
-                raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
-            return tuple((int(a), int(b)) for a, b in pads)
-    raise ValueError(f"{fn}: padding must be an int, (ph, pw), ((top, bottom), (left, right)), "
-                     f"'valid' or 'same', got {padding!r}")
-
-
-def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
-    """(OH, OW) = floor((in + before + after - k) / stride) + 1 per axis.
-
-    Raises:
-        ValueError when the kernel is larger than the padded input.
-    """
-    out = []
-    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
-        padded = size + before + after
-        if k > padded:
-            raise ValueError(f"{fn}: kernel {tuple(kernel)} is larger than the padded input "
-                             f"{tuple(h + a + b for h, (a, b) in zip(in_hw, pads))} "
-                             f"(input {tuple(in_hw)}, padding {tuple(pads)})")
-        out.append((padded - k) // s + 1)
-    return tuple(out)
+from ._window import output_hw
 
 
 def pad2d(x, pads: tuple, value: float = 0.0):

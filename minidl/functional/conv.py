@@ -1,4 +1,4 @@
-"""2-D convolution (cross-correlation, like every deep learning library) via im2col.
+"""2-D convolution (cross-correlation, like every deep learning library): the public conv2d, and im2col.
 
 im2col turns the convolution into matrix products, one per group:
 
@@ -21,13 +21,39 @@ temporary is deleted as soon as its product has consumed it. The slices are
 independent, so on the CPU worker threads take them one at a time, each with a
 single-threaded matrix product, and the copies around the products run on every
 core too (minidl._cpu_threads).
+
+Algorithms. ``conv2d`` picks one per call from the shapes and the device:
+  - "winograd": on the CPU, a 3x3, stride-1 convolution with at least
+    ``WINOGRAD_MIN_CHANNELS`` input channels per group runs Winograd's minimal
+    filtering (_winograd.py), which needs 2.25x (F(2x2, 3x3)) to 4x (F(4x4, 3x3))
+    fewer multiplications; of the two tiles, the one with fewer transformed values
+    for this output size (ties: the smaller, more accurate one).
+  - "im2col" for everything else: on the CPU in channels-last memory
+    (_conv_channels_last.py), on a GPU the NCHW code below, whose copies have CUDA
+    twins (_cuda_kernels.py).
+``algorithm=`` (or the environment variable ``MINIDL_CONV_ALGORITHM``, read at every
+call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" or
+"winograd_4x4"; the Winograd ones need a 3x3 kernel and stride 1, and run on a GPU too
+(xp code, no CUDA twin; their output is then made NCHW-contiguous again).
 """
 from __future__ import annotations
+
+import os
 
 from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
-from ._im2col import col2im, im2col, output_hw, pair, resolve_padding, worker_slices
+from ._conv_channels_last import Conv2dChannelsLast
+from ._im2col import col2im, im2col, worker_slices
+from ._layout import prefers_channels_last
+from ._winograd import Conv2dWinograd
+from ._window import output_hw, pair, resolve_padding
+
+ALGORITHMS = ("auto", "im2col", "winograd", "winograd_2x2", "winograd_4x4")
+
+# Below this many input channels per group the Winograd products are too thin to win
+# (measured: see the README's performance section).
+WINOGRAD_MIN_CHANNELS = 16
 
 
 # The largest im2col buffer built at once on the CPU, in bytes: the batch is
@@ -200,8 +226,38 @@ class Conv2d(Function):
         return (gx, gw) if len(self.needs_input_grad) == 2 else (gx, gw, gb)
 
 
+def winograd_tile(out_hw: tuple) -> int:
+    """The Winograd tile m (2 or 4) with fewer transformed values, (m+2)^2 per tile, for this output size."""
+    def values(m):
+        return (m + 2) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
+    return 4 if values(4) < values(2) else 2
+
+
+def choose_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, algorithm: str) -> str:
+    """The algorithm conv2d runs: "im2col", "winograd_2x2" or "winograd_4x4" (see the module doc).
+
+    Raises:
+        ValueError for an unknown name, or a Winograd algorithm forced on a conv it cannot do.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"conv2d: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    winograd_fits = kernel == (3, 3) and stride == (1, 1)
+    if algorithm == "auto":
+        channels = x.shape[1] // groups
+        wanted = prefers_channels_last(x) and winograd_fits and channels >= WINOGRAD_MIN_CHANNELS
+        algorithm = "winograd" if wanted else "im2col"
+    if algorithm == "im2col":
+        return algorithm
+    if not winograd_fits:
+        raise ValueError(f"conv2d: algorithm {algorithm!r} needs a 3x3 kernel and stride 1, "
+                         f"got kernel {kernel} and stride {stride}")
+    if algorithm == "winograd":
+        return f"winograd_{winograd_tile(out_hw)}x{winograd_tile(out_hw)}"
+    return algorithm
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-           groups: int = 1) -> Tensor:
+           groups: int = 1, algorithm: str | None = None) -> Tensor:
     """2-D convolution (cross-correlation) of a batch of images.
 
     Args:
@@ -214,14 +270,18 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
             padding at the bottom/right). Padding is zeros.
         groups: split input and output channels into this many independent groups
             (AlexNet's two "streams" are groups=2).
+        algorithm: None or "auto" picks by the rule in the module doc; "im2col",
+            "winograd", "winograd_2x2" or "winograd_4x4" force one (tests, teaching).
+            None reads ``MINIDL_CONV_ALGORITHM`` (default "auto").
     Returns:
-        y Tensor.
+        y Tensor. On the CPU its memory is channels-last (see _layout.py); its shape
+        and values are those of NCHW.
 
     Shapes: x (N, C, H, W), weight (O, C/groups, KH, KW), bias (O,) -> y (N, O, OH, OW)
     with OH = (H + top + bottom - KH) // SH + 1, likewise OW.
     Raises:
-        ValueError for wrong ranks, channel/group mismatches, bad stride/padding or a
-        kernel larger than the padded input.
+        ValueError for wrong ranks, channel/group mismatches, bad stride/padding, a
+        kernel larger than the padded input, or an algorithm that cannot run this conv.
     """
     x_shape, w_shape = tuple(x.shape), tuple(weight.shape)
     if len(x_shape) != 4 or len(w_shape) != 4:
@@ -246,6 +306,15 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         raise ValueError(f"conv2d: kernel size must be positive, got weight {w_shape}")
     stride = pair("conv2d", "stride", stride)
     pads = resolve_padding("conv2d", padding, x_shape[2:], kernel, stride)
-    output_hw("conv2d", x_shape[2:], kernel, stride, pads)  # raises if the kernel does not fit
-    fn = Conv2d(tuple(kernel), stride, pads, groups)
+    out_hw = output_hw("conv2d", x_shape[2:], kernel, stride, pads)  # raises if the kernel does not fit
+    if algorithm is None:
+        algorithm = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"
+    data = x.data if isinstance(x, Tensor) else x
+    chosen = choose_algorithm(data, tuple(kernel), stride, groups, out_hw, algorithm)
+    if chosen.startswith("winograd"):
+        fn = Conv2dWinograd(int(chosen[-1]), pads, groups)
+    elif prefers_channels_last(data):
+        fn = Conv2dChannelsLast(tuple(kernel), stride, pads, groups)
+    else:
+        fn = Conv2d(tuple(kernel), stride, pads, groups)
     return fn(x, weight) if bias is None else fn(x, weight, bias)

@@ -8,7 +8,7 @@ from ..autograd import Function, Tensor
 
 
 class Dropout(Function):
-    # x (any shape) -> y = x * mask / (1 - p), same shape; mask ~ Bernoulli(1 - p).
+    # x (any shape) -> y = x * keep / (1 - p), same shape; keep ~ Bernoulli(1 - p), bool.
     # With batch_slice = (start, total): draws (total, *x.shape[1:]), keeps rows
     # start..start+N (x's rows within a data-parallel global batch).
     def __init__(self, p, rng, batch_slice=None):
@@ -22,15 +22,20 @@ class Dropout(Function):
         else:
             start, total = self.batch_slice
             keep = self.rng.random((total,) + x.shape[1:], dtype=np.float32)[start:start + x.shape[0]] >= self.p
-        scale = backend.to_device(keep, backend.device_of(x)).astype(x.dtype)
-        scale *= x.dtype.type(1.0 / (1.0 - self.p))
-        self.save_for_backward(scale)
-        return x * scale
+        # The mask stays bool (1 byte per element, not a float mask's 4); x * keep * scale
+        # rounds exactly as x * scale on the kept elements.
+        keep = backend.to_device(keep, backend.device_of(x))
+        self.scale = x.dtype.type(1.0 / (1.0 - self.p))
+        self.save_for_backward(keep)
+        y = x * keep
+        y *= self.scale
+        return y
 
     def backward(self, gy):
-        (scale,) = self.saved_arrays
-        gx = gy * scale
-        assert gx.shape == scale.shape
+        (keep,) = self.saved_arrays
+        gx = gy * keep
+        gx *= self.scale
+        assert gx.shape == keep.shape
         return gx
 
 

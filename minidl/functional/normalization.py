@@ -29,7 +29,8 @@ import numbers
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._channel_rows import centered_affine, centered_dots, channel_total, per_row, row_sums, rows_of
+from ._per_channel import (channel_centered_affine, channel_centered_dots, channel_gradient_sums, channel_sums,
+                           in_layout_of)
 
 
 # ---------------------------------------------------------------------------
@@ -82,12 +83,12 @@ class _BatchNorm(Function):
 
 
 class BatchNormTraining(_BatchNorm):
-    # x (N,C,*S) as rows (N*C, S) -> mean, var (C,) over the m = N*prod(S) values of
-    #   each channel -> y = (x - mean) * gamma * inv_std + beta (N,C,*S)
+    # x (N,C,*S) -> mean, var (C,) over the m = N*prod(S) values of each channel
+    #   -> y = (x - mean) * gamma * inv_std + beta (N,C,*S), in x's memory layout
     # Saved for backward: x (the graph keeps it alive anyway, so it costs nothing),
     # mean and inv_std (per channel) and gamma. Backward recomputes x - mean chunk by
     # chunk instead of keeping an activation-sized xhat alive until then. The passes
-    # run over cache-sized chunks of rows (see _channel_rows).
+    # run over cache-sized chunks (see _per_channel).
     #
     # Synchronised batch norm (data parallelism): with ``channel_reduce``, x is this
     # process's slice of a global batch and the statistics are the global batch's.
@@ -106,25 +107,22 @@ class BatchNormTraining(_BatchNorm):
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
         gamma, beta = self._split(affine)
-        n, c = x.shape[:2]
-        rows = rows_of(x)
-        sums = channel_total(row_sums(rows), n)
+        c = x.shape[1]
+        sums = channel_sums(x)
         if self.channel_reduce is None:
-            m = rows.size // c
+            m = x.size // c
         else:
             # The global count travels with the sums (processes may hold unequal
             # slices). It stays a 0-d array on x's device, so that no host
             # synchronisation stalls a GPU here; float32 counts are exact to 2**24.
-            totals = self._total(xp.concatenate([sums, xp.asarray([rows.size // c], dtype=sums.dtype)]))
+            totals = self._total(xp.concatenate([sums, xp.asarray([x.size // c], dtype=sums.dtype)]))
             sums, m = totals[:c], totals[c]
         self.m = m
         mean = sums / m
-        mean_r = per_row(mean, n)
         # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
-        var = self._total(channel_total(centered_dots(rows, mean_r), n)) / m
+        var = self._total(channel_centered_dots(x, mean)) / m
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        shift_r = None if beta is None else per_row(beta, n)
-        y = centered_affine(rows, mean_r, per_row(self._scale(inv_std, gamma), n), shift_r)
+        y = channel_centered_affine(x, mean, self._scale(inv_std, gamma), beta)
         if self.running_mean is not None:
             # In place: these are the caller's buffers. Unbiased variance, as PyTorch.
             mom = self.momentum
@@ -134,13 +132,13 @@ class BatchNormTraining(_BatchNorm):
             self.running_var += (mom * m / (m - 1)) * var
         self.running_mean = self.running_var = None     # backward never needs the buffers
         self.save_for_backward(x, mean, inv_std, gamma)
-        return y.reshape(x.shape)
+        return y
 
     def backward(self, gy):
         x, mean, inv_std, gamma = self.saved_arrays
         want_x, want_gamma, want_beta = self._wants()
-        n, c = x.shape[:2]
-        gy_rows = rows_of(gy)
+        c = x.shape[1]
+        gy = in_layout_of(x, gy)
         m = self.m
         if self.channel_reduce is not None:
             # gamma and beta act on this slice's rows only: their gradients are the
@@ -148,17 +146,15 @@ class BatchNormTraining(_BatchNorm):
             # gradient needs the global batch's sums, both in one reduction, asked
             # for by every process whatever it wants, so the collectives match.
             xp = backend.get_array_module(x)
-            rows, mean_r = rows_of(x), per_row(mean, n)
-            sum_gy = channel_total(row_sums(gy_rows), n)
-            sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
+            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)
+            sum_gy_xhat = sum_gy_xc * inv_std
             both = self._total(xp.concatenate([sum_gy, sum_gy_xhat]))
             global_gy, global_gy_xhat = both[:c], both[c:]
         else:
-            sum_gy = channel_total(row_sums(gy_rows), n) if want_x or want_beta else None
             if not (want_x or want_gamma):
-                return self._grads(None, None, sum_gy)
-            rows, mean_r = rows_of(x), per_row(mean, n)
-            sum_gy_xhat = channel_total(centered_dots(rows, mean_r, gy_rows), n) * inv_std
+                return self._grads(None, None, channel_sums(gy) if want_beta else None)
+            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)   # one pass over x and gy
+            sum_gy_xhat = sum_gy_xc * inv_std
             global_gy, global_gy_xhat = sum_gy, sum_gy_xhat
         gx = None
         if want_x:
@@ -168,17 +164,15 @@ class BatchNormTraining(_BatchNorm):
             # and the scale of the batch depend on every x, which removes from gy its
             # per-channel mean and its component along xhat. As one fused pass:
             #   (gy + (x - mean) * (-inv_std * mean(gy * xhat)) - mean(gy)) * gamma * inv_std.
-            gx = centered_affine(rows, mean_r, per_row(-inv_std * global_gy_xhat / m, n),
-                                 per_row(-global_gy / m, n), other=gy_rows,
-                                 other_scale_r=per_row(self._scale(inv_std, gamma), n))
-            gx = gx.reshape(x.shape)
+            gx = channel_centered_affine(x, mean, -inv_std * global_gy_xhat / m, -global_gy / m, other=gy,
+                                         other_scale=self._scale(inv_std, gamma))
             assert gx.shape == x.shape
         return self._grads(gx, sum_gy_xhat, sum_gy)
 
 
 class BatchNormInference(_BatchNorm):
     # x (N,C,*S), running mean/var (C,) -> y = (x - mean) * gamma * inv_std + beta
-    # (N,C,*S): a fixed per-channel affine map.
+    # (N,C,*S): a fixed per-channel affine map, in x's memory layout.
     def __init__(self, has_weight, has_bias, eps, running_mean, running_var):
         super().__init__(has_weight, has_bias, eps)
         self.running_mean, self.running_var = running_mean, running_var
@@ -186,30 +180,24 @@ class BatchNormInference(_BatchNorm):
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
         gamma, beta = self._split(affine)
-        n = x.shape[0]
         # Copies in x's dtype: a later training step updates the buffers in place, and
         # this call's backward must still see the statistics its forward used.
         mean = self.running_mean.astype(x.dtype)
         inv_std = 1.0 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
         self.running_mean = self.running_var = None
-        shift_r = None if beta is None else per_row(beta, n)
-        y = centered_affine(rows_of(x), per_row(mean, n), per_row(self._scale(inv_std, gamma), n), shift_r)
+        y = channel_centered_affine(x, mean, self._scale(inv_std, gamma), beta)
         self.save_for_backward(x, mean, inv_std, gamma)
-        return y.reshape(x.shape)
+        return y
 
     def backward(self, gy):
         x, mean, inv_std, gamma = self.saved_arrays
         want_x, want_gamma, want_beta = self._wants()
-        n = x.shape[0]
         gx = None
         if want_x:
             gx = gy * _per_channel(self._scale(inv_std, gamma), x.ndim)
             assert gx.shape == x.shape
-        gy_rows = rows_of(gy)
-        sum_gy_xhat = None
-        if want_gamma:
-            sum_gy_xhat = channel_total(centered_dots(rows_of(x), per_row(mean, n), gy_rows), n) * inv_std
-        sum_gy = channel_total(row_sums(gy_rows), n) if want_beta else None
+        sum_gy_xhat = channel_centered_dots(x, mean, in_layout_of(x, gy)) * inv_std if want_gamma else None
+        sum_gy = channel_sums(gy) if want_beta else None
         return self._grads(gx, sum_gy_xhat, sum_gy)
 
 

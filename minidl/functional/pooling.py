@@ -1,4 +1,4 @@
-"""2-D max pooling, with overlapping windows and -inf padding.
+"""2-D max pooling, with overlapping windows and -inf padding, in either memory layout.
 
 Forward walks the KH*KW kernel offsets (never the pixels): for one offset, the
 pixels it sees across all windows form one strided slice of the padded input, so a
@@ -25,7 +25,9 @@ from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
-from ._im2col import output_hw, pad2d, pair, resolve_padding, window, worker_slices
+from ._im2col import window, worker_slices
+from ._layout import as_nchw, is_channels_last, nhwc
+from ._window import output_hw, pair, resolve_padding
 
 
 def _index_dtype(xp, positions: int):
@@ -41,10 +43,48 @@ def _index_dtype(xp, positions: int):
 _SLICE_BYTES = 2 * 2**20
 
 
+def _spatial_view(x):
+    """x (N, C, H, W) as the array the CPU loops walk, and where its H and W axes are.
+
+    Channels-last x: its (N, H, W, C) memory, axes 1 and 2, so every strided slice moves
+    runs of C values; otherwise x itself, axes 2 and 3 (runs of OW values).
+    """
+    if is_channels_last(x):
+        return nhwc(x), (1, 2)
+    return x, (2, 3)
+
+
+def _index(axes, rows, cols):
+    """An index selecting ``rows`` and ``cols`` on the spatial ``axes`` of a 4-D array."""
+    index = [slice(None)] * 4
+    index[axes[0]], index[axes[1]] = rows, cols
+    return tuple(index)
+
+
+def _padded(a, axes, pads, value):
+    """``a`` with its spatial axes padded by pads ((top, bottom), (left, right)) of ``value``."""
+    xp = backend.get_array_module(a)
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return a
+    shape = list(a.shape)
+    shape[axes[0]] += top + bottom
+    shape[axes[1]] += left + right
+    out = xp.full(shape, value, dtype=a.dtype)
+    out[_index(axes, slice(top, top + a.shape[axes[0]]), slice(left, left + a.shape[axes[1]]))] = a
+    return out
+
+
+def _as_layout(a, axes):
+    """A result computed on a _spatial_view back as (N, C, H, W)."""
+    return as_nchw(a) if axes == (1, 2) else a
+
+
 class MaxPool2d(Function):
-    # For each batch slice of n images:
+    # For each batch slice of n images (channels-last ones walked as (n,H,W,C)):
     # x (n,C,H,W) -> xpad (n,C,Hp,Wp) padded with -inf -> y (n,C,OH,OW), and
-    # argmax (n,C,OH,OW): the winning offset kh*KW + kw within each window.
+    # argmax (n,C,OH,OW): the winning offset kh*KW + kw within each window (1 byte).
+    # y, argmax and gx keep x's memory layout.
     def __init__(self, kernel: tuple, stride: tuple, pads: tuple):
         self.kernel, self.stride, self.pads = kernel, stride, pads
 
@@ -60,20 +100,25 @@ class MaxPool2d(Function):
         self.x_shape = x.shape
         if cuda_kernels.wanted(x):
             y, self.argmax = cuda_kernels.max_pool2d_forward(
-                x, self.kernel, self.stride, self.pads, (oh, ow), _index_dtype(xp, kh_size * kw_size))
+                xp.ascontiguousarray(x), self.kernel, self.stride, self.pads, (oh, ow),
+                _index_dtype(xp, kh_size * kw_size))
             return y
-        y = xp.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        a, axes = _spatial_view(x)
+        self.axes = axes
+        out_shape = list(a.shape)
+        out_shape[axes[0]], out_shape[axes[1]] = oh, ow
+        y = xp.empty(out_shape, dtype=x.dtype)
         argmax = xp.zeros(y.shape, dtype=_index_dtype(xp, kh_size * kw_size))
 
         def work(part):
-            xpad = pad2d(x[part], self.pads, value=-xp.inf)
+            xpad = _padded(a[part], axes, self.pads, -xp.inf)
             y_part, argmax_part = y[part], argmax[part]
             candidate = xp.empty_like(y_part)
             for kh in range(kh_size):
                 for kw in range(kw_size):
                     # Copy the strided slice once, so the three passes below run on
                     # contiguous memory (several times faster than on strided views).
-                    candidate[...] = xpad[:, :, window(kh, sh, oh), window(kw, sw, ow)]
+                    candidate[...] = xpad[_index(axes, window(kh, sh, oh), window(kw, sw, ow))]
                     k = kh * kw_size + kw
                     if k == 0:
                         y_part[...] = candidate
@@ -88,22 +133,29 @@ class MaxPool2d(Function):
 
         map_pieces(x, work, self._slices(x.shape, x))
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
-        return y
+        return _as_layout(y, axes)
 
     def backward(self, gy):
         if cuda_kernels.wanted(gy):
-            return cuda_kernels.max_pool2d_backward(gy, self.argmax, self.x_shape, self.kernel, self.stride,
-                                                    self.pads)
+            xp = backend.get_array_module(gy)
+            return cuda_kernels.max_pool2d_backward(xp.ascontiguousarray(gy), self.argmax, self.x_shape,
+                                                    self.kernel, self.stride, self.pads)
         xp = backend.get_array_module(gy)
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         (top, bottom), (left, right) = self.pads
-        n, c, h, w = self.x_shape
+        axes = self.axes
+        g = nhwc(gy) if axes == (1, 2) else xp.ascontiguousarray(gy)   # gy in argmax's layout
         oh, ow = gy.shape[2:]
-        gx = xp.empty(self.x_shape, dtype=gy.dtype)
+        h, w = self.x_shape[2:]
+        gx_shape = list(g.shape)
+        gx_shape[axes[0]], gx_shape[axes[1]] = h, w
+        gx = xp.empty(gx_shape, dtype=gy.dtype)
 
         def work(part):
-            gy_part, argmax_part = gy[part], self.argmax[part]
-            gxpad = xp.zeros((gy_part.shape[0], c, top + h + bottom, left + w + right), dtype=gy.dtype)
+            gy_part, argmax_part = g[part], self.argmax[part]
+            pad_shape = list(gy_part.shape)
+            pad_shape[axes[0]], pad_shape[axes[1]] = top + h + bottom, left + w + right
+            gxpad = xp.zeros(pad_shape, dtype=gy.dtype)
             mine, sent = xp.empty(gy_part.shape, dtype=bool), xp.empty_like(gy_part)
             for kh in range(kh_size):
                 for kw in range(kw_size):
@@ -111,10 +163,11 @@ class MaxPool2d(Function):
                     # there; the += accumulates where windows overlap.
                     xp.equal(argmax_part, kh * kw_size + kw, out=mine)
                     xp.multiply(gy_part, mine, out=sent)
-                    gxpad[:, :, window(kh, sh, oh), window(kw, sw, ow)] += sent
-            gx[part] = gxpad[:, :, top:top + h, left:left + w]
+                    gxpad[_index(axes, window(kh, sh, oh), window(kw, sw, ow))] += sent
+            gx[part] = gxpad[_index(axes, slice(top, top + h), slice(left, left + w))]
 
         map_pieces(gy, work, self._slices(self.x_shape, gy))
+        gx = _as_layout(gx, axes)
         assert gx.shape == tuple(self.x_shape)
         return gx
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from . import init
-from ._shapes import check_padding, pair, window_output
+from ..functional._window import check_padding, pair, window_output
 from .module import Module, Parameter
 
 
@@ -51,9 +51,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = pair(stride, "stride", "Conv2d")
-        self.padding = check_padding(padding, "Conv2d")
+        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size)
+        self.stride = pair("Conv2d", "stride", stride)
+        self.padding = check_padding("Conv2d", padding)
         self._padding_arg = padding  # passed to the kernel exactly as the user wrote it
         rng = _default_rng(rng)
         shape = (out_channels, in_channels // groups) + self.kernel_size
@@ -73,7 +73,7 @@ class Conv2d(Module):
         c, h, w = _spatial(shape, "Conv2d")
         if c != self.in_channels:
             raise ValueError(f"Conv2d: expected {self.in_channels} input channels, got shape {tuple(shape)}")
-        (oh, ow), formula = window_output((h, w), self.kernel_size, self.stride, self.padding, "Conv2d")
+        (oh, ow), formula = window_output("Conv2d", (h, w), self.kernel_size, self.stride, self.padding)
         return (self.out_channels, oh, ow), formula
 
     def extra_repr(self):
@@ -92,9 +92,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size", "MaxPool2d")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", "MaxPool2d")
-        self.padding = check_padding(padding, "MaxPool2d")
+        self.kernel_size = pair("MaxPool2d", "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else pair("MaxPool2d", "stride", stride)
+        self.padding = check_padding("MaxPool2d", padding)
         self._padding_arg = padding
 
     def forward(self, x):
@@ -102,7 +102,7 @@ class MaxPool2d(Module):
 
     def shape_info(self, shape):
         c, h, w = _spatial(shape, "MaxPool2d")
-        (oh, ow), formula = window_output((h, w), self.kernel_size, self.stride, self.padding, "MaxPool2d")
+        (oh, ow), formula = window_output("MaxPool2d", (h, w), self.kernel_size, self.stride, self.padding)
         return (c, oh, ow), formula
 
     def extra_repr(self):

@@ -1,0 +1,194 @@
+"""Winograd convolution: the transform matrices, agreement with im2col, gradients, float32
+error against a float64 reference, and conv2d's algorithm rule."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as F
+from minidl.functional import _winograd as winograd
+from minidl.functional import conv as conv_module
+from minidl.functional._layout import as_nchw, is_channels_last
+from minidl.gradcheck import check_gradients
+
+from conftest import DEVICES
+
+TILES = ["winograd_2x2", "winograd_4x4"]
+
+
+def channels_last(x):
+    """The same (N, C, H, W) values in channels-last memory."""
+    return as_nchw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transform_matrices_compute_a_correlation(m):
+    # y = AT [(G g) * (BT d)] must equal y_i = sum_k g_k d_(i+k) for every d and g: check
+    # the bilinear identity on the basis, i.e. AT[i, j] G[j, k] BT[j, l] summed over j is [l == i + k].
+    at, g, bt = winograd.transform_matrices(m)
+    n = m + 2
+    assert at.shape == (m, n) and g.shape == (n, 3) and bt.shape == (n, n)
+    identity = np.einsum("ij,jk,jl->ikl", at, g, bt)
+    expected = np.zeros((m, 3, n))
+    for i in range(m):
+        for k in range(3):
+            expected[i, k, i + k] = 1.0
+    np.testing.assert_allclose(identity, expected, atol=1e-12)
+
+
+def _per_point(at, g, bt):
+    """AT's column j, G's row j and BT's row j multiplied out for every point j: what the
+    algorithm depends on (a sign or scale moved between them changes nothing)."""
+    return np.einsum("ij,jk,jl->jikl", at, g, bt)
+
+
+def test_transform_matrices_are_lavin_and_grays():
+    lavin_at = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+    lavin_g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    lavin_bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+    np.testing.assert_allclose(_per_point(*winograd.transform_matrices(2)), _per_point(lavin_at, lavin_g, lavin_bt),
+                               atol=1e-15)
+    # Their F(4x4) points (minidl's last point is -1/2, see _winograd's doc).
+    at4, g4, bt4 = winograd.transform_matrices(4, points=(0, 1, -1, 2, -2))
+    np.testing.assert_array_equal(at4[3], [0, 1, -1, 8, -8, 1])
+    np.testing.assert_array_equal(bt4[0], [4, 0, -5, 0, 1, 0])
+    np.testing.assert_allclose(g4[0], [1 / 4, 0, 0])
+    with pytest.raises(ValueError, match="needs 5 distinct points"):
+        winograd.transform_matrices(4, points=(0, 1, 1, 2, -2))
+
+
+CASES = [  # x shape, weight shape, padding, groups
+    ((2, 4, 8, 8), (6, 2, 3, 3), "same", 2),
+    ((3, 3, 7, 5), (4, 3, 3, 3), 1, 1),          # tiles overhang the output: cropped
+    ((2, 2, 6, 9), (2, 2, 3, 3), ((0, 2), (1, 0)), 1),
+    ((1, 4, 13, 13), (8, 2, 3, 3), "same", 2),   # the seed's 13x13 maps
+    ((2, 3, 3, 4), (2, 3, 3, 3), "valid", 1),    # one output row
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("algorithm", TILES)
+@pytest.mark.parametrize("xs,ws,padding,groups", CASES)
+def test_matches_im2col_and_gradients_check(device, algorithm, xs, ws, padding, groups):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+    gy = None
+    results = {}
+    for alg in ("im2col", algorithm):
+        ts = [minidl.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
+        y = F.conv2d(*ts, padding=padding, groups=groups, algorithm=alg)
+        gy = rng.standard_normal(y.shape) if gy is None else gy
+        y.backward(minidl.tensor(gy, device=device))
+        results[alg] = [y.numpy()] + [t.grad.numpy() for t in ts]
+    for got, ref in zip(results[algorithm], results["im2col"]):
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+    inputs = [minidl.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
+    check_gradients(lambda x, w, b: F.conv2d(x, w, b, padding=padding, groups=groups, algorithm=algorithm),
+                    inputs)
+
+
+@pytest.mark.parametrize("algorithm", TILES)
+def test_channels_last_input_and_output(algorithm):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 6, 5, 7)), rng.standard_normal((4, 6, 3, 3))
+    y_ref = F.conv2d(minidl.tensor(x), minidl.tensor(w), padding=1, algorithm="im2col")
+    xt = minidl.tensor(channels_last(x), requires_grad=True)
+    y = F.conv2d(xt, minidl.tensor(w), padding=1, algorithm=algorithm)
+    assert is_channels_last(y.data)  # the CPU's layout, whatever the input's
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-10, atol=1e-10)
+    check_gradients(lambda x: F.conv2d(x, minidl.tensor(w), padding=1, algorithm=algorithm), [xt])
+
+
+def test_gradient_check_catches_a_wrong_tile_scatter(monkeypatch):
+    # The input gradient adds overlapping tiles back; dropping the 2-pixel overlap (an
+    # easy mistake) must fail the check on input 0 only.
+    rng = np.random.default_rng(0)
+    x = minidl.tensor(rng.standard_normal((1, 2, 8, 8)), requires_grad=True)
+    w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
+
+    def scatter_without_overlap(self, gd, x_shape):
+        m = self.m
+        gd = gd.copy()
+        gd[m:] = 0
+        gd[:, m:] = 0
+        return original(self, gd, x_shape)
+
+    original = winograd.Conv2dWinograd._scatter_tiles
+    check_gradients(lambda x, w: F.conv2d(x, w, padding=1, algorithm="winograd_4x4"), [x, w])
+    x.grad = w.grad = None
+    monkeypatch.setattr(winograd.Conv2dWinograd, "_scatter_tiles", scatter_without_overlap)
+    with pytest.raises(AssertionError, match="input 0"):
+        check_gradients(lambda x, w: F.conv2d(x, w, padding=1, algorithm="winograd_4x4"), [x, w])
+
+
+def _direct_float64(x, w, pad):
+    """The convolution summed directly in float64 (the reference for rounding errors)."""
+    n, c, h, wd = x.shape
+    xpad = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
+    xpad[:, :, pad:pad + h, pad:pad + wd] = x
+    y = np.zeros((n, w.shape[0], h + 2 * pad - 2, wd + 2 * pad - 2))
+    for kh in range(3):
+        for kw in range(3):
+            y += np.einsum("nchw,oc->nohw", xpad[:, :, kh:kh + y.shape[2], kw:kw + y.shape[3]], w[:, :, kh, kw])
+    return y
+
+
+def test_float32_error_stays_within_a_small_factor_of_im2col():
+    # AlexNet-like statistics (cifar conv4's shape at batch 4): the relative error of
+    # each algorithm in float32 against the float64 sum, mean |error| / mean |y|.
+    # Measured here: im2col 2.2e-7, F(2x2) 3.1e-7 (1.4x), F(4x4) 1.2e-6 (5.4x; 6.8x with
+    # Lavin & Gray's point -2); allowed: 2x and 8x im2col's.
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((4, 128, 8, 8)), 0)          # post-ReLU inputs
+    w = rng.standard_normal((128, 128, 3, 3)) * np.sqrt(2 / (128 * 9))
+    ref = _direct_float64(x, w, 1)
+    errors = {}
+    for alg in ["im2col"] + TILES:
+        y = F.conv2d(minidl.tensor(x, dtype=np.float32), minidl.tensor(w, dtype=np.float32), padding=1,
+                     algorithm=alg).numpy()
+        errors[alg] = np.abs(y - ref).mean() / np.abs(ref).mean()
+    assert errors["winograd_2x2"] < 2 * errors["im2col"], errors
+    assert errors["winograd_4x4"] < 8 * errors["im2col"], errors
+
+
+# ---- the algorithm rule ---------------------------------------------------------------
+def _chosen(monkeypatch, x_shape, w_shape, **kwargs):
+    seen = []
+    original = conv_module.choose_algorithm
+
+    def spy(*args):
+        seen.append(original(*args))
+        return seen[-1]
+    monkeypatch.setattr(conv_module, "choose_algorithm", spy)
+    F.conv2d(minidl.tensor(np.zeros(x_shape, np.float32)), minidl.tensor(np.zeros(w_shape, np.float32)), **kwargs)
+    return seen[0]
+
+
+def test_the_rule_picks_winograd_for_wide_3x3_stride_1_convs(monkeypatch):
+    wide = conv_module.WINOGRAD_MIN_CHANNELS
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 3, 3), padding=1) == "winograd_4x4"
+    assert _chosen(monkeypatch, (2, 2 * wide, 13, 13), (8, wide, 3, 3), padding=1, groups=2) == "winograd_4x4"
+    assert _chosen(monkeypatch, (2, wide, 6, 6), (8, wide, 3, 3), padding=1) == "winograd_2x2"  # a tie: F(2x2)
+    assert _chosen(monkeypatch, (2, wide - 1, 8, 8), (8, wide - 1, 3, 3), padding=1) == "im2col"
+    assert _chosen(monkeypatch, (2, 2 * wide, 8, 8), (8, wide, 3, 3), padding=1, groups=2) == "winograd_4x4"
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 3, 3), stride=2, padding=1) == "im2col"
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 5, 5), padding=2) == "im2col"
+
+
+def test_forcing_an_algorithm(monkeypatch):
+    assert _chosen(monkeypatch, (1, 64, 8, 8), (8, 64, 3, 3), padding=1, algorithm="im2col") == "im2col"
+    monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "winograd_2x2")
+    assert _chosen(monkeypatch, (1, 2, 8, 8), (8, 2, 3, 3), padding=1) == "winograd_2x2"
+    x, w = minidl.tensor(np.zeros((1, 2, 8, 8))), minidl.tensor(np.zeros((2, 2, 3, 3)))
+    with pytest.raises(ValueError, match=r"conv2d: algorithm 'winograd_4x4' needs a 3x3 kernel and stride 1"):
+        F.conv2d(x, w, stride=2, algorithm="winograd_4x4")
+    with pytest.raises(ValueError, match=r"conv2d: algorithm must be one of .* got 'fft'"):
+        F.conv2d(x, w, algorithm="fft")
+
+
+def test_empty_batch():
+    w = minidl.tensor(np.ones((4, 2, 3, 3)), requires_grad=True)
+    x = minidl.tensor(np.zeros((0, 2, 8, 8)), requires_grad=True)
+    y = F.conv2d(x, w, padding=1, algorithm="winograd_4x4")
+    assert y.shape == (0, 4, 8, 8)
+    y.backward(np.zeros(y.shape))
+    np.testing.assert_array_equal(w.grad.numpy(), 0)
