@@ -8,10 +8,10 @@ n multiplications, y = AT [(G g) * (BT d)].
 In two dimensions the 1-D algorithm runs along both axes of a tile:
     Y = AT [ (G g G^T) * (BT d B) ] A     d (n x n) input tile, Y (m x m) output tile,
 so m*m outputs cost n*n multiplications instead of r*r*m*m: 2.25x fewer for
-F(2x2, 3x3), 4x for F(4x4, 3x3), 100/36 = 2.78x for F(2x2, 5x5). Neighbouring input
-tiles overlap by r - 1 pixels. With C input and O output channels the elementwise
-product sums over channels, which makes it one matrix product per tile position
-xi (n*n of them):
+F(2x2, 3x3), 4x for F(4x4, 3x3), 100/36 = 2.78x for F(2x2, 5x5) and 400/64 = 6.25x
+for F(4x4, 5x5). Neighbouring input tiles overlap by r - 1 pixels. With C input and
+O output channels the elementwise product sums over channels, which makes it one
+matrix product per tile position xi (n*n of them):
 
     M[xi] (tiles, O) = V[xi] (tiles, C) @ U[xi] (C, O)
 
@@ -29,8 +29,8 @@ Layout: channels-last (N, H, W, C) memory throughout (see _layout.py), so every
 copy moves runs of C values. Rounding: the transforms add and subtract values of
 different tiles with weights up to 8 (F(4x4, 3x3)), so float32 results carry a few
 times im2col's rounding error: measured against a float64 reference
-(tests/test_winograd.py), F(2x2, 3x3) 1.4x, F(4x4, 3x3) 5.4x and F(2x2, 5x5) 4.1x
-im2col's, about 1e-6 of the output's magnitude.
+(tests/test_winograd.py), F(2x2, 3x3) 1.4x, F(4x4, 3x3) 5.4x, F(2x2, 5x5) 4.1x and
+F(4x4, 5x5) 9.0x im2col's: 3e-7 to 2e-6 of the output's magnitude.
 """
 from __future__ import annotations
 

@@ -31,6 +31,9 @@ im2col's error on the same data:
     mirror images 0, 1, -1, -2, 1/2 and 0, 1, -1, 1/2, -2 as 2, -1/2 (4.1x). On two
     other data sets (seed conv2's 27x27 maps; 96 channels, groups=1) the chosen
     points gave 3.8x and 5.2x, the others 5.0x to 7.2x.
+  - F(4, 5): 0, 1, -1, 2, -2, 1/2, -1/2 (the seven smallest dyadic points): 9.0x on
+    the same data; replacing -2 by -3/2 gave 10.9x, -1/2 by -1/4 12.8x, 1/2 by 1/4
+    12.6x, -2 by 4 35x, 1/2 by 3/2 45x. The largest entries: AT 8, BT 21/4, G 1.
 The tests check the identity y = AT [(G g) * (BT d)] for every d and g.
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ POINTS = {
     (2, 3): (0, 1, -1),
     (4, 3): (0, 1, -1, 2, -0.5),
     (2, 5): (0, 1, -1, 2, -0.5),
+    (4, 5): (0, 1, -1, 2, -2, 0.5, -0.5),
 }
 
 

@@ -23,18 +23,23 @@ single-threaded matrix product, and the copies around the products run on every
 core too (minidl._cpu_threads).
 
 Algorithms. ``conv2d`` picks one per call from the shapes and the device:
-  - "winograd": on the CPU, a 3x3, stride-1 convolution with at least
-    ``WINOGRAD_MIN_CHANNELS`` input channels per group runs Winograd's minimal
-    filtering (_winograd.py), which needs 2.25x (F(2x2, 3x3)) to 4x (F(4x4, 3x3))
-    fewer multiplications; of the two tiles, the one with fewer transformed values
-    for this output size (ties: the smaller, more accurate one).
+  - "winograd": on the CPU, a stride-1 convolution with a square kernel in
+    ``WINOGRAD_KERNELS`` (3x3, 5x5) and at least ``WINOGRAD_MIN_CHANNELS`` input
+    channels per group runs Winograd's minimal filtering (_winograd.py): 3x3 as
+    F(2x2, 3x3) or F(4x4, 3x3), 2.25x or 4x fewer multiplications than im2col; 5x5
+    as F(2x2, 5x5) or F(4x4, 5x5), 2.78x or 6.25x fewer. Of the tiles a kernel has,
+    the one with fewer transformed values, (m+r-1)^2 per tile, for this output size
+    (ties: the smaller, more accurate one): F(4x4) unless the map is tiny. The
+    seed's conv2 (5x5, 27x27, batch 32; 2026-11-30, machine loaded): forward /
+    backward im2col 188 / 436 ms, F(2x2, 5x5) 152 / 273, F(4x4, 5x5) 72 / 108.
   - "im2col" for everything else: on the CPU in channels-last memory
     (_conv_channels_last.py), on a GPU the NCHW code below, whose copies have CUDA
     twins (_cuda_kernels.py).
 ``algorithm=`` (or the environment variable ``MINIDL_CONV_ALGORITHM``, read at every
-call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" or
-"winograd_4x4"; the Winograd ones need a 3x3 kernel and stride 1, and run on a GPU too
-(xp code, no CUDA twin; their output is then made NCHW-contiguous again).
+call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" (3x3 or 5x5)
+or "winograd_4x4" (3x3); the Winograd ones need stride 1 and a kernel with that tile
+(``_winograd.POINTS``), and run on a GPU too (xp code, no CUDA twin; their output is
+then made NCHW-contiguous again).
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ ALGORITHMS = ("auto", "im2col", "winograd", "winograd_2x2", "winograd_4x4")
 WINOGRAD_MIN_CHANNELS = 16
 # Kernel sizes the "auto" rule gives to Winograd on the CPU (forcing works for every
 # size with a tile in _winograd.POINTS).
-WINOGRAD_KERNELS = (3,)
+WINOGRAD_KERNELS = (3, 5)
 
 
 # The largest im2col buffer built at once on the CPU, in bytes: the batch is
@@ -288,7 +293,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         groups: split input and output channels into this many independent groups
             (AlexNet's two "streams" are groups=2).
         algorithm: None or "auto" picks by the rule in the module doc; "im2col",
-            "winograd", "winograd_2x2" or "winograd_4x4" force one (tests, teaching).
+            "winograd", "winograd_2x2" (3x3 or 5x5 kernels) or "winograd_4x4" (3x3)
+            force one (tests, teaching).
             None reads ``MINIDL_CONV_ALGORITHM`` (default "auto").
     Returns:
         y Tensor. On the CPU its memory is channels-last (see _layout.py); its shape
