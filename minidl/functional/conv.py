@@ -30,8 +30,9 @@ Algorithms. ``conv2d`` picks one per call from the shapes and the device:
     as F(2x2, 5x5) or F(4x4, 5x5), 2.78x or 6.25x fewer. Of the tiles a kernel has,
     the one with fewer transformed values, (m+r-1)^2 per tile, for this output size
     (ties: the smaller, more accurate one): F(4x4) unless the map is tiny. The
-    seed's conv2 (5x5, 27x27, batch 32; 2026-11-30, machine loaded): forward /
-    backward im2col 188 / 436 ms, F(2x2, 5x5) 152 / 273, F(4x4, 5x5) 72 / 108.
+    seed's conv2 (5x5, 96 -> 256 channels, groups=2, 27x27, batch 32; 2026-11-30):
+    forward / backward im2col 96 / 211 ms, F(2x2, 5x5) 74 / 133, F(4x4, 5x5)
+    34 / 55, PyTorch 64 / 128 (bench_kernels.py).
   - "im2col" for everything else: on the CPU in channels-last memory
     (_conv_channels_last.py), on a GPU the NCHW code below, whose copies have CUDA
     twins (_cuda_kernels.py).
