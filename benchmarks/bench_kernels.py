@@ -12,7 +12,7 @@ backward: the weight-gradient GEMM and, except conv1, whose input needs no
 gradient, the input-gradient GEMM). roofline ratio = GEMM time / conv time, the
 fraction of the GEMM rate the convolution achieves (1.0: all its time is the
 GEMM; im2col, col2im, padding and bias are the rest). Where conv2d runs Winograd
-(3x3, stride 1; see minidl/functional/conv.py), which needs fewer multiplications
+(3x3 or 5x5, stride 1; see minidl/functional/conv.py), which needs fewer multiplications
 than those GEMMs, the same conv is also timed with ``algorithm="im2col"`` and the
 table shows Winograd's speed-up over it. Inputs after conv1 are channels-last on
 the CPU, as in the network. A large square GEMM gives the device's peak for

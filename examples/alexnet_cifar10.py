@@ -51,30 +51,31 @@ RECIPES = {
     # the tutorial's model and preprocessing (standardise, resize to 224); its plain
     # SGD(lr=0.001) gets momentum and a cosine decay to converge in a GPU-friendly run
     "seed": dict(epochs=20, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                 schedule="cosine", augment=False, preprocess="standardize", clip_grad_norm=0.0),
+                 schedule="cosine", augment=False, preprocess="standardize", clip_grad_norm=0.0, init=None),
     # Krizhevsky et al. 2012: batch 128, momentum 0.9, wd 5e-4, lr 0.01 divided by 10
-    # when the validation accuracy stops improving, random crops and flips, the mean
-    # image subtracted (pixel units). Plus gradient-norm clipping: with 10 classes
-    # instead of 1000 the paper's init and lr blow up and kill fc7 within 10 steps
-    # (README, "The paper variant")
+    # when the validation accuracy stops improving, random crops and flips. But He
+    # initialisation on standardised images, and gradient-norm clipping: with 10
+    # classes instead of 1000 the paper's init (N(0, 0.01), biases 1) and lr blow up
+    # and kill fc7 within 10 steps, and even clipped it learns slowly (README, "The
+    # paper variant"; --init paper --preprocess subtract-mean gives the paper's)
     "paper": dict(epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
-                  schedule="plateau", augment=True, preprocess="subtract-mean", clip_grad_norm=5.0),
+                  schedule="plateau", augment=True, preprocess="standardize", clip_grad_norm=5.0, init="he"),
     # native 32x32: Nesterov SGD with a one-cycle schedule (lr is the peak); 20 epochs
     # reach 82.6% test in 16 minutes on 2 cores (7 epochs: 77%, still underfitting)
     "cifar": dict(epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
-                  schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0),
+                  schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None),
 }
 # Settings that define a run (stored in its checkpoint; a resume must not change them,
 # except epochs). Device, data location, output, checkpoint frequency, TF32 and the
 # data-parallel choices (number of processes, --comm, --sync-bn, --bucket-mb) are
 # run-time choices and may differ on resume.
 RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "preprocess", "clip_grad_norm", "seed", "val_size", "limit_train", "limit_val",
+                "augment", "preprocess", "clip_grad_norm", "init", "seed", "val_size", "limit_train", "limit_val",
                 "limit_test", "widths", "dataset", *_datasets.FOLDER_SETTINGS)
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
 # settings of runs from before they existed: CIFAR-10, standardised, never clipped
-OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0}
+OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0, "init": None}
 
 
 class UsageError(Exception):
@@ -107,7 +108,8 @@ def _recipe_help() -> str:
                      f"{r['batch_size']}, lr {r['lr']} ({r['schedule']}), momentum {r['momentum']}"
                      f"{' nesterov' if r['nesterov'] else ''}, weight decay {r['weight_decay']}, augment "
                      f"{'on' if r['augment'] else 'off'}, {r['preprocess']}"
-                     f"{', clip ' + str(r['clip_grad_norm']) if r['clip_grad_norm'] else ''}")
+                     f"{', clip ' + str(r['clip_grad_norm']) if r['clip_grad_norm'] else ''}"
+                     f"{', ' + r['init'] + ' init' if r['init'] else ''}")
     return "\n".join(lines) + """
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "image subtracted in pixel units (the paper's) (default: per variant)")
     p.add_argument("--clip-grad-norm", type=_count(float, 0.0), help="scale a step's gradients down when their "
                    "joint L2 norm exceeds this (0: never; default: per variant)")
+    p.add_argument("--init", choices=("paper", "he"), help="paper variant only: initialise as the paper "
+                   "(N(0, 0.01), biases 1) or He-normal convs and PyTorch-default dense layers (default: he)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl); with --dataset folder, the image folder")
     p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
@@ -208,6 +212,8 @@ def resolve_settings(args, stored: dict | None) -> dict:
     settings.update({key: value for key, value in given.items() if value is not None})
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
+    if settings["init"] is not None and variant != "paper":
+        raise UsageError(f"--init applies to --variant paper only, not {variant}")
     if settings["nesterov"] and settings["momentum"] == 0:
         raise UsageError("--nesterov needs --momentum > 0")
     if settings["lr"] <= 0:
@@ -239,6 +245,7 @@ def describe(settings, device, loaders, model, out, resumed, args, world) -> str
              f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
              f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
+             f"{s['init'] + ' init, ' if s.get('init') else ''}"
              f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
              f"{len(train)} steps per epoch", *_datasets.describe(s, test),
@@ -314,7 +321,7 @@ def run(args) -> int:
                                workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
         model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
-                        widths=settings["widths"]).to(device)
+                        widths=settings["widths"], init=settings.get("init")).to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
         optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],

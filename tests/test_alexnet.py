@@ -118,6 +118,23 @@ def test_paper_variant_shapes_and_init():
     assert out["conv1"].shape == (1, 96, 55, 55) and out["fc8"].shape == (1, 1000)
 
 
+def test_paper_variant_he_init_keeps_the_layers_and_changes_only_the_start():
+    paper, he = AlexNet(variant="paper", num_classes=10), AlexNet(variant="paper", num_classes=10, init="he")
+    assert [(n, p.shape) for n, p in paper.named_parameters()] == [(n, p.shape) for n, p in he.named_parameters()]
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        layer = getattr(he, name)
+        fan_in = layer.weight[0].size  # in_channels / groups * KH * KW
+        assert layer.weight.numpy().std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1), name
+        assert np.all(layer.bias.numpy() == 0.0), name
+    for name in ("fc6", "fc7", "fc8"):  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        layer, bound = getattr(he, name), 1.0 / np.sqrt(getattr(he, name).in_features) * (1 + 1e-6)  # float32
+        assert np.abs(layer.weight.numpy()).max() <= bound and np.abs(layer.bias.numpy()).max() <= bound, name
+        assert layer.weight.numpy().std() == pytest.approx(bound / np.sqrt(3.0), rel=0.05), name
+    for variant, init in (("seed", "he"), ("cifar", "paper"), ("paper", "glorot")):
+        with pytest.raises(ValueError, match="init applies to variant='paper' only"):
+            AlexNet(variant=variant, init=init)
+
+
 def test_cifar_variant_trains_one_step_and_widths_are_configurable():
     model = AlexNet(variant="cifar", widths=(8, 16, 24, 16, 16, 32, 32), kernel_sizes=(3, 3, 3, 3, 3), seed=1)
     assert model.conv1.out_channels == 8 and model.fc6.in_features == 16 * 4 * 4

@@ -249,3 +249,12 @@ def test_help_texts_come_from_the_codes_constants():
         assert f"{variant:5s} ({cli.INPUT_SIZE[variant]}x" in cli.build_parser().epilog
         assert f"lr {recipe['lr']} ({recipe['schedule']})" in cli.build_parser().epilog
 
+
+
+def test_paper_recipe_starts_from_he_init_and_init_is_for_the_paper_variant_only(capsys, tmp_path):
+    parse = cli.build_parser().parse_args
+    assert cli.resolve_settings(parse(["--variant", "paper"]), None)["init"] == "he"
+    assert cli.resolve_settings(parse(["--variant", "paper", "--init", "paper"]), None)["init"] == "paper"
+    assert cli.resolve_settings(parse(["--variant", "cifar"]), None)["init"] is None
+    code, err = _main(["--variant", "cifar", "--init", "he", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "--init applies to --variant paper only, not cifar" in _one_line(err)

@@ -174,17 +174,19 @@ _CONV_SHAPES = [  # stride, padding, groups, c, o
 _CONV_PATHS = [("im2col", False), ("im2col", True), ("winograd_4x4", False), ("winograd_2x2", True)]
 
 
-@pytest.mark.parametrize("stride,padding,groups,c,o,algorithm,channels_last", [
-    shape + path for shape in _CONV_SHAPES for path in _CONV_PATHS
-    if shape[0] == 1 or path[0] == "im2col"])   # Winograd: stride 1 only
+@pytest.mark.parametrize("stride,padding,groups,c,o,algorithm,channels_last,kernel", [
+    shape + path + (3,) for shape in _CONV_SHAPES for path in _CONV_PATHS
+    if shape[0] == 1 or path[0] == "im2col"]    # Winograd: stride 1 only
+    + [(1, "same", 2, 4, 6, "winograd_2x2", True, 5),    # F(2x2, 5x5): 3 bands of tile rows
+       (1, 2, 1, 2, 8, "winograd_4x4", False, 5)])
 def test_conv2d_in_parallel_slices_matches_serial(monkeypatch, stride, padding, groups, c, o, algorithm,
-                                                  channels_last):
+                                                  channels_last, kernel):
     rng = np.random.default_rng(5)
     x_data = rng.standard_normal((7, c, 6, 6))
     if channels_last:
         x_data = np.ascontiguousarray(x_data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     x = minidl.tensor(x_data, requires_grad=True)
-    w = minidl.tensor(rng.standard_normal((o, c // groups, 3, 3)), requires_grad=True)
+    w = minidl.tensor(rng.standard_normal((o, c // groups, kernel, kernel)), requires_grad=True)
     b = minidl.tensor(rng.standard_normal(o), requires_grad=True)
     # One image per slice: 7 slices.
     monkeypatch.setattr(conv_module, "_COL_BYTES", 1)

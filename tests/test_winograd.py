@@ -12,7 +12,8 @@ from minidl.gradcheck import check_gradients
 
 from conftest import DEVICES
 
-TILES = ["winograd_2x2", "winograd_4x4"]
+TILES = ["winograd_2x2", "winograd_4x4"]          # the 3x3 kernels' tiles
+TILES_5X5 = ["winograd_2x2", "winograd_4x4"]
 
 
 def channels_last(x):
@@ -20,19 +21,33 @@ def channels_last(x):
     return as_nchw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
 
 
-@pytest.mark.parametrize("m", [2, 4])
-def test_transform_matrices_compute_a_correlation(m):
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 2), (3, 5)])
+def test_transform_matrices_compute_a_correlation(m, r):
     # y = AT [(G g) * (BT d)] must equal y_i = sum_k g_k d_(i+k) for every d and g: check
     # the bilinear identity on the basis, i.e. AT[i, j] G[j, k] BT[j, l] summed over j is [l == i + k].
-    at, g, bt = winograd.transform_matrices(m)
-    n = m + 2
-    assert at.shape == (m, n) and g.shape == (n, 3) and bt.shape == (n, n)
+    # Sizes without default points take the first n - 1 of 0, 1, -1, 2, -1/2, 1/2, -2.
+    n = m + r - 1
+    points = None if (m, r) in winograd.POINTS else (0, 1, -1, 2, -0.5, 0.5, -2)[:n - 1]
+    at, g, bt = winograd.transform_matrices(m, r, points)
+    assert at.shape == (m, n) and g.shape == (n, r) and bt.shape == (n, n)
     identity = np.einsum("ij,jk,jl->ikl", at, g, bt)
-    expected = np.zeros((m, 3, n))
+    expected = np.zeros((m, r, n))
     for i in range(m):
-        for k in range(3):
+        for k in range(r):
             expected[i, k, i + k] = 1.0
     np.testing.assert_allclose(identity, expected, atol=1e-12)
+
+
+def test_transform_matrices_of_f_2_5_are_exact_in_binary():
+    # The chosen F(2, 5) points (0, 1, -1, 2, -1/2): AT and BT hold small dyadic numbers.
+    at, g, bt = winograd.transform_matrices(2, 5)
+    assert winograd.POINTS[(2, 5)] == (0, 1, -1, 2, -0.5)
+    np.testing.assert_array_equal(at, [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -0.5, 1]])
+    assert np.all(bt * 4 == np.round(bt * 4)) and np.abs(bt).max() == 2.5
+    assert np.abs(g).max() <= 16 / 15 + 1e-15
+    with pytest.raises(ValueError, match=r"no default points for F\(3, 5\)"):
+        winograd.transform_matrices(3, 5)
+    assert winograd.POINTS[(4, 5)] == (0, 1, -1, 2, -2, 0.5, -0.5)
 
 
 def _per_point(at, g, bt):
@@ -63,11 +78,19 @@ CASES = [  # x shape, weight shape, padding, groups
     ((1, 4, 13, 13), (8, 2, 3, 3), "same", 2),   # the seed's 13x13 maps
     ((2, 3, 3, 4), (2, 3, 3, 3), "valid", 1),    # one output row
 ]
+CASES_5X5 = [  # x shape, weight shape, padding, groups
+    ((2, 4, 7, 7), (6, 2, 5, 5), "same", 2),     # odd 7x7 output: the last tiles overhang
+    ((1, 4, 9, 6), (4, 2, 5, 5), "same", 2),     # the seed's conv2 padding, odd by even
+    ((2, 3, 8, 7), (4, 3, 5, 5), ((0, 3), (2, 1)), 1),   # asymmetric: 7x6 output
+    ((2, 2, 5, 6), (3, 2, 5, 5), "valid", 1),    # one output row
+    ((1, 2, 6, 6), (2, 2, 5, 5), ((1, 0), (4, 4)), 1),   # padding of 4 on one side: 3x10 output
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("algorithm", TILES)
-@pytest.mark.parametrize("xs,ws,padding,groups", CASES)
+@pytest.mark.parametrize("xs,ws,padding,groups,algorithm",
+                         [case + (alg,) for case in CASES for alg in TILES]
+                         + [case + (alg,) for case in CASES_5X5 for alg in TILES_5X5])
 def test_matches_im2col_and_gradients_check(device, algorithm, xs, ws, padding, groups):
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
@@ -98,12 +121,14 @@ def test_channels_last_input_and_output(algorithm):
     check_gradients(lambda x: F.conv2d(x, minidl.tensor(w), padding=1, algorithm=algorithm), [xt])
 
 
-def test_gradient_check_catches_a_wrong_tile_scatter(monkeypatch):
-    # The input gradient adds overlapping tiles back; dropping the 2-pixel overlap (an
+@pytest.mark.parametrize("r,algorithm", [(3, "winograd_4x4"), (5, "winograd_2x2")])
+def test_gradient_check_catches_a_wrong_tile_scatter(monkeypatch, r, algorithm):
+    # The input gradient adds overlapping tiles back; dropping the r-1 pixel overlap (an
     # easy mistake) must fail the check on input 0 only.
     rng = np.random.default_rng(0)
     x = minidl.tensor(rng.standard_normal((1, 2, 8, 8)), requires_grad=True)
-    w = minidl.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
+    w = minidl.tensor(rng.standard_normal((2, 2, r, r)), requires_grad=True)
+    padding = r // 2
 
     def scatter_without_overlap(self, gd, x_shape):
         m = self.m
@@ -113,23 +138,26 @@ def test_gradient_check_catches_a_wrong_tile_scatter(monkeypatch):
         return original(self, gd, x_shape)
 
     original = winograd.Conv2dWinograd._scatter_tiles
-    check_gradients(lambda x, w: F.conv2d(x, w, padding=1, algorithm="winograd_4x4"), [x, w])
+    check_gradients(lambda x, w: F.conv2d(x, w, padding=padding, algorithm=algorithm), [x, w])
     x.grad = w.grad = None
     monkeypatch.setattr(winograd.Conv2dWinograd, "_scatter_tiles", scatter_without_overlap)
     with pytest.raises(AssertionError, match="input 0"):
-        check_gradients(lambda x, w: F.conv2d(x, w, padding=1, algorithm="winograd_4x4"), [x, w])
+        check_gradients(lambda x, w: F.conv2d(x, w, padding=padding, algorithm=algorithm), [x, w])
 
 
-def _direct_float64(x, w, pad):
+def _direct_float64(x, w, pad, groups=1):
     """The convolution summed directly in float64 (the reference for rounding errors)."""
     n, c, h, wd = x.shape
+    r = w.shape[2]
     xpad = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
     xpad[:, :, pad:pad + h, pad:pad + wd] = x
-    y = np.zeros((n, w.shape[0], h + 2 * pad - 2, wd + 2 * pad - 2))
-    for kh in range(3):
-        for kw in range(3):
-            y += np.einsum("nchw,oc->nohw", xpad[:, :, kh:kh + y.shape[2], kw:kw + y.shape[3]], w[:, :, kh, kw])
-    return y
+    xg = xpad.reshape(n, groups, c // groups, h + 2 * pad, wd + 2 * pad)
+    wg = w.reshape(groups, w.shape[0] // groups, c // groups, r, r)
+    y = np.zeros((n, groups, w.shape[0] // groups, h + 2 * pad - r + 1, wd + 2 * pad - r + 1))
+    for kh in range(r):
+        for kw in range(r):
+            y += np.einsum("ngchw,goc->ngohw", xg[..., kh:kh + y.shape[3], kw:kw + y.shape[4]], wg[..., kh, kw])
+    return y.reshape(n, w.shape[0], y.shape[3], y.shape[4])
 
 
 def test_float32_error_stays_within_a_small_factor_of_im2col():
@@ -150,6 +178,24 @@ def test_float32_error_stays_within_a_small_factor_of_im2col():
     assert errors["winograd_4x4"] < 8 * errors["im2col"], errors
 
 
+def test_float32_error_of_5x5_stays_within_a_small_factor_of_im2col():
+    # The seed's conv2 statistics (48 channels per group, groups=2) on 14x14 maps at
+    # batch 2. Measured here: im2col 2.3e-7, F(2x2, 5x5) 9.3e-7 (4.1x), F(4x4, 5x5) 2.0e-6
+    # (9.0x). The points' choice (_winograd_transforms' doc): for F(2x2), 0, 1, -1, 2, -2
+    # gave 5.4x, 0, 1, -1, 1/2, -1/2 5.7x. Allowed: 6x and 12x im2col's.
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((2, 96, 14, 14)), 0)
+    w = rng.standard_normal((128, 48, 5, 5)) * np.sqrt(2 / (48 * 25))
+    ref = _direct_float64(x, w, 2, groups=2)
+    errors = {}
+    for alg in ["im2col"] + TILES_5X5:
+        y = F.conv2d(minidl.tensor(x, dtype=np.float32), minidl.tensor(w, dtype=np.float32), padding=2, groups=2,
+                     algorithm=alg).numpy()
+        errors[alg] = np.abs(y - ref).mean() / np.abs(ref).mean()
+    assert errors["winograd_2x2"] < 6 * errors["im2col"], errors
+    assert errors["winograd_4x4"] < 12 * errors["im2col"], errors
+
+
 # ---- the algorithm rule ---------------------------------------------------------------
 def _chosen(monkeypatch, x_shape, w_shape, **kwargs):
     seen = []
@@ -163,7 +209,7 @@ def _chosen(monkeypatch, x_shape, w_shape, **kwargs):
     return seen[0]
 
 
-def test_the_rule_picks_winograd_for_wide_3x3_stride_1_convs(monkeypatch):
+def test_the_rule_picks_winograd_for_wide_3x3_and_5x5_stride_1_convs(monkeypatch):
     wide = conv_module.WINOGRAD_MIN_CHANNELS
     assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 3, 3), padding=1) == "winograd_4x4"
     assert _chosen(monkeypatch, (2, 2 * wide, 13, 13), (8, wide, 3, 3), padding=1, groups=2) == "winograd_4x4"
@@ -171,7 +217,13 @@ def test_the_rule_picks_winograd_for_wide_3x3_stride_1_convs(monkeypatch):
     assert _chosen(monkeypatch, (2, wide - 1, 8, 8), (8, wide - 1, 3, 3), padding=1) == "im2col"
     assert _chosen(monkeypatch, (2, 2 * wide, 8, 8), (8, wide, 3, 3), padding=1, groups=2) == "winograd_4x4"
     assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 3, 3), stride=2, padding=1) == "im2col"
-    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 5, 5), padding=2) == "im2col"
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 5, 5), padding=2) == "winograd_4x4"
+    assert _chosen(monkeypatch, (2, 2 * wide, 27, 27), (8, wide, 5, 5), padding="same", groups=2) == "winograd_4x4"
+    assert _chosen(monkeypatch, (2, wide, 6, 6), (8, wide, 5, 5)) == "winograd_2x2"   # 2x2 outputs: one 6x6 tile
+    assert _chosen(monkeypatch, (2, wide - 1, 8, 8), (8, wide - 1, 5, 5), padding=2) == "im2col"
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 5, 5), stride=2, padding=2) == "im2col"
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 7, 7), padding=3) == "im2col"   # no 7x7 tile
+    assert _chosen(monkeypatch, (2, wide, 8, 8), (8, wide, 5, 3), padding=2) == "im2col"   # not square
 
 
 def test_forcing_an_algorithm(monkeypatch):
@@ -179,8 +231,17 @@ def test_forcing_an_algorithm(monkeypatch):
     monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "winograd_2x2")
     assert _chosen(monkeypatch, (1, 2, 8, 8), (8, 2, 3, 3), padding=1) == "winograd_2x2"
     x, w = minidl.tensor(np.zeros((1, 2, 8, 8))), minidl.tensor(np.zeros((2, 2, 3, 3)))
-    with pytest.raises(ValueError, match=r"conv2d: algorithm 'winograd_4x4' needs a 3x3 kernel and stride 1"):
+    with pytest.raises(ValueError, match=r"conv2d: algorithm 'winograd_4x4' needs stride 1 and a square kernel "
+                                         r"with a Winograd tile \(F\(2x2, 3x3\), F\(4x4, 3x3\), F\(2x2, 5x5\), "
+                                         r"F\(4x4, 5x5\)\), "
+                                         r"got kernel \(3, 3\) and stride \(2, 2\)"):
         F.conv2d(x, w, stride=2, algorithm="winograd_4x4")
+    assert _chosen(monkeypatch, (1, 2, 8, 8), (2, 2, 5, 5), padding=2, algorithm="winograd") == "winograd_4x4"
+    assert _chosen(monkeypatch, (1, 2, 8, 8), (2, 2, 5, 5), padding=2, algorithm="winograd_2x2") == "winograd_2x2"
+    with pytest.raises(ValueError, match=r"algorithm 'winograd_2x2' needs .* got kernel \(7, 7\)"):
+        F.conv2d(x, minidl.tensor(np.zeros((2, 2, 7, 7))), padding=3, algorithm="winograd_2x2")
+    with pytest.raises(ValueError, match=r"algorithm 'winograd' needs .* got kernel \(5, 3\)"):
+        F.conv2d(x, minidl.tensor(np.zeros((2, 2, 5, 3))), padding=2, algorithm="winograd")
     with pytest.raises(ValueError, match=r"conv2d: algorithm must be one of .* got 'fft'"):
         F.conv2d(x, w, algorithm="fft")
 

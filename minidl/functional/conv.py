@@ -23,18 +23,24 @@ single-threaded matrix product, and the copies around the products run on every
 core too (minidl._cpu_threads).
 
 Algorithms. ``conv2d`` picks one per call from the shapes and the device:
-  - "winograd": on the CPU, a 3x3, stride-1 convolution with at least
-    ``WINOGRAD_MIN_CHANNELS`` input channels per group runs Winograd's minimal
-    filtering (_winograd.py), which needs 2.25x (F(2x2, 3x3)) to 4x (F(4x4, 3x3))
-    fewer multiplications; of the two tiles, the one with fewer transformed values
-    for this output size (ties: the smaller, more accurate one).
+  - "winograd": on the CPU, a stride-1 convolution with a square kernel in
+    ``WINOGRAD_KERNELS`` (3x3, 5x5) and at least ``WINOGRAD_MIN_CHANNELS`` input
+    channels per group runs Winograd's minimal filtering (_winograd.py): 3x3 as
+    F(2x2, 3x3) or F(4x4, 3x3), 2.25x or 4x fewer multiplications than im2col; 5x5
+    as F(2x2, 5x5) or F(4x4, 5x5), 2.78x or 6.25x fewer. Of the tiles a kernel has,
+    the one with fewer transformed values, (m+r-1)^2 per tile, for this output size
+    (ties: the smaller, more accurate one): F(4x4) unless the map is tiny. The
+    seed's conv2 (5x5, 96 -> 256 channels, groups=2, 27x27, batch 32; 2026-11-30):
+    forward / backward im2col 96 / 211 ms, F(2x2, 5x5) 74 / 133, F(4x4, 5x5)
+    34 / 55, PyTorch 64 / 128 (bench_kernels.py).
   - "im2col" for everything else: on the CPU in channels-last memory
     (_conv_channels_last.py), on a GPU the NCHW code below, whose copies have CUDA
     twins (_cuda_kernels.py).
 ``algorithm=`` (or the environment variable ``MINIDL_CONV_ALGORITHM``, read at every
-call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" or
-"winograd_4x4"; the Winograd ones need a 3x3 kernel and stride 1, and run on a GPU too
-(xp code, no CUDA twin; their output is then made NCHW-contiguous again).
+call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" (3x3 or 5x5)
+or "winograd_4x4" (3x3); the Winograd ones need stride 1 and a kernel with that tile
+(``_winograd.POINTS``), and run on a GPU too (xp code, no CUDA twin; their output is
+then made NCHW-contiguous again).
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ from ..autograd import Function, Tensor
 from ._conv_channels_last import Conv2dChannelsLast
 from ._im2col import col2im, im2col, worker_slices
 from ._layout import prefers_channels_last
-from ._winograd import Conv2dWinograd
+from ._winograd import POINTS, Conv2dWinograd
 from ._window import output_hw, pair, resolve_padding
 
 ALGORITHMS = ("auto", "im2col", "winograd", "winograd_2x2", "winograd_4x4")
@@ -54,6 +60,9 @@ ALGORITHMS = ("auto", "im2col", "winograd", "winograd_2x2", "winograd_4x4")
 # Below this many input channels per group the Winograd products are too thin to win
 # (measured: see the README's performance section).
 WINOGRAD_MIN_CHANNELS = 16
+# Kernel sizes the "auto" rule gives to Winograd on the CPU (forcing works for every
+# size with a tile in _winograd.POINTS).
+WINOGRAD_KERNELS = (3, 5)
 
 
 # The largest im2col buffer built at once on the CPU, in bytes: the batch is
@@ -226,11 +235,22 @@ class Conv2d(Function):
         return (gx, gw) if len(self.needs_input_grad) == 2 else (gx, gw, gb)
 
 
-def winograd_tile(out_hw: tuple) -> int:
-    """The Winograd tile m (2 or 4) with fewer transformed values, (m+2)^2 per tile, for this output size."""
+def winograd_tile(out_hw: tuple, kernel_size: int = 3) -> int:
+    """The Winograd tile m with fewer transformed values, (m+r-1)^2 per tile, for this output size.
+
+    Among the tiles F(m x m, r x r) exists for (``_winograd.POINTS``); ties: the smaller,
+    more accurate one.
+    """
     def values(m):
-        return (m + 2) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
-    return 4 if values(4) < values(2) else 2
+        return (m + kernel_size - 1) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
+    return min(sorted(m for m, r in POINTS if r == kernel_size), key=values)
+
+
+def _winograd_tiles(kernel: tuple, stride: tuple) -> tuple:
+    """The tiles m with which Winograd can run this conv: () unless stride 1 and a square kernel it has points for."""
+    if stride != (1, 1) or kernel[0] != kernel[1]:
+        return ()
+    return tuple(sorted(m for m, r in POINTS if r == kernel[0]))
 
 
 def choose_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, algorithm: str) -> str:
@@ -241,19 +261,22 @@ def choose_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"conv2d: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    winograd_fits = kernel == (3, 3) and stride == (1, 1)
+    tiles = _winograd_tiles(kernel, stride)
     if algorithm == "auto":
         channels = x.shape[1] // groups
-        wanted = prefers_channels_last(x) and winograd_fits and channels >= WINOGRAD_MIN_CHANNELS
+        wanted = (prefers_channels_last(x) and kernel[0] in WINOGRAD_KERNELS and bool(tiles)
+                  and channels >= WINOGRAD_MIN_CHANNELS)
         algorithm = "winograd" if wanted else "im2col"
     if algorithm == "im2col":
         return algorithm
-    if not winograd_fits:
-        raise ValueError(f"conv2d: algorithm {algorithm!r} needs a 3x3 kernel and stride 1, "
-                         f"got kernel {kernel} and stride {stride}")
-    if algorithm == "winograd":
-        return f"winograd_{winograd_tile(out_hw)}x{winograd_tile(out_hw)}"
-    return algorithm
+    if algorithm == "winograd" and tiles:
+        m = winograd_tile(out_hw, kernel[0])
+        return f"winograd_{m}x{m}"
+    if algorithm != "winograd" and int(algorithm[-1]) in tiles:
+        return algorithm
+    supported = ", ".join(f"F({m}x{m}, {r}x{r})" for m, r in sorted(POINTS, key=lambda p: (p[1], p[0])))
+    raise ValueError(f"conv2d: algorithm {algorithm!r} needs stride 1 and a square kernel with a Winograd "
+                     f"tile ({supported}), got kernel {kernel} and stride {stride}")
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
@@ -271,7 +294,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         groups: split input and output channels into this many independent groups
             (AlexNet's two "streams" are groups=2).
         algorithm: None or "auto" picks by the rule in the module doc; "im2col",
-            "winograd", "winograd_2x2" or "winograd_4x4" force one (tests, teaching).
+            "winograd", "winograd_2x2" (3x3 or 5x5 kernels) or "winograd_4x4" (3x3)
+            force one (tests, teaching).
             None reads ``MINIDL_CONV_ALGORITHM`` (default "auto").
     Returns:
         y Tensor. On the CPU its memory is channels-last (see _layout.py); its shape
@@ -312,7 +336,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     data = x.data if isinstance(x, Tensor) else x
     chosen = choose_algorithm(data, tuple(kernel), stride, groups, out_hw, algorithm)
     if chosen.startswith("winograd"):
-        fn = Conv2dWinograd(int(chosen[-1]), pads, groups)
+        fn = Conv2dWinograd(int(chosen[-1]), kernel[0], pads, groups)
     elif prefers_channels_last(data):
         fn = Conv2dChannelsLast(tuple(kernel), stride, pads, groups)
     else:

@@ -61,14 +61,22 @@ class AlexNet(nn.Module):
         widths: "cifar" only: 7 ints, the channels of conv1..conv5 and the units of
             fc6, fc7 (each even, since the streams split channels in two).
         kernel_sizes: "cifar" only: 5 ints, the kernel sizes of conv1..conv5.
+        init: "paper" only: "paper" (default; N(0, 0.01) weights, biases 1 as listed
+            above) or "he" (the seed variant's: He-normal conv weights, zero conv
+            biases, the dense layers' default U(+-1/sqrt(fan_in))), which a short run
+            with 10 classes can train (see _init_seed and the README's paper section).
 
     Shapes: x (N, 3, S, S) with S = 224 / 227 / 32 -> logits (N, num_classes).
     """
 
-    def __init__(self, num_classes=None, variant="seed", seed=0, dropout=0.5, widths=None, kernel_sizes=None):
+    def __init__(self, num_classes=None, variant="seed", seed=0, dropout=0.5, widths=None, kernel_sizes=None,
+                 init=None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"AlexNet: variant must be one of {VARIANTS}, got {variant!r}")
+        if init not in (None, "paper", "he") or (init is not None and variant != "paper"):
+            raise ValueError(f"AlexNet: init applies to variant='paper' only and is 'paper' or 'he', "
+                             f"got init={init!r} for variant={variant!r}")
         if variant != "cifar" and (widths is not None or kernel_sizes is not None):
             raise ValueError(f"AlexNet: widths and kernel_sizes apply to variant='cifar' only, not {variant!r}")
         if num_classes is None:
@@ -84,7 +92,7 @@ class AlexNet(nn.Module):
         if variant == "seed":
             self._build_seed(rng, drop6, drop7)
         elif variant == "paper":
-            self._build_paper(rng, drop6, drop7)
+            self._build_paper(rng, drop6, drop7, init or "paper")
         else:
             self._build_cifar(rng, drop6, drop7, widths, kernel_sizes)
 
@@ -102,7 +110,7 @@ class AlexNet(nn.Module):
         self._build_classifier(256 * 6 * 6, 4096, 4096, rng, drop6, drop7)
         self._init_seed(rng)
 
-    def _build_paper(self, rng, drop6, drop7):
+    def _build_paper(self, rng, drop6, drop7, scheme):
         self.conv1, self.relu1 = nn.Conv2d(3, 96, 11, stride=4, padding="valid", rng=rng), nn.ReLU()
         self.lrn1, self.pool1 = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2)
         self.conv2, self.relu2 = nn.Conv2d(96, 256, 5, padding=2, groups=2, rng=rng), nn.ReLU()
@@ -112,6 +120,9 @@ class AlexNet(nn.Module):
         self.conv5, self.relu5 = nn.Conv2d(384, 256, 3, padding=1, groups=2, rng=rng), nn.ReLU()
         self.pool5, self.flatten = nn.MaxPool2d(3, 2), nn.Flatten()
         self._build_classifier(256 * 6 * 6, 4096, 4096, rng, drop6, drop7)
+        if scheme == "he":
+            self._init_seed(rng)
+            return
         for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
             layer = getattr(self, name)
             init.normal_(layer.weight, std=0.01, rng=rng)
