@@ -33,6 +33,7 @@ first CPU kernel also tunes the C allocator (minidl/_cpu_memory.py).
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import os
@@ -47,12 +48,18 @@ from ._cpu_memory import keep_freed_memory
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _controller = None          # threadpoolctl.ThreadpoolController, False if unavailable
+_blas_libs = []             # its BLAS libraries
 _region = threading.Lock()  # one parallel region at a time: BLAS limits are process-wide
 _inside = threading.local()  # set in worker threads: nested regions run serially
 _blas_pinned = False        # BLAS set to one thread for good (see the module docstring)
 
 # Products with fewer multiply-adds than this are not split (the split costs ~50 us).
 _SPLIT_MACS = 2**22
+
+# Kernels that walk at most this much data run their pieces in the calling thread
+# (``map_pieces``' nbytes): waking the workers costs tens of microseconds per region,
+# more than a second core saves on a pass over a small activation.
+SERIAL_BYTES = 2**20
 
 
 def _forget_pool_after_fork() -> None:
@@ -84,12 +91,13 @@ def num_threads() -> int:
 
 def _blas_controller():
     """A threadpoolctl controller that sees a BLAS library, or None."""
-    global _controller
+    global _controller, _blas_libs
     if _controller is None:
         try:
             from threadpoolctl import ThreadpoolController
             controller = ThreadpoolController()
-            _controller = controller if controller.select(user_api="blas").lib_controllers else False
+            _blas_libs = controller.select(user_api="blas").lib_controllers
+            _controller = controller if _blas_libs else False
         except Exception:  # not installed, or it cannot inspect this process's libraries
             _controller = False
     return _controller or None
@@ -177,8 +185,10 @@ def parallel_map(fn, items) -> list:
         results = [None] * len(items)
         next_index, lock, stop = itertools.count(), threading.Lock(), threading.Event()
         pin_blas_to_one_thread()
-        # Also for this region alone, in case the caller raised BLAS threads since.
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        # Also for this region alone, in case the caller raised BLAS threads since (asking
+        # costs ~1 us; setting and restoring the limit ~20 us, so only when needed).
+        single = all(lib.num_threads == 1 for lib in _blas_libs)
+        with contextlib.nullcontext() if single else _blas_controller().limit(limits=1, user_api="blas"):
             # Each worker runs in a copy of the caller's context, so that context-local
             # settings such as np.errstate (floating-point warnings) hold there too.
             # The calling thread takes items as well: one hand-off fewer per region
@@ -197,16 +207,21 @@ def parallel_map(fn, items) -> list:
         _region.release()
 
 
-def map_pieces(array, work, items) -> list:
+def map_pieces(array, work, items, nbytes: int | None = None) -> list:
     """``[work(item) for item in items]`` for pieces of a kernel working on ``array``.
 
-    On the CPU the pieces are spread over the worker threads (``parallel_map``); on a
-    GPU they run in order in this thread, since CuPy's current device and stream are
-    per thread and the GPU runs each piece in parallel anyway.
+    On the CPU the pieces are spread over the worker threads (``parallel_map``),
+    unless ``nbytes`` (the size of the data the pieces walk, e.g. the activation) is
+    at most ``SERIAL_BYTES``: then they run in order in this thread. On a GPU they
+    always run in order in this thread, since CuPy's current device and stream are per
+    thread and the GPU runs each piece in parallel anyway. The results are the same
+    either way (each depends only on its piece).
     """
     if backend.device_of(array).type != "cpu":
         return [work(item) for item in items]
     keep_freed_memory()  # once: work buffers stay in the process (see _cpu_memory)
+    if nbytes is not None and nbytes <= SERIAL_BYTES:
+        return [work(item) for item in items]
     return parallel_map(work, items)
 
 

@@ -14,7 +14,10 @@ SGD follows PyTorch's update rule exactly, for every parameter p with gradient g
 The update happens in place on ``p.data`` with reused scratch memory, so a step
 allocates nothing once the momentum buffers exist. On the CPU it walks each
 parameter in cache-sized chunks, so the weights, gradient and momentum buffer each
-cross memory once per step.
+cross memory once per step, and the chunks of all parameters together are shared
+over minidl's worker threads in one region (each thread has its own scratch), so a
+step costs one hand-off, not one per parameter, and every core's memory bandwidth
+works on it. Every element's update is the same arithmetic whichever thread runs it.
 
 Schedules share one interface, so a training loop needs no case analysis:
 ``step_batch()`` after every optimizer step, ``step_epoch(metric=None)`` at every
@@ -24,10 +27,12 @@ epoch end (each is a no-op for schedules driven by the other), and JSON-able
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
 from . import backend
+from ._cpu_threads import map_pieces
 
 
 def _check_number(name, value, low=0.0, low_inclusive=True):
@@ -75,7 +80,7 @@ class SGD:
         self.max_grad_norm = None if max_grad_norm is None else _check_number(
             "SGD: max_grad_norm", max_grad_norm, low_inclusive=False)
         self.momentum_buffers = [None] * len(self.params)
-        self._scratch_arrays = {}  # (device, dtype) -> two flat scratch arrays
+        self._scratch_arrays = {}  # (device, dtype, thread) -> two flat scratch arrays
 
     def zero_grad(self) -> None:
         """Forget all gradients (sets ``.grad`` to None; the next backward starts fresh)."""
@@ -83,8 +88,8 @@ class SGD:
             p.grad = None
 
     def _scratch(self, like, size: int):
-        """Two flat scratch arrays of ``size`` elements on ``like``'s device and dtype (reused)."""
-        key = (str(backend.device_of(like)), str(like.dtype))
+        """Two flat scratch arrays of ``size`` elements on ``like``'s device and dtype (reused, one pair per thread)."""
+        key = (str(backend.device_of(like)), str(like.dtype), threading.get_ident())
         pair = self._scratch_arrays.get(key)
         if pair is None or pair[0].size < size:
             with backend.device_context(backend.device_of(like)):
@@ -113,6 +118,7 @@ class SGD:
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
         factor = self._clip_factor()
+        cpu_pieces, cpu_bytes = [], 0
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -120,22 +126,29 @@ class SGD:
             if g.shape != w.shape:
                 raise ValueError(f"SGD.step: parameter {i} has shape {w.shape} but its gradient {g.shape}")
             first = self.momentum != 0 and self.momentum_buffers[i] is None
-            with backend.device_context(backend.device_of(w)):
+            device = backend.device_of(w)
+            with backend.device_context(device):
                 if first:
                     self.momentum_buffers[i] = backend.get_array_module(w).empty_like(w)
                 buf = self.momentum_buffers[i]
                 arrays = (w, g) if buf is None else (w, g, buf)
-                if all(a.flags.c_contiguous for a in arrays):
-                    # Flat views, walked in chunks: on the CPU each chunk's updates run in
-                    # cache, so every array crosses memory once instead of once per
-                    # arithmetic step. A GPU takes it in one chunk.
-                    flat = [a.reshape(-1) for a in arrays]
-                    budget = _STEP_CHUNK if backend.device_of(w).type == "cpu" else w.size
-                    for start in range(0, w.size, budget):
-                        part = slice(start, start + budget)
-                        self._update(*(a[part] for a in flat), first=first, factor=factor)
-                else:  # a non-contiguous view cannot be flattened in place: one whole pass
+                if not all(a.flags.c_contiguous for a in arrays):
+                    # a non-contiguous view cannot be flattened in place: one whole pass
                     self._update(*arrays, first=first, factor=factor)
+                elif device.type != "cpu":  # a GPU takes it in one piece
+                    self._update(*arrays, first=first, factor=factor)
+                else:
+                    # Flat views, walked in chunks: each chunk's updates run in cache, so
+                    # every array crosses memory once instead of once per arithmetic step.
+                    flat = [a.reshape(-1) for a in arrays]
+                    cpu_pieces += [([a[start:start + _STEP_CHUNK] for a in flat], first)
+                                   for start in range(0, w.size, _STEP_CHUNK)]
+                    cpu_bytes += sum(a.nbytes for a in arrays)
+        if cpu_pieces:  # pieces write disjoint memory: all of them in one region of the workers
+            def update(piece):
+                arrays, first = piece
+                self._update(*arrays, first=first, factor=factor)
+            map_pieces(cpu_pieces[0][0][0], update, cpu_pieces, nbytes=cpu_bytes)
 
     def _update(self, w, g, buf=None, first=False, factor=None):
         """PyTorch's SGD rule (module doc) on one piece of a parameter, in place on w and buf."""

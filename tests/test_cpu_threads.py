@@ -91,6 +91,16 @@ def test_first_parallel_region_pins_blas_to_one_thread(two_workers, monkeypatch)
         assert _blas_threads() == [2] * len(_blas_threads())
 
 
+def test_region_limits_blas_again_only_when_the_caller_raised_it(two_workers):
+    if not _blas_threads():
+        pytest.skip("threadpoolctl sees no BLAS library")
+    threads.pin_blas_to_one_thread()
+    assert threads.parallel_map(lambda i: _blas_threads(), range(2)) == [[1] * len(_blas_threads())] * 2
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # raised after the pin
+        assert threads.parallel_map(lambda i: _blas_threads(), range(2)) == [[1] * len(_blas_threads())] * 2
+        assert _blas_threads() == [2] * len(_blas_threads())            # the caller's setting is back
+
+
 @pytest.mark.parametrize("shape", [(6, 50, 40), (40, 50, 6), (3, 4, 5)])
 def test_matmul_splits_the_longer_side_and_matches(two_workers, monkeypatch, shape):
     m, k, n = shape
@@ -210,6 +220,7 @@ def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
     x = minidl.tensor(rng.standard_normal((5, 3, 9, 9)), requires_grad=True)
     gy = rng.standard_normal((5, 3, 4, 4))
     monkeypatch.setattr(pooling_module, "_SLICE_BYTES", 1)  # one image per slice
+    monkeypatch.setattr(threads, "SERIAL_BYTES", -1)        # small as it is, on the workers
 
     def run(workers):
         monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
@@ -233,6 +244,7 @@ def test_batch_norm_in_parallel_chunks_matches_serial(monkeypatch, training):
     rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
     gy = rng.standard_normal((5, 3, 4, 4))
     monkeypatch.setattr(_channel_rows, "_CHUNK_BYTES", 2 * 16 * 8)  # two rows per chunk: 8 chunks
+    monkeypatch.setattr(threads, "SERIAL_BYTES", -1)                 # small as it is, on the workers
 
     def run(workers):
         monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
@@ -243,6 +255,43 @@ def test_batch_norm_in_parallel_chunks_matches_serial(monkeypatch, training):
         return y.numpy(), x.grad.numpy(), gamma.grad.numpy(), beta.grad.numpy()
 
     for got, expected in zip(run(2), run(1)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_map_pieces_runs_small_work_in_the_calling_thread(two_workers, monkeypatch):
+    regions = []
+    original = threads.parallel_map
+    monkeypatch.setattr(threads, "parallel_map", lambda fn, items: regions.append(1) or original(fn, items))
+    a = np.zeros(1000)
+    assert threads.map_pieces(a, lambda i: i * i, range(4), nbytes=threads.SERIAL_BYTES) == [0, 1, 4, 9]
+    assert not regions
+    assert threads.map_pieces(a, lambda i: i * i, range(4), nbytes=threads.SERIAL_BYTES + 1) == [0, 1, 4, 9]
+    assert threads.map_pieces(a, lambda i: i * i, range(4)) == [0, 1, 4, 9]   # size unknown: workers
+    assert len(regions) == 2
+
+
+def test_small_activations_give_the_same_results_in_the_calling_thread(two_workers, monkeypatch):
+    # ReLU, batch norm and pooling up to SERIAL_BYTES run their chunks in this thread:
+    # bit for bit what the workers give on the same chunks.
+    from minidl.functional import _per_channel, activation, pooling as pooling_module
+    rng = np.random.default_rng(12)
+    x_data = np.ascontiguousarray((rng.standard_normal((6, 4, 8, 8)) * 2 + 1).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    gy = rng.standard_normal((6, 4, 4, 4))
+    monkeypatch.setattr(pooling_module, "_SLICE_BYTES", 1)       # one image per slice
+    monkeypatch.setattr(activation, "_CHUNK", 256)               # ReLU: 6 chunks
+    monkeypatch.setattr(_per_channel, "_ROW_VALUES", 8)          # batch norm: rows of 2 pixels, 12 chunks
+    monkeypatch.setattr(_per_channel, "chunks", lambda rows: [slice(i, i + 16) for i in range(0, len(rows), 16)])
+
+    def run(serial_bytes):
+        monkeypatch.setattr(threads, "SERIAL_BYTES", serial_bytes)
+        x = minidl.tensor(x_data, requires_grad=True)
+        gamma = minidl.tensor(np.linspace(0.5, 1.5, 4), requires_grad=True)
+        beta = minidl.tensor(np.linspace(-1, 1, 4), requires_grad=True)
+        y = F.max_pool2d(F.relu(F.batch_norm(x, gamma, beta, None, None, True)), 3, stride=2, padding=1)
+        y.backward(gy)
+        return y.numpy(), x.grad.numpy(), gamma.grad.numpy(), beta.grad.numpy()
+
+    for got, expected in zip(run(2**40), run(-1)):
         np.testing.assert_array_equal(got, expected)
 
 

@@ -53,6 +53,39 @@ def test_momentum_and_nesterov_by_hand():
         np.testing.assert_allclose(p.numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("options", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=0.1),
+                                     dict(weight_decay=0.01, max_grad_norm=0.5)])
+def test_step_on_the_workers_matches_one_thread(monkeypatch, options):
+    # On the CPU the chunks of every parameter are shared over the worker threads, each
+    # with its own scratch: bit for bit the single-threaded result, steps after steps.
+    pytest.importorskip("threadpoolctl")
+    from minidl import _cpu_threads, optim
+    monkeypatch.setattr(optim, "_STEP_CHUNK", 7)                  # many pieces per parameter
+    monkeypatch.setattr(_cpu_threads, "SERIAL_BYTES", -1)         # small as they are, on the workers
+    rng = np.random.default_rng(3)
+    shapes = [(5, 4), (3,), (40,), (2, 3, 3)]
+    start = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+
+    def run(workers):
+        monkeypatch.setenv("MINIDL_NUM_THREADS", str(workers))
+        params = [param(v) for v in start]
+        opt = SGD(params, lr=0.1, **options)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                set_grad(p, g)
+            opt.step()
+        return [p.numpy() for p in params] + [b for b in opt.momentum_buffers if b is not None]
+
+    regions = []
+    original = _cpu_threads.parallel_map
+    monkeypatch.setattr(_cpu_threads, "parallel_map", lambda fn, items: regions.append(len(items)) or original(fn, items))
+    serial, threaded = run(1), run(2)
+    assert regions == [3 + 1 + 6 + 3] * 6    # one region per step (each run), every chunk of 7 in it
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_skips_params_without_grad_and_zero_grad():
     a, b = param([1.0]), param([2.0])
     opt = SGD([a, b], lr=1.0, momentum=0.5)

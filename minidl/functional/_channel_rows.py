@@ -92,7 +92,7 @@ def centered_dots(rows, center_r, other=None):
         o = d if other is None else other[part]
         out[part] = xp.einsum("ij,ij->i", d, o) if on_cpu else (d * o).sum(axis=1)
 
-    map_pieces(rows, work, chunks(rows))
+    map_pieces(rows, work, chunks(rows), nbytes=rows.nbytes)
     return out
 
 
@@ -129,5 +129,5 @@ def centered_affine(rows, center_r, scale_r, shift_r=None, other=None, other_sca
             o += other[part]
             o *= other_scale_r[part]
 
-    map_pieces(rows, work, chunks(rows))
+    map_pieces(rows, work, chunks(rows), nbytes=rows.nbytes)
     return out

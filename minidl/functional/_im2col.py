@@ -65,12 +65,24 @@ def im2col(x, kernel: tuple, stride: tuple, pads: tuple):
     Shapes: x (N,C,H,W) -> xpad (C,N,Hp,Wp) -> col (C,KH,KW,N,OH,OW).
     On CUDA a raw kernel does it in one pass (``_cuda_kernels.im2col``).
     """
+    if cuda_kernels.wanted(x):
+        oh, ow = output_hw("im2col", x.shape[2:], kernel, stride, pads)
+        return cuda_kernels.im2col(x, kernel, stride, pads, (oh, ow))
+    return backend.get_array_module(x).ascontiguousarray(im2col_view(x, kernel, stride, pads))
+
+
+def im2col_view(x, kernel: tuple, stride: tuple, pads: tuple):
+    """im2col's result as a strided view of the padded x, before the copy (see im2col).
+
+    Elements repeat where windows overlap, so write nothing through it; copy it
+    (``im2col``) or copy it into part of a bigger array (a conv's columns with extra rows).
+
+    Shapes: x (N,C,H,W) -> xpad (C,N,Hp,Wp) -> view (C,KH,KW,N,OH,OW).
+    """
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
     (kh_size, kw_size), (sh, sw) = kernel, stride
     oh, ow = output_hw("im2col", x.shape[2:], kernel, stride, pads)
-    if cuda_kernels.wanted(x):
-        return cuda_kernels.im2col(x, kernel, stride, pads, (oh, ow))
     # Channels first, so that each offset's pixels (C,N,OH,OW) land as col[:, kh, kw].
     xpad = pad2d(x.transpose(1, 0, 2, 3), pads)
     # The strided view windows[c, kh, kw, n, oh, ow] = xpad[c, n, oh*SH + kh, ow*SW + kw]
@@ -79,9 +91,8 @@ def im2col(x, kernel: tuple, stride: tuple, pads: tuple):
     #     for kh, kw: col[:, kh, kw] = xpad[:, :, kh::SH, kw::SW] (cut to OH, OW)
     # but a single copy lets NumPy/CuPy iterate it in one efficient pass.
     s_c, s_n, s_h, s_w = xpad.strides
-    windows = xp.lib.stride_tricks.as_strided(
+    return xp.lib.stride_tricks.as_strided(
         xpad, shape=(c, kh_size, kw_size, n, oh, ow), strides=(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
-    return xp.ascontiguousarray(windows)
 
 
 def col2im(col, x_shape: tuple, stride: tuple, pads: tuple):

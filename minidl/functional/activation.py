@@ -33,7 +33,7 @@ def _chunked(work, out, *arrays) -> bool:
         return False
     size = flats[0].size
     parts = [slice(i, min(i + _CHUNK, size)) for i in range(0, size, _CHUNK)]
-    map_pieces(out, lambda part: work(*(f[part] for f in flats)), parts)
+    map_pieces(out, lambda part: work(*(f[part] for f in flats)), parts, nbytes=out.nbytes)
     return True
 
 

@@ -131,7 +131,7 @@ class MaxPool2d(Function):
                     xp.maximum(argmax_part, better, out=argmax_part)
                     xp.maximum(y_part, candidate, out=y_part)
 
-        map_pieces(x, work, self._slices(x.shape, x))
+        map_pieces(x, work, self._slices(x.shape, x), nbytes=x.nbytes)
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
         return _as_layout(y, axes)
 
@@ -166,7 +166,7 @@ class MaxPool2d(Function):
                     gxpad[_index(axes, window(kh, sh, oh), window(kw, sw, ow))] += sent
             gx[part] = gxpad[_index(axes, slice(top, top + h), slice(left, left + w))]
 
-        map_pieces(gy, work, self._slices(self.x_shape, gy))
+        map_pieces(gy, work, self._slices(self.x_shape, gy), nbytes=gx.nbytes)
         gx = _as_layout(gx, axes)
         assert gx.shape == tuple(self.x_shape)
         return gx
