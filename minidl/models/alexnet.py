@@ -22,7 +22,9 @@ variant="paper" (input 3x227x227; Krizhevsky et al. 2012): as "seed" but conv1 i
     relu1 and relu2, no BN, 1000 classes by default. Weights N(0, 0.01); biases 1 in
     conv2, conv4, conv5 and fc6, fc7, fc8 (for fc8 a constant shift of every logit,
     which softmax ignores; the paper's text names only the hidden fc layers), 0 in
-    conv1 and conv3.
+    conv1 and conv3. ``init="he"`` starts it as "seed" instead (He-normal convs, zero
+    conv biases, default dense layers): with 10 classes and a short run, the 2012
+    init barely learns (the README's paper section has the measurements).
 
 variant="cifar" (input 3x32x32): the same shape scaled down to train in minutes on
     a CPU. Widths (conv1..conv5, fc6, fc7) default to CIFAR_WIDTHS, kernel sizes of
