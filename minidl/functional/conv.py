@@ -37,8 +37,8 @@ Algorithms. ``conv2d`` picks one per call from the shapes and the device:
     (_conv_channels_last.py), on a GPU the NCHW code below, whose copies have CUDA
     twins (_cuda_kernels.py).
 ``algorithm=`` (or the environment variable ``MINIDL_CONV_ALGORITHM``, read at every
-call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" (3x3 or 5x5)
-or "winograd_4x4" (3x3); the Winograd ones need stride 1 and a kernel with that tile
+call) forces one: "im2col", "winograd" (tile by the rule), "winograd_2x2" or
+"winograd_4x4" (3x3 or 5x5); the Winograd ones need stride 1 and a kernel with that tile
 (``_winograd.POINTS``), and run on a GPU too (xp code, no CUDA twin; their output is
 then made NCHW-contiguous again).
 """
