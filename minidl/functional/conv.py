@@ -294,7 +294,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         groups: split input and output channels into this many independent groups
             (AlexNet's two "streams" are groups=2).
         algorithm: None or "auto" picks by the rule in the module doc; "im2col",
-            "winograd", "winograd_2x2" (3x3 or 5x5 kernels) or "winograd_4x4" (3x3)
+            "winograd", "winograd_2x2" or "winograd_4x4" (3x3 or 5x5 kernels)
             force one (tests, teaching).
             None reads ``MINIDL_CONV_ALGORITHM`` (default "auto").
     Returns:
