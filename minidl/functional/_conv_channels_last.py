@@ -26,7 +26,7 @@ from __future__ import annotations
 from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function
-from ._im2col import im2col, im2col_view, worker_slices
+from ._im2col import im2col, im2col_view, pad2d, worker_slices
 from ._layout import as_nchw, is_channels_last, nhwc
 from ._window import output_hw
 
@@ -52,14 +52,10 @@ def _pixel_cols(x_l, part, kernel, stride, pads, groups):
     Row (n, oh, ow) of group g holds xpad[n, oh*SH + kh, ow*SW + kw, g*C/G + c] in (kh, kw, c) order.
     """
     xp = backend.get_array_module(x_l)
-    (kh, kw), (sh, sw), ((top, bottom), (left, right)) = kernel, stride, pads
-    src = x_l[part]
-    n, h, w, c = src.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    n, h, w, c = x_l[part].shape
     oh, ow = output_hw("conv2d", (h, w), kernel, stride, pads)
-    if top or bottom or left or right:
-        padded = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=src.dtype)
-        padded[:, top:top + h, left:left + w] = src
-        src = padded
+    src = pad2d(x_l[part], pads, axes=(1, 2))
     cg = c // groups
     s_n, s_h, s_w, s_c = src.strides
     windows = xp.lib.stride_tricks.as_strided(

@@ -29,21 +29,27 @@ from . import _cuda_kernels as cuda_kernels
 from ._window import output_hw
 
 
-def pad2d(x, pads: tuple, value: float = 0.0):
-    """``x`` with its last two axes padded by ``pads`` filled with ``value``.
+def pad2d(x, pads: tuple, value: float = 0.0, axes: tuple = (-2, -1)):
+    """``x`` with its two spatial ``axes`` (by default the last two) padded by ``pads`` filled with ``value``.
 
     A new contiguous array, so when ``x`` is a transposed view the copy also
     transposes it for free; with no padding at all ``x`` itself comes back.
 
-    Shapes: x (..., H, W) -> (..., top + H + bottom, left + W + right).
+    Shapes: x (..., H, W) -> (..., top + H + bottom, left + W + right); with
+    axes=(1, 2) a channels-last (N, H, W, C) -> (N, top + H + bottom, left + W + right, C).
     """
     xp = backend.get_array_module(x)
     (top, bottom), (left, right) = pads
-    h, w = x.shape[-2:]
     if top == bottom == left == right == 0:
         return x  # nothing to pad: the input itself (possibly a view), no copy
-    out = xp.full(x.shape[:-2] + (top + h + bottom, left + w + right), value, dtype=x.dtype)
-    out[..., top:top + h, left:left + w] = x
+    row_axis, col_axis = (axis % x.ndim for axis in axes)
+    shape, inside = list(x.shape), [slice(None)] * x.ndim
+    shape[row_axis] += top + bottom
+    shape[col_axis] += left + right
+    inside[row_axis] = slice(top, top + x.shape[row_axis])
+    inside[col_axis] = slice(left, left + x.shape[col_axis])
+    out = xp.full(shape, value, dtype=x.dtype)
+    out[tuple(inside)] = x
     return out
 
 

@@ -25,7 +25,7 @@ from .. import backend
 from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
 from . import _cuda_kernels as cuda_kernels
-from ._im2col import window, worker_slices
+from ._im2col import pad2d, window, worker_slices
 from ._layout import as_nchw, is_channels_last, nhwc
 from ._window import output_hw, pair, resolve_padding
 
@@ -59,20 +59,6 @@ def _index(axes, rows, cols):
     index = [slice(None)] * 4
     index[axes[0]], index[axes[1]] = rows, cols
     return tuple(index)
-
-
-def _padded(a, axes, pads, value):
-    """``a`` with its spatial axes padded by pads ((top, bottom), (left, right)) of ``value``."""
-    xp = backend.get_array_module(a)
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
-        return a
-    shape = list(a.shape)
-    shape[axes[0]] += top + bottom
-    shape[axes[1]] += left + right
-    out = xp.full(shape, value, dtype=a.dtype)
-    out[_index(axes, slice(top, top + a.shape[axes[0]]), slice(left, left + a.shape[axes[1]]))] = a
-    return out
 
 
 def _as_layout(a, axes):
@@ -111,7 +97,7 @@ class MaxPool2d(Function):
         argmax = xp.zeros(y.shape, dtype=_index_dtype(xp, kh_size * kw_size))
 
         def work(part):
-            xpad = _padded(a[part], axes, self.pads, -xp.inf)
+            xpad = pad2d(a[part], self.pads, -xp.inf, axes)
             y_part, argmax_part = y[part], argmax[part]
             candidate = xp.empty_like(y_part)
             for kh in range(kh_size):
