@@ -132,10 +132,9 @@ class SGD:
                     self.momentum_buffers[i] = backend.get_array_module(w).empty_like(w)
                 buf = self.momentum_buffers[i]
                 arrays = (w, g) if buf is None else (w, g, buf)
-                if not all(a.flags.c_contiguous for a in arrays):
-                    # a non-contiguous view cannot be flattened in place: one whole pass
-                    self._update(*arrays, first=first, factor=factor)
-                elif device.type != "cpu":  # a GPU takes it in one piece
+                if device.type != "cpu" or not all(a.flags.c_contiguous for a in arrays):
+                    # A GPU takes it in one piece; a non-contiguous view cannot be
+                    # flattened in place: one whole pass.
                     self._update(*arrays, first=first, factor=factor)
                 else:
                     # Flat views, walked in chunks: each chunk's updates run in cache, so
