@@ -235,15 +235,15 @@ class Conv2d(Function):
         return (gx, gw) if len(self.needs_input_grad) == 2 else (gx, gw, gb)
 
 
-def winograd_tile(out_hw: tuple, kernel_size: int = 3) -> int:
+def winograd_tile(out_hw: tuple, kernel_size: int, tiles: tuple) -> int:
     """The Winograd tile m with fewer transformed values, (m+r-1)^2 per tile, for this output size.
 
-    Among the tiles F(m x m, r x r) exists for (``_winograd.POINTS``); ties: the smaller,
-    more accurate one.
+    Among ``tiles`` (ascending: those F(m x m, r x r) exists for, ``_winograd_tiles``);
+    ties: the smaller, more accurate one.
     """
     def values(m):
         return (m + kernel_size - 1) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
-    return min(sorted(m for m, r in POINTS if r == kernel_size), key=values)
+    return min(tiles, key=values)
 
 
 def _winograd_tiles(kernel: tuple, stride: tuple) -> tuple:
@@ -270,7 +270,7 @@ def choose_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple
     if algorithm == "im2col":
         return algorithm
     if algorithm == "winograd" and tiles:
-        m = winograd_tile(out_hw, kernel[0])
+        m = winograd_tile(out_hw, kernel[0], tiles)
         return f"winograd_{m}x{m}"
     if algorithm != "winograd" and int(algorithm[-1]) in tiles:
         return algorithm
