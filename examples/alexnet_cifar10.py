@@ -245,7 +245,7 @@ def describe(settings, device, loaders, model, out, resumed, args, world) -> str
              f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
              f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
-             f"{s['init'] + ' init, ' if s.get('init') else ''}"
+             f"{s['init'] + ' init, ' if s['init'] else ''}"
              f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
              f"{len(train)} steps per epoch", *_datasets.describe(s, test),
@@ -317,11 +317,11 @@ def run(args) -> int:
                         "bucket_mb": args.bucket_mb})
     parallel_run = world.size > 1
     with backend.device_context(device):  # the run's GPU is current for everything below
-        loaders = _datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run else None,
-                               workers=args.workers, on_bad_image=args.on_bad_image)
+        loaders = _datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run
+                                         else None, workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
         model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
-                        widths=settings["widths"], init=settings.get("init")).to(device)
+                        widths=settings["widths"], init=settings["init"]).to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
         optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
