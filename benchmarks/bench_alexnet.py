@@ -52,7 +52,8 @@ import numpy as np  # noqa: E402
 
 import minidl  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl import _cpu_threads, backend  # noqa: E402
+from minidl import backend  # noqa: E402
+from minidl.kernels.cpu import threads as cpu_threads  # noqa: E402
 from minidl.models import AlexNet  # noqa: E402
 from minidl.models.alexnet import INPUT_SIZE  # noqa: E402
 from minidl.optim import SGD  # noqa: E402
@@ -191,7 +192,7 @@ def runner_child(framework, args) -> None:
         threads_used = torch.get_num_threads()
     else:
         runner = MinidlRunner(args.variant, device, images, labels)
-        threads_used = _cpu_threads.num_threads()
+        threads_used = cpu_threads.num_threads()
 
     def timed(fn) -> float:
         start = time.perf_counter()

@@ -43,8 +43,9 @@ import numpy as np  # noqa: E402
 
 import minidl  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl import _cpu_threads, backend  # noqa: E402
-from minidl.functional import conv as conv_module  # noqa: E402
+from minidl import backend  # noqa: E402
+from minidl.kernels import dispatch  # noqa: E402
+from minidl.kernels.cpu import threads as cpu_threads  # noqa: E402
 from minidl.models.alexnet import CIFAR_WIDTHS  # noqa: E402
 
 # name: (C, H, W), weight (O, C/g, KH, KW), stride, groups, input needs a gradient ("same" padding)
@@ -156,15 +157,15 @@ def _gemm(a, b):
     """Batched a @ b at the parallelism minidl's own products get.
 
     On the CPU minidl runs BLAS single-threaded and spreads products over its worker
-    threads (minidl/_cpu_threads.py), so the reference does the same, one group at a
+    threads (minidl/kernels/cpu/threads.py), so the reference does the same, one group at a
     time; a multi-threaded BLAS call here would also leave OpenBLAS threads spinning
     into the next timed case.
     """
     if a.ndim == 2:
-        return _cpu_threads.matmul(a, b)
+        return cpu_threads.matmul(a, b)
     if backend.device_of(a).type != "cpu":
         return backend.get_array_module(a).matmul(a, b)
-    return [_cpu_threads.matmul(a[i], b[i]) for i in range(a.shape[0])]
+    return [cpu_threads.matmul(a[i], b[i]) for i in range(a.shape[0])]
 
 
 def gemm_case(device, rng, n, x_shape, w_shape, stride, groups, x_grad):
@@ -226,8 +227,8 @@ def bench_convs(names, args, device, torch, rng):
         out_hw = tuple(-(-s // stride) for s in x_shape[1:])
         x_probe = backend.to_device(np.zeros((1,) + x_shape, np.float32), device)
         wanted = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"   # as conv2d reads it
-        algorithm = conv_module.choose_algorithm(x_probe, tuple(w_shape[2:]), (stride, stride), groups, out_hw,
-                                                 wanted)
+        algorithm = dispatch.conv_algorithm(x_probe, tuple(w_shape[2:]), (stride, stride), groups, out_hw,
+                                              wanted)
 
         def conv_case(alg):
             return minidl_case(device, rng, shape, lambda x, w, b: F.conv2d(

@@ -102,7 +102,7 @@ def set_threads(n: int, torch=None) -> str:
     if torch is not None:
         torch.set_num_threads(n)
         done.append(f"torch {n}")
-    os.environ["MINIDL_NUM_THREADS"] = str(n)  # minidl's CPU kernel workers (minidl/_cpu_threads.py)
+    os.environ["MINIDL_NUM_THREADS"] = str(n)  # minidl's CPU kernel workers (minidl/kernels/cpu/threads.py)
     done.append(f"minidl workers {n}")
     try:
         from threadpoolctl import threadpool_limits

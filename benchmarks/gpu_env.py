@@ -41,13 +41,13 @@ def versions() -> list[str]:
 
 def check_nvrtc(device) -> str:
     """Compile (NVRTC) and launch minidl's centred-affine kernel; compare with NumPy."""
-    from minidl.functional import _cuda_kernels
+    from minidl.kernels.cuda import launches
     rng = np.random.default_rng(0)
     rows, center, scale, shift = (rng.standard_normal(shape).astype(np.float32)
                                   for shape in ((6, 33), (6, 1), (6, 1), (6, 1)))
     expected = (rows - center) * scale + shift
     on_device = [backend.to_device(a, device) for a in (rows, center, scale, shift)]
-    got = backend.to_numpy(_cuda_kernels.centered_affine(*on_device))
+    got = backend.to_numpy(launches.centered_affine(*on_device))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     return "NVRTC: compiled and ran minidl_centered_affine, equal to NumPy"
 

@@ -33,7 +33,7 @@ from minidl import backend, nn, viz
 from minidl.checkpoint import CheckpointError, load_checkpoint
 from minidl.data import DatasetError, build_transform, load_cifar10, resize_bilinear
 from minidl.models import AlexNet
-from minidl.functional._window import resolve_padding
+from minidl.window import resolve_padding
 from minidl.plots import filter_grid
 
 PROG = "layer_by_layer"

@@ -39,7 +39,7 @@ import numpy as np
 from . import backend, nn
 from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
-from .functional._window import resolve_padding
+from .window import resolve_padding
 
 OPSET = 13
 IR_VERSION = 7  # the IR version of opset 13, so that older runtimes load the file too

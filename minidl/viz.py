@@ -236,13 +236,20 @@ def _tensor_label(shape, dtype, name=None) -> str:
 
 
 def _function_label(fn) -> str:
-    """The Function's class and the few settings a reader needs (kernel, stride, groups)."""
+    """The Function (with the fast path that ran, if one did) and the few settings a reader needs.
+
+    E.g. "Conv2d [im2col]\nkernel 3, groups 2" or "BatchNorm\nevaluation".
+    """
+    impl = getattr(fn, "impl", fn)   # a FastPath's settings live on its kernel
     details = []
     for attr in ("kernel", "stride", "groups"):
-        value = getattr(fn, attr, None)
+        value = getattr(impl, attr, None)
         if value is not None and value not in (1, (1, 1)):
             details.append(f"{attr} {_pair_text(value) if isinstance(value, tuple) else value}")
-    return type(fn).__name__ + ("\n" + ", ".join(details) if details else "")
+    training = getattr(impl, "training", None)
+    if training is not None:
+        details.append("training" if training else "evaluation")
+    return getattr(fn, "label", type(fn).__name__) + ("\n" + ", ".join(details) if details else "")
 
 
 def graph(tensor, params=None, path=None) -> str:

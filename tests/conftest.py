@@ -1,11 +1,15 @@
-"""Shared test fixtures: the device list every kernel test is parametrised over."""
+"""Shared test fixtures: devices, a seeded generator, and the two kinds of kernels.
+
+Helpers live in tests/support/ (``from support.devices import DEVICES``); pytest puts
+tests/ on the path (pyproject.toml) and imports test files by path, so files of the
+same name in different folders do not collide.
+"""
 import numpy as np
 import pytest
 
-from minidl.backend import is_cuda_available
+import minidl.kernels
 
-# "cuda" runs wherever CuPy sees a GPU and is skipped, with its reason, elsewhere.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not is_cuda_available(), reason="no CUDA GPU/CuPy"))]
+from support.devices import DEVICES
 
 
 @pytest.fixture(params=DEVICES)
@@ -16,3 +20,10 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=minidl.kernels.MODES)
+def kernel_mode(request):
+    """Run the test once with the fast kernels and once with the references."""
+    with minidl.kernels.use(request.param):
+        yield request.param

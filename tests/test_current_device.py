@@ -4,25 +4,38 @@ CuPy makes new arrays on the current GPU, whatever device the inputs live on, so
 code that forgets ``backend.device_context`` works on GPU 0 and silently spreads a
 ``--device cuda:1`` run over two GPUs. ``fake_cupy`` records the GPU each array is
 made on and every operation that reads an array of another GPU than the current
-one; each test runs minidl on a fake "cuda:1" and asserts there was none.
+one; each test runs minidl on a fake "cuda:1" and asserts there was none, once with the
+references and once with the GPU's fast paths (their raw kernels emulated with g++).
 """
 import numpy as np
 import pytest
 
 import minidl
 import minidl.functional as F
+import minidl.kernels
 import minidl.nn as nn
 from minidl import backend
 from minidl.autograd import Function
 from minidl.optim import SGD
 
-import fake_cupy
+from support import fake_cupy
+from support.cuda_emulation import Emulator
 
 
-@pytest.fixture
-def fake(monkeypatch):
+@pytest.fixture(scope="session")
+def emulated_raw_kernel(tmp_path_factory):
+    return Emulator(tmp_path_factory.mktemp("cuda_emulation")).kernel if Emulator.available() else None
+
+
+@pytest.fixture(params=minidl.kernels.MODES)
+def fake(request, monkeypatch, emulated_raw_kernel):
     fake = fake_cupy.install(monkeypatch)
-    yield fake
+    if request.param == "fast":
+        if emulated_raw_kernel is None:
+            pytest.skip("g++ is not on PATH: the raw CUDA kernels cannot be emulated")
+        monkeypatch.setattr(backend, "raw_kernel", emulated_raw_kernel)
+    with minidl.kernels.use(request.param):
+        yield fake
 
 
 def on_gpu1(fake, values, requires_grad=False):
@@ -118,7 +131,7 @@ def test_a_training_step_runs_on_the_models_gpu(fake):
                 patch.setattr(fake.ndarray, sync, lambda self: pytest.fail("a host sync in SGD.step"), raising=False)
             optimizer.step()
     arrays = [p.data for p in model.parameters()] + [p.grad.data for p in model.parameters()]
-    assert_all_on_gpu1(fake, *arrays, *(b for b in optimizer.momentum_buffers))
+    assert_all_on_gpu1(fake, *arrays, *(s["momentum_buffer"] for s in optimizer.state.values()))
 
 
 def test_resume_copies_land_on_the_parameters_gpu(fake):
@@ -129,10 +142,11 @@ def test_resume_copies_land_on_the_parameters_gpu(fake):
     state = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False,
              "momentum_buffers": [np.full(p.shape, 0.5, np.float64) for p in model.parameters()]}
     model.load_state_dict(source.state_dict())
-    optimizer.load_state_dict(state)
-    arrays = [p.data for p in model.parameters()] + list(optimizer.momentum_buffers)
+    optimizer.load_state_dict(state)   # minidl's earlier one-group layout, as old checkpoints hold it
+    buffers = [optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
+    arrays = [p.data for p in model.parameters()] + buffers
     assert_all_on_gpu1(fake, *arrays, model[1].running_mean)
-    assert all(b.dtype == np.float32 for b in optimizer.momentum_buffers)
+    assert all(b.dtype == np.float32 for b in buffers) and optimizer.lr == 0.05
     for (key, want), got in zip(source.state_dict().items(), model.state_dict().values()):
         np.testing.assert_array_equal(got, want, err_msg=key)
 

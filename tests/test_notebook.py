@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_fixture import write_cifar10
+from support.cifar_fixture import write_cifar10
 
 nbformat = pytest.importorskip("nbformat", reason="needs the notebook extra")
 nbclient = pytest.importorskip("nbclient", reason="needs the notebook extra")

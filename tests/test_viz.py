@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import minidl
+import minidl.kernels
 import minidl.functional as F
 from minidl import nn, viz
 from minidl.models import AlexNet
@@ -93,7 +94,8 @@ def test_graph_nodes_edges_and_names():
     dot = viz.graph(y, params={"w": w})
     labels, edges = _nodes_and_edges(dot)
     by_label = {label: node for node, label in labels.items()}
-    functions = [label for label in labels.values() if label in ("MatMul", "Mul", "ReLU", "Sum")]
+    functions = [label.split(" [")[0] for label in labels.values()      # "ReLU [chunked]": the fast path that ran
+                 if label.split(" [")[0] in ("MatMul", "Mul", "ReLU", "Sum")]
     assert sorted(functions) == ["MatMul", "Mul", "ReLU", "Sum"]
     assert "w\\n(4, 2) float32" in by_label and "(3, 4) float32" in by_label and "() float32" in by_label
     # the chain: x, w -> MatMul -> h -> Mul (twice) -> ... -> Sum -> y
@@ -111,7 +113,8 @@ def test_graph_of_a_model_names_every_parameter_and_survives_quotes():
     model = AlexNet(variant="cifar", widths=(4, 4, 4, 4, 4, 8, 8))
     x = minidl.Tensor(np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32))
     x.name = 'the "input"'
-    loss = F.softmax_cross_entropy(model(x), np.array([0, 3]))
+    with minidl.kernels.use("fast"):
+        loss = F.softmax_cross_entropy(model(x), np.array([0, 3]))
     dot = viz.graph(loss, params=model.named_parameters())
     labels, _ = _nodes_and_edges(dot)
     for name, param in model.named_parameters():
@@ -120,8 +123,12 @@ def test_graph_of_a_model_names_every_parameter_and_survives_quotes():
     assert 'the \\"input\\"\\n(2, 3, 32, 32) float32' in labels.values()
     assert sum(label.startswith("Conv2d") for label in labels.values()) == 5
     # The Function that ran: on the CPU the channels-last im2col convolution (these convs are too
-    # narrow for Winograd, see minidl/functional/conv.py).
-    assert "Conv2dChannelsLast\\nkernel 3, groups 2" in labels.values()
+    # narrow for Winograd, see minidl/kernels/dispatch.py); the reference when the kernels say so.
+    assert "Conv2d [im2col]\\nkernel 3, groups 2" in labels.values()
+    with minidl.kernels.use("reference"):
+        dot = viz.graph(F.softmax_cross_entropy(model(x), np.array([0, 3])), params=model.named_parameters())
+    labels, _ = _nodes_and_edges(dot)
+    assert "Conv2d\\nkernel 3, groups 2" in labels.values() and "BatchNorm\\ntraining" in labels.values()
 
 
 def test_graph_errors():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..functional import _cuda_kernels as cuda_kernels
+from ..kernels import dispatch
 
 
 def _check_images(x, name: str) -> None:
@@ -105,8 +105,8 @@ def resize_bilinear(x, size):
     Separable: along W first (gather two columns per output column on the small
     input), then along H, where each gathered item is a whole contiguous row; this
     order is about twice as fast as rows-then-columns for 32 -> 224 on a CPU. On CUDA
-    (unless MINIDL_RAW_KERNELS=0) one raw kernel does both passes with the same taps
-    and the same arithmetic (``minidl.functional._cuda_kernels.resize_bilinear``).
+    (unless MINIDL_KERNELS=reference) one raw kernel does both passes with the same taps
+    and the same arithmetic (``minidl.kernels.cuda.launches.resize_bilinear``).
 
     Args:
         x: (N,C,H,W) array on any device (uint8 is computed in float32).
@@ -126,8 +126,9 @@ def resize_bilinear(x, size):
     _, _, h, w = x.shape
     if (out_h, out_w) == (h, w):
         return x
-    if cuda_kernels.wanted(x):
-        return cuda_kernels.resize_bilinear(x, _linear_taps(h, out_h), _linear_taps(w, out_w))
+    fast = dispatch.resize_bilinear(x)   # a GPU: both passes in one raw kernel
+    if fast is not None:
+        return fast(x, _linear_taps(h, out_h), _linear_taps(w, out_w))
     device = backend.device_of(x)
 
     def lerp(v, n_in, n_out, axis):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 
-from .. import _cpu_threads, backend
+from .. import backend
+from ..kernels.cpu import threads as cpu_threads
 from .world import DistributedError, World
 
 
@@ -112,8 +113,8 @@ def share_cpu_cores(world: World) -> int:
         the number of worker threads this process will use.
     """
     if world.size == 1:
-        return _cpu_threads.num_threads()
+        return cpu_threads.num_threads()
     if not os.environ.get("MINIDL_NUM_THREADS", "").strip():
-        os.environ["MINIDL_NUM_THREADS"] = str(max(1, _cpu_threads.num_threads() // world.local_size))
-    _cpu_threads.pin_blas_to_one_thread()
-    return _cpu_threads.num_threads()
+        os.environ["MINIDL_NUM_THREADS"] = str(max(1, cpu_threads.num_threads() // world.local_size))
+    cpu_threads.pin_blas_to_one_thread()
+    return cpu_threads.num_threads()

@@ -148,8 +148,8 @@ def _mpi4py_available() -> bool:
 def _mpi_world_comm():
     """A private duplicate of COMM_WORLD (our messages never mix with the user's)."""
     # mpi4py's default thread level (MPI_THREAD_MULTIPLE) is kept although minidl
-    # calls MPI from the main thread only: with MPICH 5 on loopback, a 6 MB
-    # Allreduce took 1.5 ms at that level and 8.7 ms at FUNNELED (measured).
+    # calls MPI from the main thread only: MPICH's large all-reduces ran several
+    # times slower at FUNNELED (docs/distributed.md has the measurement).
     from mpi4py import MPI
     return MPI.COMM_WORLD.Dup()
 

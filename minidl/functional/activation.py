@@ -1,65 +1,27 @@
-"""Activations: ReLU, softmax and log-softmax."""
+"""Activations: ReLU, softmax and log-softmax.
+
+This module holds the reference implementations. ``relu`` asks ``minidl.kernels.dispatch``
+for a fast path first (on the CPU, one pass in cache-sized chunks on the worker threads).
+"""
 from __future__ import annotations
 
 from .. import backend
-from .._cpu_threads import map_pieces
 from ..autograd import Function, Tensor
-from ._layout import is_channels_last, nhwc
-
-
-# Elements per chunk on the CPU (256 KB of float32): a chunk's inputs and output stay
-# in cache, and the chunks are shared over minidl's worker threads.
-_CHUNK = 2**16
-
-
-def _flat(a):
-    """The contiguous memory behind ``a`` as a 1-D view (C order or channels-last), else None."""
-    if a.flags.c_contiguous:
-        return a.reshape(-1)
-    if is_channels_last(a):
-        return nhwc(a).reshape(-1)
-    return None
-
-
-def _chunked(work, out, *arrays) -> bool:
-    """work(out chunk, *chunks) over cache-sized chunks on the CPU workers; False if it cannot.
-
-    It can when every array lies in the same contiguous layout as ``out`` (an
-    activation and its gradient usually do); otherwise the caller does it whole.
-    """
-    flats = [_flat(a) for a in (out,) + arrays]
-    same = all(f is not None for f in flats) and all(a.strides == out.strides for a in arrays)
-    if not same or backend.device_of(out).type != "cpu":
-        return False
-    size = flats[0].size
-    parts = [slice(i, min(i + _CHUNK, size)) for i in range(0, size, _CHUNK)]
-    map_pieces(out, lambda part: work(*(f[part] for f in flats)), parts, nbytes=out.nbytes)
-    return True
+from ..kernels import dispatch
+from .fast_path import FastPath
 
 
 class ReLU(Function):
-    # x (any shape) -> y = max(x, 0), same shape and memory layout. Backward needs only
-    # where y > 0, so it keeps the output (which it shares with the next layer) instead
-    # of x. On the CPU both run in chunks on the worker threads, one pass each.
+    # x (any shape) -> y = max(x, 0), same shape. Backward needs only where y > 0, so it
+    # keeps the output (which the next layer holds anyway) instead of x.
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        y = xp.empty_like(x)   # x's memory layout (channels-last stays channels-last)
-        if not _chunked(lambda y_c, x_c: xp.maximum(x_c, 0, out=y_c), y, x):
-            xp.maximum(x, 0, out=y)
+        y = backend.get_array_module(x).maximum(x, 0)
         self.save_for_backward(y)
         return y
 
     def backward(self, gy):
         (y,) = self.saved_arrays
-        xp = backend.get_array_module(gy)
-
-        def mask_times_gy(gx_c, y_c, gy_c):
-            xp.greater(y_c, 0, out=gx_c)   # 1.0 where y > 0, else 0.0
-            gx_c *= gy_c
-
-        gx = xp.empty_like(y)
-        if not _chunked(mask_times_gy, gx, y, gy):
-            gx = gy * (y > 0)
+        gx = gy * (y > 0)
         assert gx.shape == y.shape
         return gx
 
@@ -111,7 +73,8 @@ class LogSoftmax(Function):
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0) elementwise. Shapes: any -> same."""
-    return ReLU()(x)
+    fast = dispatch.relu(x.data if isinstance(x, Tensor) else x)
+    return (ReLU() if fast is None else FastPath("ReLU", fast))(x)
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -22,7 +22,7 @@ def sum_to(grad, shape):
     return out.reshape(shape)
 
 
-def _pair(a, b):
+def _as_tensors(a, b):
     """Both operands as Tensors; a Python scalar takes the other's dtype and device."""
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         if a.device != b.device:
@@ -240,10 +240,10 @@ class ToDevice(Function):
 
 
 # ---- functional wrappers ----------------------------------------------------
-def add(a, b): return Add()(*_pair(a, b))
-def sub(a, b): return Sub()(*_pair(a, b))
-def mul(a, b): return Mul()(*_pair(a, b))
-def div(a, b): return Div()(*_pair(a, b))
+def add(a, b): return Add()(*_as_tensors(a, b))
+def sub(a, b): return Sub()(*_as_tensors(a, b))
+def mul(a, b): return Mul()(*_as_tensors(a, b))
+def div(a, b): return Div()(*_as_tensors(a, b))
 def neg(x): return Neg()(x)
 def exp(x): return Exp()(x)
 def log(x): return Log()(x)
@@ -256,7 +256,7 @@ def power(x, exponent):
 
 
 def matmul(a, b):
-    a, b = _pair(a, b)
+    a, b = _as_tensors(a, b)
     return MatMul()(a, b)
 
 

@@ -1,8 +1,13 @@
-"""Fully connected layer: y = x @ W^T + b."""
+"""Fully connected layer: y = x @ W^T + b.
+
+This module holds the reference implementation. ``linear`` asks ``minidl.kernels.dispatch``
+for a fast path first (on the CPU, the products split over the worker threads).
+"""
 from __future__ import annotations
 
-from .._cpu_threads import matmul as _matmul  # on the CPU split over the worker threads
 from ..autograd import Function, Tensor
+from ..kernels import dispatch
+from .fast_path import FastPath
 
 
 class Linear(Function):
@@ -10,7 +15,7 @@ class Linear(Function):
     # W.T is a free transposed view, and BLAS reads it as such without a copy.
     def forward(self, x, weight, bias=None):
         self.save_for_backward(x, weight)
-        y = _matmul(x, weight.T)
+        y = x @ weight.T
         if bias is not None:
             y += bias
         return y
@@ -18,8 +23,8 @@ class Linear(Function):
     def backward(self, gy):
         x, weight = self.saved_arrays
         need_x, need_w = self.needs_input_grad[:2]
-        gx = _matmul(gy, weight) if need_x else None   # (N, out) @ (out, in) -> (N, in)
-        gw = _matmul(gy.T, x) if need_w else None      # (out, N) @ (N, in) -> (out, in)
+        gx = gy @ weight if need_x else None   # (N, out) @ (out, in) -> (N, in)
+        gw = gy.T @ x if need_w else None      # (out, N) @ (N, in) -> (out, in)
         grads = (gx, gw)
         if len(self.needs_input_grad) == 3:
             grads += (gy.sum(axis=0) if self.needs_input_grad[2] else None,)
@@ -40,4 +45,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: x has {x.shape[1]} features but weight {weight.shape} expects {weight.shape[1]}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"linear: bias shape {bias.shape} does not match weight's {weight.shape[0]} outputs")
-    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+    fast = dispatch.linear(x.data if isinstance(x, Tensor) else x)
+    fn = Linear() if fast is None else FastPath("Linear", fast)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)

@@ -12,6 +12,19 @@ momentum * batch_stat, where the variance that enters is the unbiased one (divid
 by m - 1). In evaluation the running statistics replace the batch's, so y is a
 fixed affine map of x.
 
+Backward in training: mean and var depend on every x of the channel, so the gradient
+is not just gamma * inv_std * gy. With g = gy per channel and xhat as above,
+
+    dx = gamma * inv_std * (g - mean(g) - xhat * mean(g * xhat))
+
+(the batch removes from gy its per-channel mean and its component along xhat);
+d gamma = sum(g * xhat), d beta = sum(g).
+
+Synchronised batch norm (data parallelism): with ``channel_reduce`` every process
+holds a slice of a global batch, and every per-channel total goes through
+``channel_reduce`` (a sum over the processes) before it is used, so the statistics
+and dx's two means are the global batch's.
+
 Local response normalisation (Krizhevsky et al., 2012, section 3.3) divides each
 activation by a power of the energy of its neighbouring channels at the same pixel:
 
@@ -22,6 +35,10 @@ PyTorch's ``local_response_norm`` divides alpha by ``size``, so minidl with
 ``alpha`` equals PyTorch with ``alpha * size``. For an odd size the window is
 centred; for an even size it reaches one channel further down than up (the same
 window as PyTorch's).
+
+This module holds the reference implementations. ``batch_norm`` asks
+``minidl.kernels.dispatch`` for a fast path first (the same formulas with every pass
+over the activations fused); LRN has none.
 """
 from __future__ import annotations
 
@@ -29,76 +46,34 @@ import numbers
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._per_channel import (channel_centered_affine, channel_centered_dots, channel_gradient_sums, channel_sums,
-                           in_layout_of)
+from ..kernels import dispatch
+from .fast_path import FastPath
 
 
 # ---------------------------------------------------------------------------
 # Batch normalisation
 # ---------------------------------------------------------------------------
 
-def _per_channel(array, ndim: int):
+def _channel_axes(x) -> tuple:
+    """Every axis but the channel axis 1: the axes batch norm averages over."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(values, ndim: int):
     """A (C,) array reshaped to (1, C, 1, ...) so that it broadcasts against (N, C, ...)."""
-    return array.reshape((1, -1) + (1,) * (ndim - 2))
+    return values.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-class _BatchNorm(Function):
-    """What training and evaluation batch norm share: the optional affine inputs.
-
-    The Function's inputs are x followed by gamma (if given) and beta (if given);
-    ``has_weight`` and ``has_bias`` say which of the two are present.
-    """
-
-    def __init__(self, has_weight: bool, has_bias: bool, eps: float):
-        self.has_weight, self.has_bias, self.eps = has_weight, has_bias, eps
-
-    def _split(self, affine):
-        gamma = affine[0] if self.has_weight else None
-        beta = affine[-1] if self.has_bias else None
-        return gamma, beta
-
-    def _grads(self, gx, sum_gy_xhat, sum_gy):
-        """The gradients (x, gamma?, beta?) in input order: d gamma = sum(gy * xhat), d beta = sum(gy).
-
-        The sums are (C,) arrays or None (not wanted).
-        """
-        grads = (gx,)
-        if self.has_weight:
-            grads += (None if sum_gy_xhat is None else sum_gy_xhat.reshape(-1),)
-        if self.has_bias:
-            grads += (None if sum_gy is None else sum_gy.reshape(-1),)
-        return grads
-
-    @staticmethod
-    def _scale(inv_std, gamma):
-        """The (C,) factor that multiplies x - mean: gamma * inv_std, or inv_std without gamma."""
-        return inv_std if gamma is None else inv_std * gamma
-
-    def _wants(self):
-        """Whether the gradients of x, gamma and beta are wanted (False for absent inputs)."""
-        wants = self.needs_input_grad
-        want_gamma = self.has_weight and wants[1]
-        want_beta = self.has_bias and wants[-1]
-        return wants[0], want_gamma, want_beta
-
-
-class BatchNormTraining(_BatchNorm):
-    # x (N,C,*S) -> mean, var (C,) over the m = N*prod(S) values of each channel
-    #   -> y = (x - mean) * gamma * inv_std + beta (N,C,*S), in x's memory layout
-    # Saved for backward: x (the graph keeps it alive anyway, so it costs nothing),
-    # mean and inv_std (per channel) and gamma. Backward recomputes x - mean chunk by
-    # chunk instead of keeping an activation-sized xhat alive until then. The passes
-    # run over cache-sized chunks (see _per_channel).
-    #
-    # Synchronised batch norm (data parallelism): with ``channel_reduce``, x is this
-    # process's slice of a global batch and the statistics are the global batch's.
-    # Every per-channel total goes through channel_reduce (a sum over the processes)
-    # before it is used: forward the sums and the count, then the squared deviations
-    # from the global mean; backward the two sums. m is then the global count.
-    def __init__(self, has_weight, has_bias, eps, running_mean, running_var, momentum, channel_reduce=None):
-        super().__init__(has_weight, has_bias, eps)
-        self.running_mean, self.running_var, self.momentum = running_mean, running_var, momentum
-        self.channel_reduce = channel_reduce
+class BatchNorm(Function):
+    # x (N,C,*S) -> mean, var (C,) over the m = N*prod(S) values of each channel (training)
+    #   or the running statistics (evaluation)
+    #   -> xhat = (x - mean) * inv_std -> y = gamma * xhat + beta (N,C,*S)
+    # Inputs: x, then gamma if has_weight, then beta if has_bias.
+    def __init__(self, training: bool, has_weight: bool, has_bias: bool, eps: float, momentum: float,
+                 running_mean=None, running_var=None, channel_reduce=None):
+        self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
+        self.eps, self.momentum = eps, momentum
+        self.running_mean, self.running_var, self.channel_reduce = running_mean, running_var, channel_reduce
 
     def _total(self, values):
         """Per-channel totals of this process, summed over all processes when synchronised."""
@@ -106,99 +81,56 @@ class BatchNormTraining(_BatchNorm):
 
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
-        gamma, beta = self._split(affine)
-        c = x.shape[1]
-        sums = channel_sums(x)
-        if self.channel_reduce is None:
-            m = x.size // c
-        else:
-            # The global count travels with the sums (processes may hold unequal
-            # slices). It stays a 0-d array on x's device, so that no host
-            # synchronisation stalls a GPU here; float32 counts are exact to 2**24.
-            totals = self._total(xp.concatenate([sums, xp.asarray([x.size // c], dtype=sums.dtype)]))
-            sums, m = totals[:c], totals[c]
-        self.m = m
-        mean = sums / m
-        # Two-pass variance (mean of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
-        var = self._total(channel_centered_dots(x, mean)) / m
+        gamma = affine[0] if self.has_weight else None
+        beta = affine[-1] if self.has_bias else None
+        axes, c = _channel_axes(x), x.shape[1]
+        if self.training:
+            sums, m = x.sum(axis=axes), x.size // c
+            if self.channel_reduce is not None:   # the global batch: every process's sums and count
+                totals = self.channel_reduce(xp.concatenate([sums, xp.asarray([m], dtype=sums.dtype)]))
+                sums, m = totals[:c], totals[c]
+            mean = sums / m
+            centered = x - _per_channel(mean, x.ndim)
+            var = self._total((centered * centered).sum(axis=axes)) / m   # two passes: no cancellation
+            if self.running_mean is not None:   # the caller's buffers, in place; unbiased variance
+                self.running_mean *= 1.0 - self.momentum
+                self.running_mean += self.momentum * mean
+                self.running_var *= 1.0 - self.momentum
+                self.running_var += self.momentum * m / (m - 1) * var
+            self.m = m
+        else:   # copies in x's dtype: a later training step changes the buffers in place
+            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+            centered = x - _per_channel(mean, x.ndim)
+        self.running_mean = self.running_var = None   # backward never needs them
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        y = channel_centered_affine(x, mean, self._scale(inv_std, gamma), beta)
-        if self.running_mean is not None:
-            # In place: these are the caller's buffers. Unbiased variance, as PyTorch.
-            mom = self.momentum
-            self.running_mean *= 1.0 - mom
-            self.running_mean += mom * mean
-            self.running_var *= 1.0 - mom
-            self.running_var += (mom * m / (m - 1)) * var
-        self.running_mean = self.running_var = None     # backward never needs the buffers
-        self.save_for_backward(x, mean, inv_std, gamma)
+        xhat = centered * _per_channel(inv_std, x.ndim)
+        y = xhat if gamma is None else xhat * _per_channel(gamma, x.ndim)
+        if beta is not None:
+            y = y + _per_channel(beta, x.ndim)
+        self.save_for_backward(xhat, inv_std, gamma)
         return y
 
     def backward(self, gy):
-        x, mean, inv_std, gamma = self.saved_arrays
-        want_x, want_gamma, want_beta = self._wants()
-        c = x.shape[1]
-        gy = in_layout_of(x, gy)
-        m = self.m
-        if self.channel_reduce is not None:
-            # gamma and beta act on this slice's rows only: their gradients are the
-            # local sums (the gradient reducer adds the processes' parts). x's
-            # gradient needs the global batch's sums, both in one reduction, asked
-            # for by every process whatever it wants, so the collectives match.
-            xp = backend.get_array_module(x)
-            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)
-            sum_gy_xhat = sum_gy_xc * inv_std
+        xhat, inv_std, gamma = self.saved_arrays
+        xp = backend.get_array_module(gy)
+        axes, c, ndim = _channel_axes(gy), gy.shape[1], gy.ndim
+        sum_gy, sum_gy_xhat = gy.sum(axis=axes), (gy * xhat).sum(axis=axes)
+        scale = inv_std if gamma is None else gamma * inv_std
+        if self.training:
+            # gamma and beta act on this process's rows only (their sums stay local);
+            # x's gradient needs the global batch's means.
             both = self._total(xp.concatenate([sum_gy, sum_gy_xhat]))
-            global_gy, global_gy_xhat = both[:c], both[c:]
-        else:
-            if not (want_x or want_gamma):
-                return self._grads(None, None, channel_sums(gy) if want_beta else None)
-            sum_gy, sum_gy_xc = channel_gradient_sums(x, mean, gy)   # one pass over x and gy
-            sum_gy_xhat = sum_gy_xc * inv_std
-            global_gy, global_gy_xhat = sum_gy, sum_gy_xhat
-        gx = None
-        if want_x:
-            # With g = gamma * gy, the closed form is
-            #   dx = inv_std / m * (m * g - sum(g) - xhat * sum(g * xhat)),
-            # i.e. gamma * inv_std * (gy - mean(gy) - xhat * mean(gy * xhat)): the mean
-            # and the scale of the batch depend on every x, which removes from gy its
-            # per-channel mean and its component along xhat. As one fused pass:
-            #   (gy + (x - mean) * (-inv_std * mean(gy * xhat)) - mean(gy)) * gamma * inv_std.
-            gx = channel_centered_affine(x, mean, -inv_std * global_gy_xhat / m, -global_gy / m, other=gy,
-                                         other_scale=self._scale(inv_std, gamma))
-            assert gx.shape == x.shape
-        return self._grads(gx, sum_gy_xhat, sum_gy)
-
-
-class BatchNormInference(_BatchNorm):
-    # x (N,C,*S), running mean/var (C,) -> y = (x - mean) * gamma * inv_std + beta
-    # (N,C,*S): a fixed per-channel affine map, in x's memory layout.
-    def __init__(self, has_weight, has_bias, eps, running_mean, running_var):
-        super().__init__(has_weight, has_bias, eps)
-        self.running_mean, self.running_var = running_mean, running_var
-
-    def forward(self, x, *affine):
-        xp = backend.get_array_module(x)
-        gamma, beta = self._split(affine)
-        # Copies in x's dtype: a later training step updates the buffers in place, and
-        # this call's backward must still see the statistics its forward used.
-        mean = self.running_mean.astype(x.dtype)
-        inv_std = 1.0 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
-        self.running_mean = self.running_var = None
-        y = channel_centered_affine(x, mean, self._scale(inv_std, gamma), beta)
-        self.save_for_backward(x, mean, inv_std, gamma)
-        return y
-
-    def backward(self, gy):
-        x, mean, inv_std, gamma = self.saved_arrays
-        want_x, want_gamma, want_beta = self._wants()
-        gx = None
-        if want_x:
-            gx = gy * _per_channel(self._scale(inv_std, gamma), x.ndim)
-            assert gx.shape == x.shape
-        sum_gy_xhat = channel_centered_dots(x, mean, in_layout_of(x, gy)) * inv_std if want_gamma else None
-        sum_gy = channel_sums(gy) if want_beta else None
-        return self._grads(gx, sum_gy_xhat, sum_gy)
+            mean_gy, mean_gy_xhat = both[:c] / self.m, both[c:] / self.m
+            gx = _per_channel(scale, ndim) * (gy - _per_channel(mean_gy, ndim) - xhat * _per_channel(mean_gy_xhat, ndim))
+        else:   # a fixed affine map of x
+            gx = gy * _per_channel(scale, ndim)
+        assert gx.shape == xhat.shape
+        grads = (gx,)
+        if self.has_weight:
+            grads += (sum_gy_xhat,)
+        if self.has_bias:
+            grads += (sum_gy,)
+        return grads
 
 
 def _data(value):
@@ -282,12 +214,11 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
     _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
                       synchronized=channel_reduce is not None)
     affine = [t for t in (weight, bias) if t is not None]
-    flags = (weight is not None, bias is not None, float(eps))
-    if training:
-        rm = None if running_mean is None else _data(running_mean)
-        rv = None if running_var is None else _data(running_var)
-        return BatchNormTraining(*flags, rm, rv, float(momentum), channel_reduce)(x, *affine)
-    return BatchNormInference(*flags, _data(running_mean), _data(running_var))(x, *affine)
+    settings = (bool(training), weight is not None, bias is not None, float(eps), float(momentum),
+                None if running_mean is None else _data(running_mean),
+                None if running_var is None else _data(running_var), channel_reduce if training else None)
+    fast = dispatch.batch_norm(_data(x), *settings)
+    return (BatchNorm(*settings) if fast is None else FastPath("BatchNorm", fast))(x, *affine)
 
 
 # ---------------------------------------------------------------------------

@@ -34,9 +34,8 @@ variant="cifar" (input 3x32x32): the same shape scaled down to train in minutes 
     conv1 k1 -> pool -> conv2 k2 groups=2 -> pool -> conv3 (both streams)
     -> conv4 groups=2 -> conv5 groups=2 -> pool -> fc6 -> fc7 -> fc8.
     Initialised with the layers' defaults (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    for weights and biases), not He: measured on 4,096 CIFAR images, 3 epochs of
-    one-cycle SGD peaking at 0.1 reached 32% validation accuracy this way and 13%
-    with He-normal, whose dense layers (with dropout) start with exploding logits.
+    for weights and biases), not He, whose dense layers (with dropout) start with
+    exploding logits (docs/recipes.md has the comparison).
 """
 from __future__ import annotations
 
@@ -164,10 +163,8 @@ class AlexNet(nn.Module):
 
         He's factor 2 compensates for ReLU halving the signal through the convs. The
         dense layers (with dropout) are another matter: He there starts the loss far
-        above log(10) = 2.30 and the first steps stall. Measured on 2,048 CIFAR images
-        at 224x224, one epoch of SGD (lr 0.01, cosine): 15% validation accuracy with
-        He-normal dense layers and N(0, 0.01) logits, 26% with Glorot everywhere
-        (Keras's default), 30% with the dense layers' default U(+-1/sqrt(fan_in)).
+        above log(10) = 2.30 and the first steps stall; the dense layers' default
+        U(+-1/sqrt(fan_in)) trained best of the inits tried (docs/recipes.md).
         """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

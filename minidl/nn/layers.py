@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from . import init
-from ..functional._window import check_padding, pair, window_output
+from ..window import check_padding, int_pair, window_output
 from .module import Module, Parameter
 
 
@@ -51,8 +51,8 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size)
-        self.stride = pair("Conv2d", "stride", stride)
+        self.kernel_size = int_pair("Conv2d", "kernel_size", kernel_size)
+        self.stride = int_pair("Conv2d", "stride", stride)
         self.padding = check_padding("Conv2d", padding)
         self._padding_arg = padding  # passed to the kernel exactly as the user wrote it
         rng = _default_rng(rng)
@@ -92,8 +92,8 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair("MaxPool2d", "kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else pair("MaxPool2d", "stride", stride)
+        self.kernel_size = int_pair("MaxPool2d", "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else int_pair("MaxPool2d", "stride", stride)
         self.padding = check_padding("MaxPool2d", padding)
         self._padding_arg = padding
 

@@ -1,0 +1,215 @@
+"""Which implementation runs each op: the one table of choices.
+
+Every op in ``minidl.functional`` has a reference implementation in its own module,
+the textbook version written once against ``xp``. Before it runs, the op asks this
+module for a fast path; the answer is an object that computes the same values on raw
+arrays (``forward(*arrays)``, ``backward(*grads, needs)``), or None for the reference.
+The decision is made per call, from the arrays (their device, dtype and memory
+layout) and the shapes:
+
+    op               CPU (NumPy arrays)                         GPU (CuPy float32/float64)
+    conv2d           3x3 and 5x5 stride-1 kernels with at       im2col with raw CUDA im2col/col2im
+                     least WINOGRAD_MIN_CHANNELS input channels  (cuda/conv.py)
+                     per group: Winograd (cpu/winograd.py);
+                     the rest: channels-last im2col (cpu/conv.py)
+    max_pool2d       batch slices in either layout (cpu/pooling.py)   raw forward/backward kernels
+    batch_norm       chunked per-channel passes                 reductions + raw affine kernels
+                     (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
+    relu             chunks on the worker threads               the reference
+    linear           products split over the workers            the reference (cuBLAS)
+    SGD update       chunks of all parameters in one region     the reference
+    resize_bilinear  the reference                              one raw kernel
+
+Everything else (other dtypes, a GPU's float16, ops without a row here) runs the
+reference. The CPU fast paths keep 4-D activations in channels-last memory under the
+NCHW shape (cpu/layout.py); the references take any layout and return NCHW.
+
+Mode: ``MINIDL_KERNELS=reference`` in the environment (read at every call), or
+``minidl.kernels.use("reference")`` / ``set_mode("reference")`` in a program, makes
+every op run its reference, on the CPU and on a GPU. ``conv2d(algorithm=...)`` names
+one implementation and wins over the mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from .. import backend
+from .batch_norm import BatchNormKernel
+from .cpu import channel_passes as cpu_channel_passes
+from .cpu.conv import ChannelsLastConv2d
+from .cpu.elementwise import ChunkedReLU, flat_memory
+from .cpu.linear import SplitLinear
+from .cpu.pooling import SlicedMaxPool2d
+from .cpu.sgd import FusedSGD
+from .cpu.winograd import WinogradConv2d
+from .cpu.winograd_transforms import POINTS as WINOGRAD_POINTS
+from .cuda import channel_passes as cuda_channel_passes
+from .cuda import launches
+from .cuda.conv import RawIm2colConv2d
+from .cuda.pooling import RawMaxPool2d
+
+MODES = ("fast", "reference")
+CONV_ALGORITHMS = ("auto", "reference", "im2col", "winograd", "winograd_2x2", "winograd_4x4")
+# Below this many input channels per group Winograd's products are too thin to win.
+WINOGRAD_MIN_CHANNELS = 16
+# Kernel sizes "auto" gives to Winograd on the CPU (forcing works for every size with a tile).
+WINOGRAD_KERNELS = (3, 5)
+
+_forced_mode = None   # set by use() / set_mode(); None: the environment decides
+
+
+def _check_mode(value, where: str) -> str:
+    if value not in MODES:
+        raise ValueError(f"{where} must be one of {MODES}, got {value!r}")
+    return value
+
+
+def mode() -> str:
+    """"fast" or "reference": ``set_mode``/``use`` if active, else ``MINIDL_KERNELS`` (default "fast")."""
+    if _forced_mode is not None:
+        return _forced_mode
+    return _check_mode(os.environ.get("MINIDL_KERNELS", "fast").strip() or "fast", "MINIDL_KERNELS")
+
+
+def set_mode(value: str | None) -> None:
+    """Make every op in this process run its "reference" or its "fast" kernels; None: back to MINIDL_KERNELS."""
+    global _forced_mode
+    _forced_mode = None if value is None else _check_mode(value, "minidl.kernels.set_mode")
+
+
+@contextlib.contextmanager
+def use(value: str):
+    """``with minidl.kernels.use("reference"):`` every op inside runs its reference (process-wide)."""
+    global _forced_mode
+    previous, _forced_mode = _forced_mode, _check_mode(value, "minidl.kernels.use")
+    try:
+        yield
+    finally:
+        _forced_mode = previous
+
+
+def device_type(array) -> str:
+    """"cpu" or "cuda": where ``array`` lives. (Tests route NumPy arrays to the CUDA paths through it.)"""
+    return backend.device_of(array).type
+
+
+def _raw_cuda(array) -> bool:
+    """Whether the raw CUDA kernels can take ``array``: on a GPU, float32 or float64."""
+    return device_type(array) == "cuda" and array.dtype in launches.RAW_DTYPES
+
+
+def _fast(array) -> str | None:
+    """"cpu", "cuda" (raw kernels apply) or None (the reference runs)."""
+    if mode() == "reference":
+        return None
+    if device_type(array) == "cpu":
+        return "cpu"
+    return "cuda" if _raw_cuda(array) else None
+
+
+# ---- convolution ------------------------------------------------------------------------
+
+def winograd_tiles(kernel: tuple, stride: tuple) -> tuple:
+    """The tiles m with which Winograd can run this conv: () unless stride 1 and a square kernel it has points for."""
+    if tuple(stride) != (1, 1) or kernel[0] != kernel[1]:
+        return ()
+    return tuple(sorted(m for m, r in WINOGRAD_POINTS if r == kernel[0]))
+
+
+def winograd_tile(out_hw: tuple, kernel_size: int, tiles: tuple) -> int:
+    """Of ``tiles``, the tile m with fewer transformed values, (m+r-1)^2 per tile, for this output size.
+
+    Ties go to the smaller, more accurate tile.
+    """
+    def values(m):
+        return (m + kernel_size - 1) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
+    return min(tiles, key=values)
+
+
+def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, algorithm: str = "auto") -> str:
+    """What conv2d runs: "reference", "im2col", "winograd_2x2" or "winograd_4x4" (see the table).
+
+    Raises:
+        ValueError for an unknown name, or a Winograd algorithm forced on a conv it cannot do.
+    """
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"conv2d: algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    tiles = winograd_tiles(kernel, stride)
+    if algorithm == "auto":
+        where = _fast(x)
+        if where is None:
+            return "reference"
+        wide = x.shape[1] // groups >= WINOGRAD_MIN_CHANNELS
+        winograd = where == "cpu" and kernel[0] in WINOGRAD_KERNELS and bool(tiles) and wide
+        algorithm = "winograd" if winograd else "im2col"
+    if algorithm in ("reference", "im2col"):
+        return algorithm
+    if algorithm == "winograd" and tiles:
+        m = winograd_tile(out_hw, kernel[0], tiles)
+        return f"winograd_{m}x{m}"
+    if algorithm != "winograd" and int(algorithm[-1]) in tiles:
+        return algorithm
+    supported = ", ".join(f"F({m}x{m}, {r}x{r})" for m, r in sorted(WINOGRAD_POINTS, key=lambda p: (p[1], p[0])))
+    raise ValueError(f"conv2d: algorithm {algorithm!r} needs stride 1 and a square kernel with a Winograd "
+                     f"tile ({supported}), got kernel {tuple(kernel)} and stride {tuple(stride)}")
+
+
+def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto"):
+    """The fast convolution for this call, or None for the reference (``minidl.functional.conv``)."""
+    chosen = conv_algorithm(x, kernel, stride, groups, out_hw, algorithm)
+    on_cpu = device_type(x) == "cpu"
+    if chosen.startswith("winograd"):
+        return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu)
+    if chosen == "im2col":
+        if on_cpu:
+            return ChannelsLastConv2d(kernel, stride, pads, groups)
+        if _raw_cuda(x):
+            return RawIm2colConv2d(kernel, stride, pads, groups)
+    return None
+
+
+# ---- the other ops ------------------------------------------------------------------------
+
+def max_pool2d(x, kernel: tuple, stride: tuple, pads: tuple):
+    """The fast max pooling for this call, or None for the reference."""
+    where = _fast(x)
+    if where == "cpu":
+        return SlicedMaxPool2d(kernel, stride, pads)
+    return None if where is None else RawMaxPool2d(kernel, stride, pads)
+
+
+def batch_norm(x, training: bool, has_weight: bool, has_bias: bool, eps: float, momentum: float,
+               running_mean=None, running_var=None, channel_reduce=None):
+    """The fast batch norm for this call, or None for the reference."""
+    where = _fast(x)
+    if where is None:
+        return None
+    passes = cpu_channel_passes if where == "cpu" else cuda_channel_passes
+    return BatchNormKernel(passes, training, has_weight, has_bias, eps, momentum, running_mean, running_var,
+                           channel_reduce)
+
+
+def relu(x):
+    """Chunked ReLU on the CPU for an array in a contiguous layout, else None."""
+    return ChunkedReLU() if _fast(x) == "cpu" and flat_memory(x) is not None else None
+
+
+def linear(x):
+    """The dense layer's products split over the CPU workers, else None (cuBLAS is parallel already)."""
+    return SplitLinear() if _fast(x) == "cpu" else None
+
+
+def resize_bilinear(x):
+    """The raw CUDA resize, ``fn(x, row_taps, col_taps)``, or None for the reference."""
+    return launches.resize_bilinear if _fast(x) == "cuda" else None
+
+
+def sgd_step(arrays):
+    """The fused CPU update for a step over these parameters and gradients, or None for the reference.
+
+    All or nothing: the fused update takes C-contiguous CPU arrays only.
+    """
+    if not arrays or _fast(arrays[0]) != "cpu":
+        return None
+    return FusedSGD() if all(device_type(a) == "cpu" and a.flags.c_contiguous for a in arrays) else None

@@ -1,0 +1,240 @@
+"""Learning-rate schedules for any optimizer, every parameter group.
+
+Each schedule sets ``group["lr"]`` of every group of its optimizer. Those that compute
+the rate from a step or epoch count keep each group's starting rate (``base_lrs``) and
+scale it, so groups keep their ratios. They share one interface, so a training loop
+needs no case analysis: ``step_batch()`` after every optimizer step,
+``step_epoch(metric=None)`` at every epoch end (each a no-op for schedules driven by
+the other), and JSON-able ``state_dict()`` / ``load_state_dict()``. (PyTorch calls
+``scheduler.step()`` for either; minidl names the two clocks.)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .optimizer import check_number
+
+
+def _count(where: str, value, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+class LRScheduler:
+    """Base class: owns an optimizer and sets the ``lr`` of its groups. Subclasses override what they use.
+
+    Schedules that compute the rate from their counters implement ``lr_at(t, base_lr)``
+    for counter value t and set ``_clock`` to the attribute that counts.
+    """
+
+    _state_keys: tuple = ()
+    _clock: str | None = None
+
+    def __init__(self, optimizer):
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups or not all("lr" in g for g in groups):
+            raise ValueError(f"{type(self).__name__}: expected an optimizer with parameter groups that have an "
+                             f"'lr', got {optimizer!r}")
+        self.optimizer = optimizer
+        self.base_lrs = [float(g["lr"]) for g in groups]
+
+    @property
+    def lr(self) -> float:
+        """The first group's learning rate now."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step_batch(self) -> None:
+        """Called after every optimizer step (no-op for epoch-based schedules)."""
+
+    def step_epoch(self, metric=None) -> None:
+        """Called at every epoch end (no-op for batch-based schedules)."""
+
+    def lr_at(self, t: int, base_lr: float) -> float:
+        raise NotImplementedError
+
+    def _apply(self) -> None:
+        """Set every group's lr from the counter (schedules with a ``_clock``)."""
+        if self._clock is not None:
+            t = getattr(self, self._clock)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = self.lr_at(t, base)
+
+    def _tick(self) -> None:
+        setattr(self, self._clock, getattr(self, self._clock) + 1)
+        self._apply()
+
+    def state_dict(self) -> dict:
+        """JSON-able numbers only (checkpoints store it without pickle)."""
+        return {"base_lrs": list(self.base_lrs), **{key: getattr(self, key) for key in self._state_keys}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; minidl's earlier single-rate state (``base_lr``) loads too."""
+        missing = [key for key in self._state_keys if key not in state]
+        if missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
+        base_lrs = state.get("base_lrs")
+        if base_lrs is None and "base_lr" in state:
+            base_lrs = [state["base_lr"]] * len(self.base_lrs)
+        if base_lrs is not None:
+            if len(base_lrs) != len(self.base_lrs):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {len(base_lrs)} base rates for "
+                                 f"{len(self.base_lrs)} parameter groups")
+            self.base_lrs = [float(b) for b in base_lrs]
+        for key in self._state_keys:
+            setattr(self, key, state[key])
+        self._apply()
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epochs_done // step_size_epochs), per group."""
+
+    _state_keys, _clock = ("epoch",), "epoch"
+
+    def __init__(self, optimizer, step_size_epochs, gamma=0.1):
+        super().__init__(optimizer)
+        self.step_size = _count("StepLR: step_size_epochs", step_size_epochs, 1)
+        self.gamma = check_number("StepLR: gamma", gamma, 0.0, False)
+        self.epoch = 0
+
+    def step_epoch(self, metric=None) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        return base_lr * self.gamma ** (t // self.step_size)
+
+
+class CosineLR(LRScheduler):
+    """Linear warmup, then cosine decay from each group's base_lr to min_lr over the remaining steps.
+
+    After t optimizer steps (t = 0 before the first), the lr for the next step is
+        t < warmup_steps:  base_lr * (t + 1) / warmup_steps
+        otherwise:         min_lr + (base_lr - min_lr) * (1 + cos(pi * q)) / 2,
+                           q = min((t - warmup_steps) / (total_steps - warmup_steps), 1)
+    (PyTorch's CosineAnnealingLR with eta_min = min_lr, plus the warmup.)
+    """
+
+    _state_keys, _clock = ("step",), "step"
+
+    def __init__(self, optimizer, total_steps, min_lr=0.0, warmup_steps=0):
+        super().__init__(optimizer)
+        self.total_steps = _count("CosineLR: total_steps", total_steps, 1)
+        if not isinstance(warmup_steps, numbers.Integral) or not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"CosineLR: warmup_steps must be an int in [0, total_steps={total_steps}), "
+                             f"got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+        self.min_lr = check_number("CosineLR: min_lr", min_lr)
+        if self.min_lr > min(self.base_lrs):
+            raise ValueError(f"CosineLR: min_lr ({min_lr}) exceeds a group's lr ({min(self.base_lrs)})")
+        self.step = 0
+        self._apply()
+
+    def step_batch(self) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        if t < self.warmup_steps:
+            return base_lr * (t + 1) / self.warmup_steps
+        q = min((t - self.warmup_steps) / (self.total_steps - self.warmup_steps), 1.0)
+        return self.min_lr + (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * q)) / 2.0
+
+
+class OneCycleLR(LRScheduler):
+    """PyTorch's one-cycle policy with cosine annealing (no momentum cycling).
+
+    Per group: starts at max_lr / div_factor, rises to max_lr over the first
+    pct_start * total_steps - 1 steps, then falls to start / final_div_factor at
+    step total_steps - 1 (each phase a half cosine). Steps past total_steps keep the
+    final lr. Sets the groups' lr to the starting value at once. ``max_lr`` is one
+    number for every group or a list with one per group (PyTorch's rule).
+    """
+
+    _state_keys, _clock = ("step",), "step"
+
+    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+        super().__init__(optimizer)
+        peaks = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(self.base_lrs)
+        if len(peaks) != len(self.base_lrs):
+            raise ValueError(f"OneCycleLR: {len(peaks)} max_lr values for {len(self.base_lrs)} parameter groups")
+        self.base_lrs = [check_number("OneCycleLR: max_lr", m, 0.0, False) for m in peaks]  # the peaks
+        self.total_steps = _count("OneCycleLR: total_steps", total_steps, 2)
+        if not 0.0 < pct_start < 1.0:
+            raise ValueError(f"OneCycleLR: pct_start must be in (0, 1), got {pct_start!r}")
+        self.pct_start = float(pct_start)
+        self.div_factor = check_number("OneCycleLR: div_factor", div_factor, 0.0, False)
+        self.final_div_factor = check_number("OneCycleLR: final_div_factor", final_div_factor, 0.0, False)
+        self.warmup_end = self.pct_start * self.total_steps - 1  # a float, as in PyTorch
+        self.step = 0
+        self._apply()
+
+    @property
+    def max_lr(self) -> float:
+        return self.base_lrs[0]
+
+    @staticmethod
+    def _cos(start, end, pct):
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+
+    def step_batch(self) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        initial = base_lr / self.div_factor
+        final = initial / self.final_div_factor
+        t = min(t, self.total_steps - 1)
+        if t <= self.warmup_end:
+            return self._cos(initial, base_lr, t / self.warmup_end if self.warmup_end > 0 else 1.0)
+        pct = (t - self.warmup_end) / (self.total_steps - 1 - self.warmup_end)
+        return self._cos(base_lr, final, pct)
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply every group's lr by ``factor`` when the epoch metric has not improved for more than ``patience`` epochs.
+
+    PyTorch's rule with relative threshold: in mode "max" a metric improves when it
+    exceeds best * (1 + threshold) ("min": falls below best * (1 - threshold)). After
+    ``patience`` epochs without improvement the next bad one cuts the lr (never below
+    min_lr) and the count restarts.
+    """
+
+    _state_keys = ("best", "bad_epochs", "epoch")
+
+    def __init__(self, optimizer, mode="max", factor=0.1, patience=2, min_lr=0.0, threshold=1e-4):
+        super().__init__(optimizer)
+        if mode not in ("max", "min"):
+            raise ValueError(f"ReduceLROnPlateau: mode must be 'max' or 'min', got {mode!r}")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        self.mode, self.factor = mode, float(factor)
+        self.patience = _count("ReduceLROnPlateau: patience", patience, 0)
+        self.min_lr = check_number("ReduceLROnPlateau: min_lr", min_lr)
+        self.threshold = check_number("ReduceLROnPlateau: threshold", threshold)
+        self.best, self.bad_epochs, self.epoch = None, 0, 0  # best None: no metric seen yet
+
+    def _improves(self, metric: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return metric > self.best * (1.0 + self.threshold)
+        return metric < self.best * (1.0 - self.threshold)
+
+    def step_epoch(self, metric=None) -> None:
+        if metric is None:
+            raise ValueError("ReduceLROnPlateau.step_epoch: needs the epoch's metric (e.g. validation accuracy)")
+        metric = float(metric)
+        self.epoch += 1
+        if self._improves(metric):
+            self.best, self.bad_epochs = metric, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            for group in self.optimizer.param_groups:
+                new_lr = max(group["lr"] * self.factor, self.min_lr)
+                if group["lr"] - new_lr > 1e-8:  # PyTorch's eps: ignore negligible changes
+                    group["lr"] = new_lr
+            self.bad_epochs = 0
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the counters; the rates themselves live in the optimizer's state."""
+        super().load_state_dict({k: v for k, v in state.items() if k not in ("base_lrs", "base_lr")})

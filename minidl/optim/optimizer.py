@@ -1,0 +1,154 @@
+"""The base of every optimizer: parameter groups, per-parameter state, and PyTorch's state_dict.
+
+An optimizer holds its parameters in ``param_groups``: a list of dicts, each with its
+own ``"params"`` and its own hyper-parameters (``"lr"``, ``"momentum"``, ...), so one
+model can train its layers at different rates, or exempt biases from weight decay:
+
+    SGD([{"params": model.conv1.parameters(), "lr": 0.01},
+         {"params": model.fc8.parameters()}], lr=0.1, momentum=0.9)
+
+A group that leaves a hyper-parameter out takes the constructor's value (PyTorch's
+rule). ``state`` maps a parameter to what the optimizer keeps for it between steps
+(SGD: its momentum buffer). ``state_dict()`` has PyTorch's layout: ``{"state": {index:
+{name: array}}, "param_groups": [{hyper-parameters..., "params": [indices]}]}``, the
+indices numbering the parameters in group order, with host NumPy arrays, so
+checkpoints store it without pickle.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import backend
+
+
+def check_number(where: str, value, low: float = 0.0, low_inclusive: bool = True) -> float:
+    """``value`` as a float, or a ValueError naming ``where`` unless it is a number >= (or >) ``low``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = value >= low if low_inclusive else value > low
+    if not ok:
+        bound = ">=" if low_inclusive else ">"
+        raise ValueError(f"{where} must be a number {bound} {low}, got {value!r}")
+    return float(value)
+
+
+def _copy_to(array, param):
+    """A fresh copy of ``array`` on ``param``'s device, in its dtype (made there: CuPy allocates on the current GPU)."""
+    device = param.device
+    with backend.device_context(device):
+        return backend.to_device(array if backend.is_array(array) else np.asarray(array), device).astype(
+            param.dtype, copy=True)
+
+
+class Optimizer:
+    """Base class: subclasses give ``defaults`` and implement ``step()`` (and may check a group).
+
+    Args:
+        params: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ..., ...}``
+            (parameter groups). Their order fixes the indices of ``state_dict()``.
+        defaults: every hyper-parameter with its value for groups that do not set it.
+    Raises:
+        ValueError for no parameters, a parameter in two groups, or a bad hyper-parameter.
+    """
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.state: dict = {}            # parameter -> its state between steps
+        self.param_groups: list = []
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for group in params if isinstance(params[0], dict) else [{"params": params}]:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: dict) -> None:
+        """Append a group: its parameters, and the defaults for every hyper-parameter it leaves out."""
+        name = type(self).__name__
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"{name}: a parameter group is a dict with a 'params' entry, got {group!r}")
+        params = list(group["params"])
+        if not params:
+            raise ValueError(f"{name}: parameter group {len(self.param_groups)} has no parameters")
+        unknown = sorted(set(group) - set(self.defaults) - {"params"})
+        if unknown:
+            raise ValueError(f"{name}: parameter group {len(self.param_groups)} has unknown settings {unknown}; "
+                             f"{name} takes {sorted(self.defaults)}")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
+            raise ValueError(f"{name}: a parameter appears in more than one group (or twice in one)")
+        full = {**self.defaults, **group, "params": params}
+        self._check_group(full)
+        self.param_groups.append(full)
+
+    def _check_group(self, group: dict) -> None:
+        """Raise ValueError for a bad hyper-parameter of ``group`` (subclasses check theirs)."""
+
+    @property
+    def lr(self) -> float:
+        """The first group's learning rate (minidl's shortcut; setting it sets every group's)."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value) -> None:
+        for group in self.param_groups:
+            group["lr"] = value
+
+    def parameters(self) -> list:
+        """Every parameter, in group order: the order of ``state_dict()``'s indices."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget all gradients: ``.grad = None`` (the next backward starts fresh), or zeros."""
+        for p in self.parameters():
+            if p.grad is not None and not set_to_none:
+                p.grad.data[...] = 0
+            elif set_to_none:
+                p.grad = None
+
+    def step(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement step")
+
+    def state_dict(self) -> dict:
+        """``{"state": {index: {name: array}}, "param_groups": [...]}`` with host NumPy copies."""
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        state = {index[id(p)]: {k: np.array(backend.to_numpy(v), copy=True) if backend.is_array(v) else v
+                                for k, v in s.items()}
+                 for p, s in self.state.items() if id(p) in index}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore ``state_dict()``'s contents; arrays go to each parameter's device and dtype.
+
+        Raises:
+            ValueError when the groups or the state's shapes do not match these parameters.
+        """
+        name = type(self).__name__
+        groups = state_dict.get("param_groups")
+        if groups is None or len(groups) != len(self.param_groups):
+            got = "none" if groups is None else len(groups)
+            raise ValueError(f"{name}.load_state_dict: expected {len(self.param_groups)} parameter group(s), got {got}")
+        for i, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"{name}.load_state_dict: group {i} holds {len(group['params'])} parameters, "
+                                 f"the saved one {len(saved['params'])}")
+        params = self.parameters()
+        restored = {}
+        for i, entries in state_dict.get("state", {}).items():
+            i = int(i)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are {len(params)}")
+            p = params[i]
+            for key, value in entries.items():
+                if backend.is_array(value) and tuple(np.shape(value)) != p.shape:
+                    raise ValueError(f"{name}.load_state_dict: {key} of parameter {i} has shape "
+                                     f"{tuple(np.shape(value))}, the parameter {p.shape}")
+            restored[p] = {k: _copy_to(v, p) if backend.is_array(v) else v for k, v in entries.items()}
+        for saved, group in zip(groups, self.param_groups):
+            settings = {k: v for k, v in saved.items() if k != "params"}
+            self._check_group({**group, **settings})
+            group.update(settings)
+        self.state = restored

@@ -1,0 +1,187 @@
+"""Sliding windows, the one home for their arithmetic: sizes, strides, padding, output size.
+
+Convolution and pooling (their references in ``minidl.functional`` and their fast
+paths in ``minidl.kernels``), the layers that call them, the model summary and the
+ONNX export all read their window arithmetic from here. It sits on the lowest floor,
+beside ``backend``, so that every one of them may import it.
+
+For one spatial axis with input size n, kernel k, stride s and padding before/after
+a/b, the window fits floor((n + a + b - k) / s) + 1 times. TensorFlow's "same"
+padding picks a + b so that the output is ceil(n / s):
+a + b = max((ceil(n / s) - 1) * s + k - n, 0), the odd pixel after (bottom/right).
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import backend
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def int_pair(fn: str, name: str, value) -> tuple:
+    """``value`` as a pair of positive ints: 3 -> (3, 3), (3, 2) -> (3, 2).
+
+    Args:
+        fn, name: the caller and the argument, for the error message.
+    Raises:
+        ValueError naming ``fn`` and ``name`` for anything else (zero, negative,
+        wrong length, not an int).
+    """
+    pair_ = (value, value) if _is_int(value) else value
+    if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
+            or not all(_is_int(v) and v > 0 for v in pair_)):
+        raise ValueError(f"{fn}: {name} must be a positive int or a pair of positive ints, got {value!r}")
+    return int(pair_[0]), int(pair_[1])
+
+
+def check_padding(fn: str, padding):
+    """A padding spec checked without knowing the input size.
+
+    Args:
+        fn: the caller, for the error message.
+        padding: an int (all four sides), (ph, pw) (symmetric per axis),
+            ((top, bottom), (left, right)), "valid" or "same".
+    Returns:
+        "valid" or "same" (which depend on the input size), else ((top, bottom), (left, right)).
+    Raises:
+        ValueError naming ``fn`` for anything else, or a negative pad.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode in ("valid", "same"):
+            return mode
+        raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
+    spec = (padding, padding) if _is_int(padding) else padding
+    pads = None
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        if all(_is_int(p) for p in spec):
+            pads = ((spec[0], spec[0]), (spec[1], spec[1]))
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p) for p in spec):
+            pads = (tuple(spec[0]), tuple(spec[1]))
+    if pads is None:
+        raise ValueError(f"{fn}: padding must be an int, (ph, pw), ((top, bottom), (left, right)), "
+                         f"'valid' or 'same', got {padding!r}")
+    if any(p < 0 for side in pads for p in side):
+        raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
+    return tuple((int(a), int(b)) for a, b in pads)
+
+
+def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple) -> tuple:
+    """Any accepted ``padding`` as explicit ((top, bottom), (left, right)) for an input size.
+
+    Args:
+        fn: the caller, for error messages.
+        padding: as ``check_padding`` takes it ("same" follows TensorFlow's rule).
+        in_hw: (H, W) of the input.
+        kernel, stride: (KH, KW) and (SH, SW).
+    Returns:
+        ((top, bottom), (left, right)) as non-negative ints.
+    """
+    spec = check_padding(fn, padding)
+    if spec == "valid":
+        return (0, 0), (0, 0)
+    if spec == "same":
+        pads = []
+        for size, k, s in zip(in_hw, kernel, stride):
+            out = -(-size // s)  # ceil(size / s)
+            total = max((out - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))  # the odd pixel bottom/right, like TF
+        return tuple(pads)
+    return spec
+
+
+def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
+    """(OH, OW) = floor((in + before + after - k) / stride) + 1 per axis.
+
+    Raises:
+        ValueError naming ``fn`` when the kernel is larger than the padded input.
+    """
+    out = []
+    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
+        padded = size + before + after
+        if k > padded:
+            raise ValueError(f"{fn}: kernel {tuple(kernel)} is larger than the padded input "
+                             f"{tuple(h + a + b for h, (a, b) in zip(in_hw, pads))} "
+                             f"(input {tuple(in_hw)}, padding {tuple(pads)})")
+        out.append((padded - k) // s + 1)
+    return tuple(out)
+
+
+def size_formula(n: int, pad_total: int, k: int, s: int) -> str:
+    """The output-size computation as text, e.g. "(224 + 7 - 11) / 4 + 1 = 56".
+
+    Written floor((...) / s) + 1 when the division is not exact.
+    """
+    inner = f"({n} + {pad_total} - {k}) / {s}"
+    if (n + pad_total - k) % s:
+        inner = f"floor({inner})"
+    return f"{inner} + 1 = {(n + pad_total - k) // s + 1}"
+
+
+def window_output(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, padding) -> tuple:
+    """Output (OH, OW) of a sliding window over an (H, W) input, and the formula as text.
+
+    Args:
+        fn: the caller (a layer's name), for the error message.
+        padding: as ``check_padding`` takes it.
+    Returns:
+        ((OH, OW), text); the text shows both axes only when they differ.
+    Raises:
+        ValueError when the window does not fit the padded input.
+    """
+    pads = resolve_padding(fn, padding, in_hw, kernel, stride)
+    sizes = output_hw(fn, in_hw, kernel, stride, pads)
+    formulas = [size_formula(n, a + b, k, s) for n, k, s, (a, b) in zip(in_hw, kernel, stride, pads)]
+    text = formulas[0] if formulas[0] == formulas[1] else f"H: {formulas[0]}; W: {formulas[1]}"
+    return sizes, text
+
+
+def tap_slice(offset: int, stride: int, out: int) -> slice:
+    """The positions kernel tap ``offset`` sees over ``out`` windows: offset, offset + stride, ...
+
+    For a fixed tap (kh, kw), the pixels every window reads form one strided slice of
+    the padded image, ``xpad[..., tap_slice(kh, SH, OH), tap_slice(kw, SW, OW)]``: the
+    trick that lets convolution and pooling loop over the KH*KW taps, never the pixels.
+    """
+    return slice(offset, offset + stride * (out - 1) + 1, stride)
+
+
+def transposed_padding(kernel: tuple, pads: tuple) -> tuple:
+    """The padding of gy that turns a stride-1 convolution's input gradient into a convolution.
+
+    gx[c, i] = sum_(o, k) W[o, c, k] gy[o, i + pad_before - k]: a correlation of gy, padded by
+    K - 1 - before in front and K - 1 - after behind, with the spatially flipped kernel.
+
+    Returns:
+        ((KH-1-top, KH-1-bottom), (KW-1-left, KW-1-right)).
+    """
+    (top, bottom), (left, right) = pads
+    kh, kw = kernel
+    return (kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)
+
+
+def pad2d(x, pads: tuple, value: float = 0.0, axes: tuple = (-2, -1)):
+    """``x`` with its two spatial ``axes`` (by default the last two) padded by ``pads`` filled with ``value``.
+
+    A new contiguous array, so when ``x`` is a transposed view the copy also
+    transposes it for free; with no padding at all ``x`` itself comes back.
+
+    Shapes: x (..., H, W) -> (..., top + H + bottom, left + W + right); with
+    axes=(1, 2) a channels-last (N, H, W, C) -> (N, top + H + bottom, left + W + right, C).
+    """
+    xp = backend.get_array_module(x)
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x  # nothing to pad: the input itself (possibly a view), no copy
+    row_axis, col_axis = (axis % x.ndim for axis in axes)
+    shape, inside = list(x.shape), [slice(None)] * x.ndim
+    shape[row_axis] += top + bottom
+    shape[col_axis] += left + right
+    inside[row_axis] = slice(top, top + x.shape[row_axis])
+    inside[col_axis] = slice(left, left + x.shape[col_axis])
+    out = xp.full(shape, value, dtype=x.dtype)
+    out[tuple(inside)] = x
+    return out

@@ -1,0 +1,66 @@
+"""k SGD steps of a small BN + dropout convnet, data-parallel or not, in float64.
+
+    mpiexec -n 2 python dp_exactness.py OUT_DIR   # writes OUT_DIR/<config>.npz from rank 0
+    from dp_exactness import train; train(None)    # the one-process reference, in-process
+
+Every step sees a global batch of 8 (21 images: the last batch of 5 splits 2 + 3),
+with random crops and flips, dropout, momentum and weight decay, and a validation
+pass, so every piece that makes N processes equal one is exercised.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+import minidl.nn as nn  # noqa: E402
+from minidl import distributed as dist  # noqa: E402
+from minidl.data import DataLoader  # noqa: E402
+from minidl.data.transforms import random_crop, random_horizontal_flip  # noqa: E402
+from minidl.optim import SGD  # noqa: E402
+from minidl.train import Trainer  # noqa: E402
+
+CONFIGS = {"sync_overlap": dict(sync_bn=True, overlap=True, bucket_bytes=2000),
+           "sync_no_overlap": dict(sync_bn=True, overlap=False),
+           "no_sync_bn": dict(sync_bn=False, overlap=True, bucket_bytes=2000)}
+
+
+def augment(x, rng, rows=None):
+    x = random_horizontal_flip(random_crop(x, 2, rng, rows), rng, rows=rows)
+    return x.astype(np.float64) / 255.0
+
+
+def train(parallel_options, world=None):
+    """Train 2 epochs; returns {name: array} of every parameter and buffer, and the history."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (29, 3, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 10, 29)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, rng=np.random.default_rng(1)), nn.BatchNorm2d(6),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(96, 16, rng=np.random.default_rng(2)), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Dropout(0.5, rng=np.random.default_rng(3)),
+                          nn.Linear(16, 10, rng=np.random.default_rng(4))).to(dtype=np.float64)
+    parallel = None if parallel_options is None else dist.DataParallel(model, world, **parallel_options)
+    shard = None if parallel is None else parallel.shard
+    loader = DataLoader(images[:21], labels[:21], 8, seed=5, transform=augment, shard=shard, prefetch=False)
+    val = DataLoader(images[21:], labels[21:], 3, shuffle=False, transform=augment, shard=shard, prefetch=False)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=True)
+    trainer = Trainer(model, optimizer, loader, val, epochs=2, progress=False, plots=False, parallel=parallel,
+                      log=lambda *a: None)
+    history = trainer.fit()
+    state = {name: np.array(p.data) for name, p in model.named_parameters()}
+    state.update({name: np.array(b) for name, b in model.named_buffers()})
+    metrics = np.array([[row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")]
+                        for row in history])
+    return state, metrics
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    world = dist.init()
+    for name, options in CONFIGS.items():
+        state, metrics = train(options, world)
+        if world.is_main:
+            np.savez(out / f"{name}.npz", metrics=metrics, **state)
+    print(f"ok {world.rank}", flush=True)

@@ -1,0 +1,460 @@
+"""The hand-written CUDA kernels (minidl/kernels/cuda/) against the references they twin.
+
+Three layers, from the real thing to what any machine can run:
+  * GPU: each raw kernel against the xp reference on CuPy arrays, directly and through
+    the public functions, with the fast kernels on and with MINIDL_KERNELS=reference
+    (skipped without CUDA);
+  * nvcc: every kernel source, every element/index type, compiles to PTX for sm_90,
+    and the PTX holds no atomics, shared memory or barriers (skipped without nvcc);
+  * CPU emulation: the same sources compiled with g++ (tests/support/cuda_emulation.py)
+    run on NumPy arrays through minidl's real launch wrappers and public functions, on
+    a small grid that really strides, against the references (skipped without g++).
+The kernels add in the references' order without fused multiply-adds, so emulated
+results must match exactly, sums included.
+"""
+import contextlib
+import importlib.util
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as F
+import minidl.kernels
+from minidl import backend
+from minidl.backend import is_cuda_available
+from minidl.data import transforms
+from minidl.functional import conv as reference_conv
+from minidl.functional.pooling import MaxPool2d
+from minidl.kernels import dispatch
+from minidl.kernels.cuda import channel_passes as cuda_channel_passes
+from minidl.kernels.cuda import launches
+from minidl.kernels.cuda import sources as cuda_sources
+from minidl.kernels.cuda.pooling import RawMaxPool2d
+from minidl.window import output_hw
+
+from support.cuda_emulation import GUARD, Emulator
+
+needs_cuda = pytest.mark.skipif(not is_cuda_available(), reason="no CUDA GPU/CuPy")
+FLOATS = [np.float32, np.float64]
+
+# (x shape, kernel, stride, pads): stride > 1, asymmetric pads, kernel == input,
+# stride > kernel (skipped pixels), 1x1 kernels, N = 1 and C = 1, AlexNet's conv1.
+WINDOW_CASES = [
+    ((2, 3, 7, 6), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((1, 1, 9, 8), (3, 2), (2, 3), ((0, 2), (1, 0))),
+    ((2, 2, 5, 4), (5, 4), (1, 1), ((0, 0), (0, 0))),
+    ((1, 2, 7, 7), (2, 2), (3, 3), ((1, 1), (0, 1))),
+    ((3, 1, 4, 6), (1, 1), (2, 2), ((0, 0), (0, 0))),
+    ((1, 3, 23, 21), (11, 11), (4, 4), ((3, 4), (4, 4))),
+]
+# Pooling needs padding smaller than the kernel; (12, 11) has 132 taps: an int16 argmax.
+POOL_CASES = [
+    ((2, 3, 9, 8), (3, 3), (2, 2), ((0, 0), (0, 0))),
+    ((1, 1, 7, 6), (3, 3), (2, 2), ((1, 2), (2, 1))),
+    ((2, 2, 5, 4), (5, 4), (1, 1), ((0, 0), (0, 0))),
+    ((1, 2, 8, 9), (2, 3), (3, 1), ((1, 0), (0, 2))),
+    ((2, 1, 13, 12), (12, 11), (1, 1), ((0, 1), (1, 0))),
+]
+
+
+def case_id(case):
+    shape, kernel, stride, pads = case
+    return f"x{'x'.join(map(str, shape))}-k{kernel[0]}{kernel[1]}-s{stride[0]}{stride[1]}-p{pads}"
+
+
+def out_hw(case):
+    shape, kernel, stride, pads = case
+    return output_hw("test", shape[2:], kernel, stride, pads)
+
+
+def tied_input(rng, shape, dtype):
+    """Few distinct values, so most windows hold ties (the first maximum must win)."""
+    return rng.integers(-2, 3, size=shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Everywhere: sources, the backend factory
+# ---------------------------------------------------------------------------
+
+def test_cuda_source_types_and_errors():
+    src = cuda_sources.cuda_source("minidl_max_pool2d_forward", np.float64, np.int16)
+    assert src.startswith("typedef double real_t;\ntypedef short index_t;\n")
+    assert cuda_sources.cuda_source("minidl_im2col", "float32") is cuda_sources.cuda_source("minidl_im2col", "float32")
+    with pytest.raises(ValueError, match="unknown kernel"):
+        cuda_sources.cuda_source("minidl_nope", np.float32)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        cuda_sources.cuda_source("minidl_im2col", np.float16)
+    with pytest.raises(ValueError, match="index dtype"):
+        cuda_sources.cuda_source("minidl_max_pool2d_backward", np.float32)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_raw_kernel_without_cupy_is_a_device_error():
+    with pytest.raises(backend.DeviceError, match="CuPy"):
+        backend.raw_kernel(cuda_sources.cuda_source("minidl_im2col", np.float32), "minidl_im2col")
+
+
+@pytest.mark.parametrize("name", sorted(cuda_sources.KERNELS))
+def test_every_kernel_uses_the_grid_stride_loop(name):
+    # The emulation runs threads one after another, so a loop that strides by the
+    # block only (every block redoing the work) would still pass there: check the text.
+    body = cuda_sources.KERNELS[name].body
+    assert "const long long step = (long long)blockDim.x * gridDim.x;" in body
+    assert "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step)" in body
+    assert body.count("for (long long i") == 1
+
+
+# ---------------------------------------------------------------------------
+# nvcc: the sources compile for a real GPU
+# ---------------------------------------------------------------------------
+
+def _all_variants():
+    """(kernel name, source) for every kernel and every element (and argmax) type."""
+    for name, kernel in cuda_sources.KERNELS.items():
+        for real in cuda_sources.REAL_TYPES:
+            for index in (cuda_sources.INDEX_TYPES if kernel.uses_index else [None]):
+                yield name, cuda_sources.cuda_source(name, real, index)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_every_kernel_compiles_with_nvcc(tmp_path):
+    # One translation unit (nvcc's start-up dominates): each variant, unchanged, in a
+    # namespace of its own, its extern "C" name made unique by a macro.
+    parts, entries = [], []
+    for i, (name, source) in enumerate(_all_variants()):
+        unique = f"{name}__v{i}"
+        parts.append(f"namespace v{i} {{\n#define {name} {unique}\n{source}#undef {name}\n}}\n")
+        entries.append(unique)
+    cu = tmp_path / "kernels.cu"
+    cu.write_text("".join(parts))
+    options = list(cuda_sources.KERNEL_OPTIONS)
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *options,
+                           "-o", str(tmp_path / "kernels.ptx"), str(cu)], capture_output=True, text=True)
+    assert done.returncode == 0, f"nvcc failed on {cu}:\n{done.stderr}"
+    ptx = (tmp_path / "kernels.ptx").read_text()
+    missing = [e for e in entries if not re.search(rf"\.entry\s+{e}\s*\(", ptx)]
+    assert not missing, f"no PTX entry for {missing}"
+    # The design rules: gathers only (no atomics), no shared memory, no barriers.
+    used = sorted(set(re.findall(r"\b(?:atom|red|bar|barrier)\.\w+|\.shared\b", ptx)))
+    assert not used, f"PTX uses {used}"
+
+
+# ---------------------------------------------------------------------------
+# CPU emulation: the same sources, compiled with g++, on NumPy arrays
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    if not Emulator.available():
+        pytest.skip("g++ is not on PATH")
+    return Emulator(tmp_path_factory.mktemp("cuda_emulation"))
+
+
+# (threads per block, most blocks): 15 threads that each stride over many elements,
+# one thread doing everything, and a grid with more threads than elements.
+LAUNCHES = [(5, 3), (1, 1), (64, 65535)]
+
+
+@pytest.fixture
+def emulate(emulator, monkeypatch):
+    """``with emulate(block, max_blocks):`` NumPy arrays take the GPU's paths, their raw kernels emulated."""
+    @contextlib.contextmanager
+    def on(block=5, max_blocks=3):
+        with monkeypatch.context() as patch:
+            patch.setattr(backend, "raw_kernel", emulator.kernel)
+            patch.setattr(dispatch, "device_type", lambda array: "cuda")
+            patch.setattr(launches, "_BLOCK", block)
+            patch.setattr(launches, "_MAX_BLOCKS", max_blocks)
+            emulator.launches.clear()
+            yield emulator
+    return on
+
+
+def launched(emulator) -> set:
+    return {name for name, _, _ in emulator.launches}
+
+
+def test_emulator_catches_bad_kernels(emulator):
+    """The harness must be able to fail: a write past the end, a skipped output, a wrong scalar type."""
+    source = """typedef float real_t;
+extern "C" __global__ void bad(const real_t* __restrict__ x, real_t* __restrict__ y, const long long n,
+                               const long long extra) {
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+        if (i != 3) y[i] = x[i];
+        if (i == 0) y[n - 1 + extra] = 0;
+    }
+}
+"""
+    kernel = emulator.kernel(source, "bad")
+    x, y = np.arange(8, dtype=np.float32), np.zeros(8, np.float32)
+    kernel((3,), (5,), (x, y, np.int64(8), np.int64(0)))
+    assert np.isnan(y[3]) and np.array_equal(np.delete(y, 3)[:-1], np.delete(x, 3)[:-1])
+    with pytest.raises(AssertionError, match="wrote outside argument y"):
+        kernel((3,), (5,), (x, y, np.int64(8), np.int64(GUARD // 2)))
+    with pytest.raises(TypeError, match="NumPy int64 scalar"):
+        kernel((3,), (5,), (x, y, 8, np.int64(0)))
+    with pytest.raises(TypeError, match="float32 array"):
+        kernel((3,), (5,), (x.astype(np.float64), y, np.int64(8), np.int64(0)))
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=str)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=case_id)
+def test_im2col_col2im_emulated(emulate, rng, case, dtype, launch):
+    shape, kernel, stride, pads = case
+    x = rng.standard_normal(shape).astype(dtype)
+    col_ref = reference_conv.im2col(x, kernel, stride, pads)
+    gcol = rng.standard_normal(col_ref.shape).astype(dtype)
+    gx_ref = reference_conv.col2im(gcol, shape, stride, pads)
+    with emulate(*launch) as emulator:
+        col = launches.im2col(x, kernel, stride, pads, out_hw(case))
+        gx = launches.col2im(gcol, shape, stride, pads)
+        assert launched(emulator) == {"minidl_im2col", "minidl_col2im"}
+    assert col.dtype == dtype and gx.dtype == dtype
+    np.testing.assert_array_equal(col, col_ref)
+    np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+@pytest.mark.parametrize("values", ["tied", "distinct", "nan_and_inf"])
+def test_max_pool_emulated(emulate, rng, case, dtype, values):
+    shape, kernel, stride, pads = case
+    if values == "tied":
+        x = tied_input(rng, shape, dtype)
+    else:
+        x = rng.permutation(np.arange(np.prod(shape), dtype=dtype)).reshape(shape)
+        if values == "nan_and_inf":  # -inf everywhere but a few cells: windows tie with the padding
+            x = np.full(shape, -np.inf, dtype=dtype)
+            x.reshape(-1)[rng.choice(x.size, size=max(1, x.size // 4), replace=False)] = 1.0
+            x.reshape(-1)[rng.choice(x.size, size=max(1, x.size // 8), replace=False)] = np.nan
+    ref = MaxPool2d(kernel, stride, pads)
+    y_ref = ref.forward(x)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx_ref = ref.backward(gy)
+    with emulate() as emulator:
+        raw = RawMaxPool2d(kernel, stride, pads)
+        y = raw.forward(x)
+        (gx,) = raw.backward(gy, (True,))
+        assert launched(emulator) == {"minidl_max_pool2d_forward", "minidl_max_pool2d_backward"}
+    assert raw.argmax.itemsize <= 2 and y.dtype == dtype and gx.dtype == dtype   # 1 or 2 bytes per output
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(raw.argmax, ref.argmax)
+    np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype):
+    """conv2d (groups, TF "same" padding, stride 4) and max_pool2d, forward and backward: the references' bits."""
+    def run():
+        x = minidl.tensor(rng_x, requires_grad=True)
+        w = minidl.tensor(rng_w, requires_grad=True)
+        b = minidl.tensor(rng_b, requires_grad=True)
+        y = F.max_pool2d(F.conv2d(x, w, b, stride=4, padding="same", groups=2), 3, stride=2)
+        (y * minidl.tensor(gy)).sum().backward()
+        return y.data, x.grad.data, w.grad.data, b.grad.data
+
+    rng_x = rng.standard_normal((2, 4, 27, 25)).astype(dtype)
+    rng_w = rng.standard_normal((6, 2, 5, 5)).astype(dtype)
+    rng_b = rng.standard_normal(6).astype(dtype)
+    gy = rng.standard_normal((2, 6, 3, 3)).astype(dtype)
+    with minidl.kernels.use("reference"):
+        expected = run()
+    with emulate() as emulator:
+        got = run()
+        assert launched(emulator) == {"minidl_im2col", "minidl_col2im", "minidl_max_pool2d_forward",
+                                      "minidl_max_pool2d_backward"}
+    for a, b in zip(got, expected):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("launch", LAUNCHES[:2], ids=str)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(6, 5), (1, 7), (4, 1), (3, 0)])
+def test_centered_affine_emulated(emulate, rng, shape, dtype, launch):
+    """Both batch-norm kernels against their xp twin, step by step, with and without a shift."""
+    rows, other = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    center, scale, shift, other_scale = (rng.standard_normal((shape[0], 1)).astype(dtype) for _ in range(4))
+    expected = [(rows - center) * scale + shift, (rows - center) * scale,
+                (other + ((rows - center) * scale + shift)) * other_scale]
+    calls = [(center, scale, shift), (center, scale), (center, scale, shift, other, other_scale)]
+    with emulate(*launch) as emulator:
+        got = [launches.centered_affine(rows, *args) for args in calls]
+        if rows.size:
+            assert launched(emulator) == {"minidl_centered_affine", "minidl_centered_affine_add"}
+    for g, e in zip(got, expected):
+        assert g.dtype == dtype and g.shape == shape
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("with_other", [False, True])
+def test_channel_passes_affine_emulated_equals_its_xp_twin(emulate, rng, dtype, with_other):
+    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
+    mean, scale, shift, other_scale = (rng.standard_normal(4).astype(dtype) for _ in range(4))
+    other = rng.standard_normal(x.shape).astype(dtype) if with_other else None
+    args = (x, mean, scale, shift, other, other_scale if with_other else None)
+    expected = cuda_channel_passes.centered_affine_xp(*args)
+    with emulate() as emulator:
+        got = cuda_channel_passes.channel_centered_affine(*args)
+        assert launched(emulator)
+        emulator.launches.clear()   # values of another dtype: the xp twin, which rounds differently
+        cuda_channel_passes.channel_centered_affine(x, mean.astype(np.float16), scale)
+        assert not emulator.launches
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("training", [True, False])
+def test_public_batch_norm_emulated(emulate, rng, dtype, training):
+    """batch_norm forward and backward through the raw kernels against the reference.
+
+    A channel mean of 1e4 next to a spread of 1: the centred kernels lose nothing there,
+    where x * scale + (shift - mean * scale) would keep about one significant digit.
+    """
+    x0 = (rng.standard_normal((3, 4, 5, 6)) + 1e4 * (np.arange(4) == 2)[:, None, None]).astype(dtype)
+    gamma0, beta0 = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    gy = rng.standard_normal(x0.shape).astype(dtype)
+
+    def run():
+        x, gamma, beta = (minidl.tensor(a, requires_grad=True) for a in (x0, gamma0, beta0))
+        running = (x0.mean(axis=(0, 2, 3)), x0.var(axis=(0, 2, 3)) + 0.5)
+        y = F.batch_norm(x, gamma, beta, *running, training=training)
+        y.backward(gy)
+        return y.data, x.grad.data, gamma.grad.data, beta.grad.data
+
+    with minidl.kernels.use("reference"):
+        expected = run()
+    with emulate() as emulator:
+        got = run()
+        assert "minidl_centered_affine" in launched(emulator)
+        assert ("minidl_centered_affine_add" in launched(emulator)) == training
+    tol = 2e-3 if dtype == np.float32 else 1e-9
+    for g, e in zip(got, expected):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, e, rtol=tol, atol=tol * np.abs(e).max())
+    y64 = (x0.astype(np.float64) - x0.mean(axis=(0, 2, 3), dtype=np.float64)[:, None, None]) / np.sqrt(
+        x0.var(axis=(0, 2, 3), dtype=np.float64)[:, None, None] + 1e-5) * gamma0[:, None, None] + beta0[:, None, None]
+    if training:  # the large channel normalised as precisely as the others
+        np.testing.assert_allclose(got[0], y64, atol=2e-3 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + [np.uint8])
+@pytest.mark.parametrize("shape, size", [
+    ((2, 3, 5, 7), (9, 4)),      # up along H, down along W
+    ((1, 2, 5, 7), (5, 11)),     # H unchanged: identity taps on that axis
+    ((1, 1, 1, 1), (3, 2)),      # a single pixel
+    ((2, 3, 32, 32), 224),       # the tutorial's 32 -> 224
+])
+def test_resize_bilinear_emulated(emulate, rng, shape, size, dtype):
+    if dtype == np.uint8:
+        x = rng.integers(0, 256, size=shape).astype(np.uint8)
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    expected = transforms.resize_bilinear(x, size)
+    with emulate() as emulator:
+        got = transforms.resize_bilinear(x, size)
+        assert launched(emulator) == {"minidl_resize_bilinear"}
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------
+# GPU: raw kernels against the references on CuPy arrays
+# ---------------------------------------------------------------------------
+
+def _both_paths(monkeypatch, fn):
+    """fn() with the fast kernels, then with the references (checking which ran); host copies."""
+    compiled, real = [], backend.raw_kernel
+    monkeypatch.setattr(backend, "raw_kernel", lambda source, name, options=(): compiled.append(name)
+                        or real(source, name, options))
+    monkeypatch.delenv("MINIDL_KERNELS", raising=False)
+    raw = fn()
+    assert compiled, "no raw kernel ran"
+    compiled.clear()
+    with minidl.kernels.use("reference"):
+        xp_result = fn()
+    assert not compiled, f"MINIDL_KERNELS=reference still ran {compiled}"
+    as_host = (lambda r: tuple(backend.to_numpy(a) for a in r)) if isinstance(raw, tuple) else backend.to_numpy
+    return as_host(raw), as_host(xp_result)
+
+
+def _close(got, want, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=case_id)
+def test_im2col_col2im_cuda(rng, case, dtype):
+    shape, kernel, stride, pads = case
+    x = backend.to_device(rng.standard_normal(shape).astype(dtype), "cuda")
+    col_shape = (shape[1],) + kernel + (shape[0],) + out_hw(case)
+    gcol = backend.to_device(rng.standard_normal(col_shape).astype(dtype), "cuda")
+    col_raw = backend.to_numpy(launches.im2col(x, kernel, stride, pads, out_hw(case)))
+    gx_raw = backend.to_numpy(launches.col2im(gcol, shape, stride, pads))
+    np.testing.assert_array_equal(col_raw, backend.to_numpy(reference_conv.im2col(x, kernel, stride, pads)))
+    _close(gx_raw, backend.to_numpy(reference_conv.col2im(gcol, shape, stride, pads)), dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_max_pool_cuda(rng, case, dtype):
+    shape, kernel, stride, pads = case
+    x = backend.to_device(tied_input(rng, shape, dtype), "cuda")
+    gy = backend.to_device(rng.standard_normal((shape[0], shape[1]) + out_hw(case)).astype(dtype), "cuda")
+    raw, ref = RawMaxPool2d(kernel, stride, pads), MaxPool2d(kernel, stride, pads)
+    y_raw, y_ref = raw.forward(x), ref.forward(x)
+    gx_raw, gx_ref = raw.backward(gy, (True,))[0], ref.backward(gy)
+    np.testing.assert_array_equal(backend.to_numpy(y_raw), backend.to_numpy(y_ref))
+    np.testing.assert_array_equal(backend.to_numpy(raw.argmax), backend.to_numpy(ref.argmax))
+    _close(backend.to_numpy(gx_raw), backend.to_numpy(gx_ref), dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_public_functions_cuda(monkeypatch, rng, dtype):
+    """conv2d and max_pool2d forward and backward, and the resize (up along H, down along W)."""
+    x0 = rng.standard_normal((4, 4, 27, 25)).astype(dtype)
+    w0 = rng.standard_normal((6, 2, 5, 5)).astype(dtype)
+    gy = rng.standard_normal((4, 6, 3, 3)).astype(dtype)
+
+    def run():
+        x = minidl.tensor(x0, requires_grad=True, device="cuda")
+        w = minidl.tensor(w0, requires_grad=True, device="cuda")
+        y = F.max_pool2d(F.conv2d(x, w, stride=4, padding="same", groups=2), 3, stride=2)
+        (y * minidl.tensor(gy, device="cuda")).sum().backward()
+        images = transforms.resize_bilinear(backend.to_device(x0[:, :3], "cuda"), (40, 30))
+        return y.data, x.grad.data, w.grad.data, images
+
+    for got, want in zip(*_both_paths(monkeypatch, run)):
+        _close(got, want, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_cuda(monkeypatch, rng, dtype, training):
+    """batch_norm forward and backward with the raw centred-affine kernels and with the reference."""
+    x0 = rng.standard_normal((8, 16, 7, 9)).astype(dtype)
+    gamma0, beta0 = rng.standard_normal(16).astype(dtype), rng.standard_normal(16).astype(dtype)
+    gy = backend.to_device(rng.standard_normal(x0.shape).astype(dtype), "cuda")
+
+    def run():
+        x, gamma, beta = (minidl.tensor(a, requires_grad=True, device="cuda") for a in (x0, gamma0, beta0))
+        running = [backend.to_device(a, "cuda") for a in (np.zeros(16, dtype), np.ones(16, dtype))]
+        y = F.batch_norm(x, gamma, beta, *running, training=training)
+        y.backward(gy)
+        return y.data, x.grad.data, gamma.grad.data, beta.grad.data
+
+    for got, want in zip(*_both_paths(monkeypatch, run)):
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
