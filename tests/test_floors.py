@@ -32,7 +32,8 @@ ALLOWED = {
     "plots": BASE | {"checkpoint"},
     "_progress": set(),
     "data": KERNELS | {"autograd", "checkpoint"},
-    "weights": LAYERS | {"checkpoint", "models", "data"},
+    "torch_format": set(),                # reads torch.save files with NumPy alone
+    "weights": LAYERS | {"checkpoint", "models", "data", "torch_format"},
     "onnx": LAYERS | {"checkpoint", "models"},
     "distributed": LAYERS | {"optim", "data", "checkpoint"},
 }
