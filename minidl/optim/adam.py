@@ -16,7 +16,9 @@ after the second moment is corrected (where PyTorch adds it). Each parameter cou
 own steps (``state[p]["step"]``, a Python float, as PyTorch's float step tensor), so a
 parameter that first gets a gradient late starts its corrections at t = 1.
 
-The update is in place on ``p.data``; ``p.grad`` is never changed. ``AdamW`` is ``Adam``
+The update is in place on ``p.data``; ``p.grad`` is never changed. This module is the
+reference; ``step`` asks ``minidl.kernels.dispatch`` for a fast path first, which does
+the same arithmetic in the same order. ``AdamW`` is ``Adam``
 with ``decoupled_weight_decay=True`` (PyTorch's relation: the same class of update, and
 weight decay 1e-2 by default).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import numbers
 
 from .. import backend
+from ..kernels import dispatch
 from .optimizer import Optimizer, check_number, check_switches
 
 
@@ -71,22 +74,48 @@ class Adam(Optimizer):
         for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
             group[key] = bool(group[key])
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
-        for p, group in self._with_grads():
-            with backend.device_context(p.device):
-                self._update(p, group)
+    def _state_of(self, p, group: dict) -> dict:
+        """``p``'s state, made on its first step: the step count and zero moments (PyTorch's keys)."""
+        state = self.state.setdefault(p, {})
+        with backend.device_context(p.device):
+            xp = backend.get_array_module(p.data)
+            if not state:
+                state.update(step=0.0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+            if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        return state
 
-    def _update(self, p, group: dict) -> None:
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place.
+
+        This is the reference's loop; ``minidl.kernels.dispatch`` may give a fast path
+        (on the CPU: every parameter in cache-sized chunks, all of them in one region of
+        the worker threads) that does the same arithmetic in the same order.
+        """
+        todo = [(p, group, self._state_of(p, group)) for p, group in self._with_grads()]
+        moments = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        fast = dispatch.adam_step([a for p, _, state in todo for a in (p.data, *(state[k] for k in moments if k in state))],
+                                  [p.grad.data for p, _, _ in todo])
+        if fast is None:
+            for p, group, state in todo:
+                with backend.device_context(p.device):
+                    self._update(p, group, state)
+            return
+        updates = []
+        for p, group, state in todo:
+            state["step"] += 1
+            (beta1, beta2), t = group["betas"], state["step"]
+            hyper = (group["lr"], beta1, beta2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
+                     group["maximize"], group["lr"] / (1 - beta1 ** t), (1 - beta2 ** t) ** 0.5)
+            v_max = state["max_exp_avg_sq"] if group["amsgrad"] else None
+            updates.append((p.data, p.grad.data, state["exp_avg"], state["exp_avg_sq"], v_max, hyper))
+        fast.step(updates)
+
+    def _update(self, p, group: dict, state: dict) -> None:
         """The rule of the module doc on one parameter (the reference)."""
         w, g = p.data, p.grad.data
         xp = backend.get_array_module(w)
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        state = self.state.setdefault(p, {})
-        if not state:
-            state.update(step=0.0, exp_avg=xp.zeros_like(w), exp_avg_sq=xp.zeros_like(w))
-        if group["amsgrad"] and "max_exp_avg_sq" not in state:
-            state["max_exp_avg_sq"] = xp.zeros_like(w)
         if group["maximize"]:
             g = -g
         state["step"] += 1

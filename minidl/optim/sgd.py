@@ -79,7 +79,8 @@ class SGD(Optimizer):
         """Update every parameter that has a gradient, in place."""
         todo = self._with_grads()
         factor = self._clip_factor([p.grad.data for p, _ in todo])
-        fast = dispatch.sgd_step([a for p, _ in todo for a in (p.data, p.grad.data)])
+        buffers = [self.state[p]["momentum_buffer"] for p, _ in todo if "momentum_buffer" in self.state.get(p, {})]
+        fast = dispatch.sgd_step([p.data for p, _ in todo] + buffers, [p.grad.data for p, _ in todo])
         if fast is None:
             for p, group in todo:
                 with backend.device_context(p.device):
