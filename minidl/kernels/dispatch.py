@@ -38,8 +38,8 @@ import os
 
 from .. import backend
 from .batch_norm import BatchNormKernel
-from .cpu.adam import FusedAdam
 from .cpu import channel_passes as cpu_channel_passes
+from .cpu.adam import FusedAdam
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import ChunkedReLU, flat_memory
 from .cpu.linear import SplitLinear
