@@ -18,6 +18,8 @@ layout) and the shapes:
     relu             chunks on the worker threads               the reference
     linear           products split over the workers            the reference (cuBLAS)
     SGD update       chunks of all parameters in one region     the reference
+    Adam update      chunks of all parameters in one region     the reference
+                     (cpu/adam.py; AdamW too)
     resize_bilinear  the reference                              one raw kernel
 
 Everything else (other dtypes, a GPU's float16, ops without a row here) runs the
@@ -37,6 +39,7 @@ import os
 from .. import backend
 from .batch_norm import BatchNormKernel
 from .cpu import channel_passes as cpu_channel_passes
+from .cpu.adam import FusedAdam
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import ChunkedReLU, flat_memory
 from .cpu.linear import SplitLinear
@@ -205,11 +208,27 @@ def resize_bilinear(x):
     return launches.resize_bilinear if _fast(x) == "cuda" else None
 
 
-def sgd_step(arrays):
-    """The fused CPU update for a step over these parameters and gradients, or None for the reference.
+def _updatable(written, read) -> bool:
+    """Whether a fused CPU update can take these arrays: all on the CPU, the ones it writes C-contiguous.
 
-    All or nothing: the fused update takes C-contiguous CPU arrays only.
+    The arrays it only reads (gradients) may have any layout: the kernel flattens a strided
+    one into a copy (a Winograd convolution's weight gradient comes channels-last).
     """
-    if not arrays or _fast(arrays[0]) != "cpu":
-        return None
-    return FusedSGD() if all(device_type(a) == "cpu" and a.flags.c_contiguous for a in arrays) else None
+    return (bool(written) and _fast(written[0]) == "cpu" and all(device_type(a) == "cpu" for a in read)
+            and all(device_type(a) == "cpu" and a.flags.c_contiguous for a in written))
+
+
+def sgd_step(weights, grads):
+    """The fused CPU update for a step over these parameters (and momentum buffers) and gradients, or None.
+
+    All or nothing: the fused update writes C-contiguous CPU arrays only.
+    """
+    return FusedSGD() if _updatable(weights, grads) else None
+
+
+def adam_step(written, grads):
+    """The fused CPU Adam/AdamW update for a step over these parameters and moments, and gradients, or None.
+
+    All or nothing, as ``sgd_step``.
+    """
+    return FusedAdam() if _updatable(written, grads) else None

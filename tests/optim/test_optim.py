@@ -9,6 +9,7 @@ import pytest
 import minidl
 import minidl.kernels
 import minidl.nn as nn
+from minidl.kernels import dispatch
 from minidl.kernels.cpu import sgd as cpu_sgd
 from minidl.kernels.cpu import threads
 from minidl.optim import SGD, CosineLR, OneCycleLR, Optimizer, ReduceLROnPlateau, StepLR
@@ -429,6 +430,32 @@ def test_the_fused_cpu_update_equals_the_reference_bit_for_bit(monkeypatch):
 
     for fast, reference in zip(run("fast"), run("reference")):
         np.testing.assert_array_equal(fast, reference)
+
+
+def test_a_strided_gradient_keeps_the_fused_cpu_update(monkeypatch):
+    # A Winograd convolution's weight gradient comes channels-last (not C-contiguous); the
+    # fused update only reads it, so it still runs, and equals the reference to the bit.
+    monkeypatch.delenv("MINIDL_KERNELS", raising=False)
+    rng = np.random.default_rng(4)
+    start = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    grads = [np.ascontiguousarray(rng.standard_normal((4, 2, 3, 3)).astype(np.float32)).transpose(0, 2, 3, 1)
+             for _ in range(3)]
+    assert not grads[0].flags.c_contiguous
+
+    def run(mode):
+        p = nn.Parameter(start.copy())
+        opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+        with minidl.kernels.use(mode):
+            for g in grads:
+                p.grad = minidl.tensor(g)
+                assert isinstance(dispatch.sgd_step([p.data], [p.grad.data]), cpu_sgd.FusedSGD) == (mode == "fast")
+                opt.step()
+        return p.numpy(), opt.state[p]["momentum_buffer"]
+
+    for fast, reference in zip(run("fast"), run("reference")):
+        np.testing.assert_array_equal(fast, reference)
+    fortran = nn.Parameter(np.asfortranarray(start))           # a strided parameter: the reference writes it
+    assert dispatch.sgd_step([fortran.data], [grads[0]]) is None
 
 
 def test_group_errors_are_clear():
