@@ -206,8 +206,9 @@ def cross_entropy(input: Tensor, target, weight=None, size_average=None, ignore_
             per pixel), or (K,) for one sample. N may be 0.
         target: class indices of shape (N,), (N, d1, ..., dk) or () (integers in
             [0, K) or ``ignore_index``; an array, list or Tensor), or class
-            probabilities of input's shape (floats; a Tensor that requires grad gets
-            its gradient). The shapes decide, as in PyTorch.
+            probabilities of input's shape (floats: a Tensor of input's dtype, which
+            gets its gradient if it requires one, or an array or list, cast to that
+            dtype). The shapes decide, as in PyTorch.
         weight: optional (K,) class weights (a constant: no gradient flows to it).
         size_average, reduce: PyTorch's deprecated spelling of ``reduction``; when
             either is given, it decides (with a DeprecationWarning).
@@ -226,7 +227,7 @@ def cross_entropy(input: Tensor, target, weight=None, size_average=None, ignore_
     if input.ndim < 1:
         raise ValueError(f"cross_entropy: expected input (N, K, ...) or (K,), got shape {tuple(input.shape)}")
     if input.ndim == 1:   # one sample: a batch of one, and back
-        target = target if isinstance(target, Tensor) else label_array(target)
+        target = target if isinstance(target, Tensor) else label_array(target)   # reshape needs a shape
         loss = cross_entropy(reshape(input, (1,) + tuple(input.shape)), reshape(target, (1,) + tuple(target.shape)),
                              weight, None, ignore_index, None, reduction, label_smoothing)
         return reshape(loss, ()) if reduction == "none" else loss
@@ -234,17 +235,21 @@ def cross_entropy(input: Tensor, target, weight=None, size_average=None, ignore_
     if dtype.kind != "f":
         raise ValueError(f"cross_entropy: expected floating-point input scores, got dtype {dtype}")
     weight = class_weights("cross_entropy", weight, k, dtype, device)
-    if tuple(target.shape if hasattr(target, "shape") else np.shape(target)) == tuple(input.shape):
-        if not isinstance(target, Tensor):
-            target = backend.to_device(label_array(target), device)
+    if not isinstance(target, Tensor):
+        target = label_array(target)
+    if tuple(target.shape) == tuple(input.shape):
         if target.dtype.kind != "f":
             raise ValueError(f"cross_entropy: a target of input's shape {tuple(input.shape)} holds class "
                              f"probabilities and must be floating-point, got dtype {target.dtype}")
+        if not isinstance(target, Tensor):   # a constant: in the scores' dtype, on their device
+            target = backend.to_device(target, device).astype(dtype, copy=False)
+        elif target.dtype != dtype:
+            raise ValueError(f"cross_entropy: probabilities must share input's dtype {dtype}, got {target.dtype}")
         if ignore_index != -100:   # PyTorch refuses it too: no sample of a distribution can be ignored
             raise ValueError(f"cross_entropy: ignore_index ({ignore_index}) applies to class indices only, "
                              f"not to class probabilities (a target of input's shape)")
         return CrossEntropy(None, weight, None, reduction, label_smoothing)(input, target)
-    labels = target.data if isinstance(target, Tensor) else label_array(target)
+    labels = target.data if isinstance(target, Tensor) else target
     on_host = check_labels("cross_entropy", labels, tuple(input.shape), ignore_index)
     labels = backend.to_device(labels, device)
     return CrossEntropy(labels, weight, ignore_index, reduction, label_smoothing, check_on_device=not on_host)(input)

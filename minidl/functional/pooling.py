@@ -122,9 +122,10 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
     (rounded up with ceil_mode); x (C, H, W) -> y (C, OH, OW). N may be 0.
 
     Differences from PyTorch, on purpose: padding may be asymmetric, "valid" or "same",
-    and up to the kernel size less one (PyTorch allows half the kernel). A window that
-    holds padding only (possible with dilation) gives -inf, as in PyTorch, but its
-    index then points outside the plane.
+    and up to the kernel size less one (PyTorch allows half the kernel). A window whose
+    taps all fall on padding (possible with dilation) gives -inf, as in PyTorch, but
+    minidl sends its gradient nowhere and its index points outside the plane, where
+    PyTorch picks some pixel of the input for both.
     Raises:
         ValueError for a wrong rank or dtype, a non-positive kernel, stride or
         dilation, padding as large as the (dilated) kernel, or a kernel larger than
