@@ -12,14 +12,20 @@ layout) and the shapes:
                      least WINOGRAD_MIN_CHANNELS input channels  (cuda/conv.py)
                      per group: Winograd (cpu/winograd.py);
                      the rest: channels-last im2col (cpu/conv.py)
-    max_pool2d       batch slices in either layout (cpu/pooling.py)   raw forward/backward kernels
-                     (float, no dilation, no return_indices; ceil_mode as extra padding: both devices)
+                     dilated convs: the reference on both devices
+    max_pool2d       batch slices in either layout              raw forward/backward kernels
+                     (cpu/pooling.py)                           (cuda/pooling.py)
+                     float input, ceil_mode (it arrives as extra end padding) on both devices;
+                     dilation, return_indices and integer input: the reference
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
     relu             chunks on the worker threads               the reference
     linear           products split over the workers            the reference (cuBLAS)
+                     (2-D x: F.linear folds other ranks into it first)
     SGD update       chunks of all parameters in one region     the reference
     resize_bilinear  the reference                              one raw kernel
+
+Every fast path takes empty batches (N = 0).
 
 Everything else (other dtypes, a GPU's float16, ops without a row here) runs the
 reference. The CPU fast paths keep 4-D activations in channels-last memory under the
