@@ -106,9 +106,11 @@ def check_labels(fn: str, labels, input_shape: tuple, ignore_index) -> bool:
         if ignore_index is not None:
             outside &= labels != ignore_index
         if outside.any():
-            also = "" if ignore_index is None else f" or be ignore_index ({ignore_index})"
+            also, counted = "", labels
+            if ignore_index is not None:
+                also, counted = f" or be ignore_index ({ignore_index})", labels[labels != ignore_index]
             raise ValueError(f"{fn}: labels must lie in [0, {k}){also}, got values from "
-                             f"{int(labels[outside].min())} to {int(labels[outside].max())} outside")
+                             f"{int(counted.min())} to {int(counted.max())}")
     return on_host
 
 
@@ -197,6 +199,13 @@ class CrossEntropy(Function):
         return gx, gt
 
 
+class SoftmaxCrossEntropy(CrossEntropy):
+    """``softmax_cross_entropy``'s case of CrossEntropy, (N, K) logits and a mean, under its own name in graphs."""
+
+    def __init__(self, labels, check_on_device: bool):
+        super().__init__(labels, None, None, "mean", 0.0, check_on_device)
+
+
 def cross_entropy(input: Tensor, target, weight=None, size_average=None, ignore_index: int = -100,
                   reduce=None, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """PyTorch's cross-entropy of the softmax of ``input`` against class indices or class probabilities.
@@ -282,4 +291,4 @@ def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
     array = labels.data if isinstance(labels, Tensor) else label_array(labels)
     on_host = check_labels("softmax_cross_entropy", array, tuple(logits.shape), None)
     array = backend.to_device(array, _device(logits))
-    return CrossEntropy(array, None, None, "mean", 0.0, check_on_device=not on_host)(logits)
+    return SoftmaxCrossEntropy(array, check_on_device=not on_host)(logits)
