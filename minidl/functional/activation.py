@@ -94,7 +94,7 @@ def relu(x: Tensor, inplace: bool = False) -> Tensor:
     return (ReLU() if fast is None else FastPath("ReLU", fast))(x)
 
 
-def softmax_axis(fn: str, x, axis, dim) -> int:
+def _softmax_axis(fn: str, x, axis, dim) -> int:
     """The axis ``fn`` normalises along: PyTorch's ``dim`` if given, else ``axis``; checked.
 
     Raises:
@@ -113,7 +113,7 @@ def softmax_axis(fn: str, x, axis, dim) -> int:
 
 def _normalised(fn: str, function, x, axis, dim, dtype) -> Tensor:
     """``function(axis)(x)`` for softmax and log_softmax: axis checked, x cast to dtype, 0-d as (1,)."""
-    axis = softmax_axis(fn, x, axis, dim)
+    axis = _softmax_axis(fn, x, axis, dim)
     if dtype is not None:
         x = Cast(dtype)(x)
     if x.ndim == 0:

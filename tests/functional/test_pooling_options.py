@@ -166,8 +166,10 @@ def test_unbatched_indices_and_an_empty_stride():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"kernel_size": 2, "dilation": 0}, r"max_pool2d: dilation must be a positive int.*got 0"),
-    ({"kernel_size": 2, "padding": 3, "dilation": 2}, r"max_pool2d: padding .* smaller than the dilated kernel's span \(3, 3\)"),
-    ({"kernel_size": 3, "dilation": 4}, r"max_pool2d: kernel \(3, 3\) \(dilation \(4, 4\): it spans \(9, 9\)\) is larger"),
+    ({"kernel_size": 2, "padding": 3, "dilation": 2},
+     r"max_pool2d: padding .* smaller than the dilated kernel's span \(3, 3\)"),
+    ({"kernel_size": 3, "dilation": 4},
+     r"max_pool2d: kernel \(3, 3\) \(dilation \(4, 4\): it spans \(9, 9\)\) is larger"),
 ])
 def test_bad_options_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
