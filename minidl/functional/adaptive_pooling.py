@@ -70,7 +70,8 @@ class AdaptiveMaxPool2d(Function):
         y, index = xp.empty(out, dtype=x.dtype), xp.empty(out, dtype=xp.int64)
         for i, (r0, r1) in enumerate(self.rows):
             for j, (c0, c1) in enumerate(self.cols):
-                window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)   # the window's cells in row-major order
+                cells = (r1 - r0) * (c1 - c0)
+                window = x[:, :, r0:r1, c0:c1].reshape(n, c, cells)   # the window's cells in row-major order
                 y[:, :, i, j] = window.max(axis=2)                 # a NaN wins, as in PyTorch
                 first = window.argmax(axis=2)                      # the first maximum on a tie
                 index[:, :, i, j] = (r0 + first // (c1 - c0)) * w + c0 + first % (c1 - c0)
@@ -82,11 +83,12 @@ class AdaptiveMaxPool2d(Function):
         n, c, h, w = self.x_shape
         gx = xp.zeros((n * c, h * w), dtype=gy.dtype)
         plane = xp.arange(n * c)
-        index = self.index.reshape(n * c, -1)
-        g = gy.reshape(n * c, -1)
+        outputs = gy.shape[2] * gy.shape[3]
+        index = self.index.reshape(n * c, outputs)
+        g = gy.reshape(n * c, outputs)
         # One output position at a time: within it every (n, c) plane sends to one cell, so
         # the indexed add has no repeated targets; across positions the adds accumulate.
-        for k in range(index.shape[1]):
+        for k in range(outputs):
             gx[plane, index[:, k]] += g[:, k]
         gx = gx.reshape(self.x_shape)
         return gx
