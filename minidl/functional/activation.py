@@ -1,8 +1,8 @@
 """Activations: ReLU, softmax and log-softmax; sigmoid, tanh, leaky ReLU and GELU.
 
-This module holds the reference implementations. ``relu``, ``sigmoid``, ``tanh``,
-``leaky_relu`` and ``gelu`` ask ``minidl.kernels.dispatch`` for a fast path first (on the
-CPU, one pass in cache-sized chunks on the worker threads).
+This module holds the reference implementations. ``relu``, ``sigmoid``, ``leaky_relu``
+and ``gelu`` ask ``minidl.kernels.dispatch`` for a fast path first (on the CPU, one pass
+in cache-sized chunks on the worker threads).
 """
 from __future__ import annotations
 
@@ -199,8 +199,7 @@ def sigmoid(input) -> Tensor:
 def tanh(input) -> Tensor:
     """tanh(x) elementwise. Shapes: any -> same."""
     _floating("tanh", input)
-    fast = dispatch.tanh(_data(input))
-    return (Tanh() if fast is None else FastPath("Tanh", fast))(input)
+    return Tanh()(input)
 
 
 def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

@@ -16,6 +16,15 @@ layout) and the shapes:
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
     relu             chunks on the worker threads               the reference
+    avg_pool2d       channels-last input: batch slices          the reference
+                     (cpu/average_pooling.py)
+    adaptive_avg_    1x1: the global average, one product with  the reference
+      pool2d         a row of ones per image; an output that
+                     divides the input: avg_pool2d's slices
+                     (cpu/average_pooling.py)
+    sigmoid,         chunks on the worker threads               the reference
+      leaky_relu,    (cpu/activations.py)
+      gelu
     linear           products split over the workers            the reference (cuBLAS)
     SGD update       chunks of all parameters in one region     the reference
     Adam update      chunks of all parameters in one region     the reference
@@ -41,11 +50,12 @@ import numpy as np
 from .. import backend
 from .batch_norm import BatchNormKernel
 from .cpu import channel_passes as cpu_channel_passes
-from .cpu.activations import ChunkedGELU, ChunkedLeakyReLU, ChunkedSigmoid, ChunkedTanh
+from .cpu.activations import ChunkedGELU, ChunkedLeakyReLU, ChunkedSigmoid
 from .cpu.adam import FusedAdam
 from .cpu.average_pooling import GlobalAvgPool2d, SlicedAvgPool2d
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import ChunkedReLU, flat_memory
+from .cpu.layout import is_channels_last
 from .cpu.linear import SplitLinear
 from .cpu.pooling import SlicedMaxPool2d
 from .cpu.sgd import FusedSGD
@@ -244,9 +254,11 @@ def avg_pool2d(x, kernel: tuple, stride: tuple, pads: tuple, divisor):
     """The fast average pooling for this call, or None for the reference.
 
     ``pads`` already cover every window (ceil mode's overhang included); ``divisor`` is
-    each window's (OH, OW) divisor, as the reference gets them.
+    each window's (OH, OW) divisor, as the reference gets them. On the CPU the batch
+    slices pay for channels-last input (the fast convolutions' output); on NCHW input
+    the reference, which walks rows of W values either way, is as fast.
     """
-    return SlicedAvgPool2d(kernel, stride, pads, divisor) if _fast(x) == "cpu" else None
+    return SlicedAvgPool2d(kernel, stride, pads, divisor) if _fast(x) == "cpu" and is_channels_last(x) else None
 
 
 def adaptive_avg_pool2d(x, out_hw: tuple):
@@ -274,11 +286,6 @@ def _elementwise(x):
 def sigmoid(x):
     """Chunked sigmoid on the CPU for an array in a contiguous layout, else None."""
     return ChunkedSigmoid() if _elementwise(x) else None
-
-
-def tanh(x):
-    """Chunked tanh on the CPU for an array in a contiguous layout, else None."""
-    return ChunkedTanh() if _elementwise(x) else None
 
 
 def leaky_relu(x, negative_slope: float):

@@ -1,4 +1,4 @@
-"""Sigmoid, tanh, leaky ReLU and GELU on the CPU: one pass over cache-sized chunks, on the worker threads.
+"""Sigmoid, leaky ReLU and GELU on the CPU: one pass over cache-sized chunks, on the worker threads.
 
 The references (``minidl.functional.activation``) are whole-array expressions: each
 step (an exp, an add, a ``where``) streams the whole activation through memory and
@@ -14,7 +14,8 @@ signs costs more than the arithmetic it saves on a CPU):
                  backward gx = gy * (slope + (1 - slope) * (kept > 0))
 
 Outputs keep the input's layout (NCHW or channels-last); a gradient in another layout
-than the kept array runs the reference's expression instead.
+than the kept array runs the reference's expression instead. (Tanh has no fast path:
+NumPy's tanh is vectorised already, and chunking it measured slower.)
 """
 from __future__ import annotations
 
@@ -58,26 +59,6 @@ class ChunkedSigmoid:
         def work(gx_c, y_c, gy_c):
             np.subtract(1, y_c, out=gx_c)
             gx_c *= y_c
-            gx_c *= gy_c
-        return (_map(work, y, gy),)
-
-
-class ChunkedTanh:
-    # x (any shape) -> y = tanh(x) in x's layout; backward gx = gy * (1 - y^2), keeping y.
-    algorithm = "chunked"
-
-    def forward(self, x):
-        self.y = _map(lambda y_c, x_c: np.tanh(x_c, out=y_c), x)
-        return self.y
-
-    def backward(self, gy, needs):
-        y = self.y
-        if not same_flat_layout(y, gy):
-            return (gy * (1 - y * y),)
-
-        def work(gx_c, y_c, gy_c):
-            np.multiply(y_c, y_c, out=gx_c)
-            np.subtract(1, gx_c, out=gx_c)
             gx_c *= gy_c
         return (_map(work, y, gy),)
 

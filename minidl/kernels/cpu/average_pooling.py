@@ -14,8 +14,8 @@ It adds the taps in the reference's order and divides the same way, so its resul
 the reference's to the last bit.
 
 ``GlobalAvgPool2d`` is adaptive average pooling to 1 x 1, the end of every ResNet: the
-mean over each channel's H x W pixels. Forward reduces the input where it lies (for
-channels-last memory, rows of C values are added, no copy); it keeps only the input's
+mean over each channel's H x W pixels. Forward sums the input where it lies, without a
+copy, as one matrix product per image with a row of ones; it keeps only the input's
 shape and layout for backward, which writes gy / (H * W) into a gradient laid out as the
 input was, in one pass, so the batch norm and ReLU backward that follow run on their
 own layout.
@@ -139,10 +139,13 @@ class GlobalAvgPool2d:
     def forward(self, x):
         n, c, h, w = x.shape
         self.x_shape, self.channels_last = x.shape, is_channels_last(x)
-        if self.channels_last:   # (N, H*W, C) memory: add H*W rows of C values per image
-            total = nhwc(x).reshape(n, h * w, c).sum(axis=1)
-        else:
-            total = x.reshape(n, c, h * w).sum(axis=2)
+        # The sums as products with a row of ones, one small product per image: BLAS adds
+        # long runs where NumPy's reduction would loop over rows of only C values.
+        ones = np.ones((1, h * w), dtype=x.dtype)
+        if self.channels_last:   # (N, H*W, C) memory: (1, H*W) @ (H*W, C) per image
+            total = np.matmul(ones, nhwc(x).reshape(n, h * w, c))
+        else:                    # (N, C, H*W): (C, H*W) @ (H*W, 1) per image
+            total = np.matmul(x.reshape(n, c, h * w), ones.T)
         total /= h * w
         return total.reshape(n, c, 1, 1)
 

@@ -23,7 +23,7 @@ def _run(x, gy, fn):
 @pytest.mark.parametrize("args,kwargs", [((3, 2, 1), {"ceil_mode": True}), ((2,), {}),
                                          (((2, 3), (1, 2), ((1, 0), (0, 1))), {"count_include_pad": False}),
                                          ((3, 3), {"divisor_override": 5, "ceil_mode": True})])
-def test_equals_the_reference_bit_for_bit_in_slices_and_layouts(monkeypatch, args, kwargs):
+def test_equals_the_reference_bit_for_bit_in_slices(monkeypatch, args, kwargs):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 2, 9, 8))
     fn = lambda t: F.avg_pool2d(t, *args, **kwargs)   # noqa: E731
@@ -35,7 +35,8 @@ def test_equals_the_reference_bit_for_bit_in_slices_and_layouts(monkeypatch, arg
     monkeypatch.setattr(cpu_average_pooling, "POOLING_BYTES", 1)   # one image per slice
     for data in (x, channels_last(x)):
         y, gx, ran = _run(data, gy, fn)
-        assert ran == "AvgPool2d [batch slices]"
+        # Channels-last input runs the slices; on NCHW input the reference is as fast.
+        assert ran == ("AvgPool2d [batch slices]" if is_channels_last(data) else "AvgPool2d")
         assert is_channels_last(y.data) == is_channels_last(gx.data) == is_channels_last(data)
         np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
         np.testing.assert_array_equal(gx.numpy(), gx_ref.numpy())
@@ -49,7 +50,7 @@ def test_windows_that_tile_the_input_write_the_gradient_directly():
     _, gx, _ = _run(x, gy, lambda t: F.avg_pool2d(t, 2))
     np.testing.assert_array_equal(gx.numpy(), np.repeat(np.repeat(gy / 4, 2, axis=2), 2, axis=3))
     # 7 rows: the last row belongs to no window and gets zero.
-    x = rng.standard_normal((2, 3, 7, 4))
+    x = channels_last(rng.standard_normal((2, 3, 7, 4)))
     _, gx, _ = _run(x, gy, lambda t: F.avg_pool2d(t, 2))
     assert (gx.numpy()[:, :, 6] == 0).all()
 
