@@ -7,6 +7,9 @@ from . import init
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
                      ReLU)
 from .module import Module, Parameter, Sequential
+from .activation import GELU, Identity, LeakyReLU, Sigmoid, Tanh
+from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear", "LocalResponseNorm", "MaxPool2d",
            "Module", "Parameter", "ReLU", "Sequential", "init"]
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
