@@ -132,24 +132,16 @@ def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, 
 def ceil_mode_pads(in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (1, 1)) -> tuple:
     """``pads`` with the extra padding after each axis that PyTorch's ``ceil_mode=True`` implies.
 
-    ceil_mode counts the windows as ceil((in + before + after - span) / stride) + 1, less
-    the last one if it would start past the input and its leading padding (PyTorch's
-    rule: (out - 1) * stride >= in + before). The windows it adds hang off the end of
-    the padded input; padding the end by what they need makes the floor formula of
-    ``output_hw`` count them, so every kernel runs ceil_mode unchanged. Call it after
-    ``output_hw`` has checked that the kernel fits.
+    The windows ceil_mode adds (``pool_output_hw``) hang off the end of the padded input;
+    padding the end by what they need makes the floor formula of ``output_hw`` count them,
+    so every kernel runs ceil_mode unchanged. Call it after ``output_hw`` has checked that
+    the kernel fits.
 
     Returns:
         ((top, bottom + extra_h), (left, right + extra_w)).
     """
-    out = []
-    for size, k, s, (before, after) in zip(in_hw, effective_kernel(kernel, dilation), stride, pads):
-        padded = size + before + after
-        count = -(-(padded - k) // s) + 1
-        if (count - 1) * s >= size + before:
-            count -= 1
-        out.append((before, after + max((count - 1) * s + k - padded, 0)))
-    return tuple(out)
+    out_hw = pool_output_hw("ceil_mode_pads", in_hw, kernel, stride, pads, True, dilation)
+    return covering_pads(in_hw, effective_kernel(kernel, dilation), stride, pads, out_hw)
 
 
 def size_formula(n: int, pad_total: int, k: int, s: int) -> str:
@@ -231,22 +223,23 @@ def pad2d(x, pads: tuple, value: float = 0.0, axes: tuple = (-2, -1)):
 
 # ---- pooling with PyTorch's ceil_mode, and how many cells each window averages ----------
 
-def pool_output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, ceil_mode: bool) -> tuple:
+def pool_output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, ceil_mode: bool,
+                   dilation: tuple = (1, 1)) -> tuple:
     """(OH, OW) of a pooling window, with PyTorch's ``ceil_mode`` rule.
 
-    floor mode: ``output_hw``. ceil mode: ceil((in + before + after - k) / s) + 1, so a
+    floor mode: ``output_hw``. ceil mode: ceil((in + before + after - span) / s) + 1, so a
     last window may hang off the padded input; but a window that would start past the
     input (in the after-padding) is dropped, so every window starts inside the input or
     its before-padding (PyTorch's ``pooling_output_shape``).
 
     Raises:
-        ValueError naming ``fn`` when the kernel is larger than the padded input.
+        ValueError naming ``fn`` when the (dilated) kernel is larger than the padded input.
     """
-    out = output_hw(fn, in_hw, kernel, stride, pads)
+    out = output_hw(fn, in_hw, kernel, stride, pads, dilation)
     if not ceil_mode:
         return out
     sizes = []
-    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
+    for size, k, s, (before, after) in zip(in_hw, effective_kernel(kernel, dilation), stride, pads):
         o = -(-(size + before + after - k) // s) + 1
         if (o - 1) * s >= size + before:   # the last window would start in the after-padding
             o -= 1

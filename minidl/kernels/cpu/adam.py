@@ -12,10 +12,9 @@ whichever thread runs it.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
+from .memory import ThreadScratch
 from .slices import ADAM_CHUNK_ELEMENTS, flat_chunks
 from .threads import map_pieces
 
@@ -27,14 +26,7 @@ class FusedAdam:
     """
 
     def __init__(self):
-        self._scratch = {}   # (dtype, thread) -> two flat scratch arrays
-
-    def _scratch_pair(self, like, size: int):
-        key = (like.dtype.str, threading.get_ident())
-        pair = self._scratch.get(key)
-        if pair is None or pair[0].size < size:
-            pair = self._scratch[key] = (np.empty(size, like.dtype), np.empty(size, like.dtype))
-        return pair[0][:size], pair[1][:size]
+        self._scratch = ThreadScratch()   # two scratch arrays per worker thread
 
     def step(self, updates) -> None:
         """Apply Adam's rule in place on the weights and the moments.
@@ -61,7 +53,7 @@ class FusedAdam:
         w, g, m, v = arrays[:4]
         v_max = arrays[4] if len(arrays) == 5 else None
         lr, beta1, beta2, eps, decay, decoupled, maximize, step_size, bias_correction2_sqrt = hyper
-        tmp, tmp2 = self._scratch_pair(w, w.size)
+        tmp, tmp2 = self._scratch.pair(w, w.size)
         if maximize:
             np.negative(g, out=tmp)
             g = tmp

@@ -26,32 +26,14 @@ import numpy as np
 
 from ...window import pad2d, tap_slice
 from .layout import as_nchw, is_channels_last, nhwc
-from .slices import POOLING_BYTES, worker_slices
+from .spatial import as_layout, in_walked_layout, pooling_slices, spatial_index, spatial_view, with_spatial
 from .threads import map_pieces
 
 
-def _spatial_view(x):
-    """x (N, C, H, W) as the array the loops walk, and where its H and W axes are.
-
-    Channels-last x: its (N, H, W, C) memory, axes 1 and 2; otherwise x itself (made
-    contiguous), axes 2 and 3.
-    """
-    if is_channels_last(x):
-        return nhwc(x), (1, 2)
-    return np.ascontiguousarray(x), (2, 3)
 
 
-def _index(axes, rows, cols):
-    """An index selecting ``rows`` and ``cols`` on the spatial ``axes`` of a 4-D array."""
-    index = [slice(None)] * 4
-    index[axes[0]], index[axes[1]] = rows, cols
-    return tuple(index)
 
 
-def _with_spatial(shape, axes, h, w):
-    shape = list(shape)
-    shape[axes[0]], shape[axes[1]] = h, w
-    return shape
 
 
 class SlicedAvgPool2d:
@@ -68,18 +50,14 @@ class SlicedAvgPool2d:
         divisor = self.divisor.astype(dtype)
         return divisor[:, :, None] if axes == (1, 2) else divisor
 
-    def _slices(self, x_shape, x):
-        (top, bottom), (left, right) = self.pads
-        padded = x_shape[1] * (x_shape[2] + top + bottom) * (x_shape[3] + left + right)
-        return worker_slices(x, padded * x.itemsize, POOLING_BYTES)
 
     def forward(self, x):
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         oh, ow = self.divisor.shape
         self.x_shape = x.shape
-        a, axes = _spatial_view(x)
+        a, axes = spatial_view(x, contiguous=True)
         self.axes = axes
-        y = np.empty(_with_spatial(a.shape, axes, oh, ow), dtype=x.dtype)
+        y = np.empty(with_spatial(a.shape, axes, oh, ow), dtype=x.dtype)
         divisor = self._divisor(x.dtype, axes)
 
         def work(part):
@@ -87,24 +65,24 @@ class SlicedAvgPool2d:
             total = y[part]
             for kh in range(kh_size):
                 for kw in range(kw_size):
-                    tap = xpad[_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))]
+                    tap = xpad[spatial_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))]
                     if kh == kw == 0:
                         total[...] = tap
                     else:
                         total += tap
             total /= divisor
 
-        map_pieces(x, work, self._slices(x.shape, x), nbytes=x.nbytes)
-        return as_nchw(y) if axes == (1, 2) else y
+        map_pieces(x, work, pooling_slices(x.shape, self.pads, x), nbytes=x.nbytes)
+        return as_layout(y, axes)
 
     def backward(self, gy, needs):
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         (top, bottom), (left, right) = self.pads
         axes = self.axes
-        g = nhwc(gy) if axes == (1, 2) else np.ascontiguousarray(gy)   # gy in the walked layout
+        g = in_walked_layout(gy, axes)
         oh, ow = self.divisor.shape
         h, w = self.x_shape[2:]
-        gx = np.empty(_with_spatial(g.shape, axes, h, w), dtype=gy.dtype)
+        gx = np.empty(with_spatial(g.shape, axes, h, w), dtype=gy.dtype)
         divisor = self._divisor(gy.dtype, axes)
 
         # Windows that tile the input exactly (stride = kernel, no padding, nothing left
@@ -117,16 +95,16 @@ class SlicedAvgPool2d:
                 gx_part = gx[part]
                 for kh in range(kh_size):
                     for kw in range(kw_size):
-                        gx_part[_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))] = share
+                        gx_part[spatial_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))] = share
                 return
-            gxpad = np.zeros(_with_spatial(share.shape, axes, top + h + bottom, left + w + right), dtype=gy.dtype)
+            gxpad = np.zeros(with_spatial(share.shape, axes, top + h + bottom, left + w + right), dtype=gy.dtype)
             for kh in range(kh_size):
                 for kw in range(kw_size):
-                    gxpad[_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))] += share
-            gx[part] = gxpad[_index(axes, slice(top, top + h), slice(left, left + w))]
+                    gxpad[spatial_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))] += share
+            gx[part] = gxpad[spatial_index(axes, slice(top, top + h), slice(left, left + w))]
 
-        map_pieces(gy, work, self._slices(self.x_shape, gy), nbytes=gx.nbytes)
-        gx = as_nchw(gx) if axes == (1, 2) else gx
+        map_pieces(gy, work, pooling_slices(self.x_shape, self.pads, gy), nbytes=gx.nbytes)
+        gx = as_layout(gx, axes)
         assert gx.shape == tuple(self.x_shape)
         return (gx,)
 

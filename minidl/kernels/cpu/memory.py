@@ -19,6 +19,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import threading
+
+import numpy as np
 
 _M_TRIM_THRESHOLD = -1   # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -48,3 +51,23 @@ def keep_freed_memory() -> bool:
     # The largest int: never trim (a negative value would not mean "never").
     ok = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
     return ok
+
+
+class ThreadScratch:
+    """Two flat scratch arrays per (dtype, thread), grown as needed and reused across calls.
+
+    The fused optimizer updates run their chunks on the worker threads; each thread gets
+    its own pair, so the chunks never share a temporary and a step allocates nothing once
+    the pairs exist.
+    """
+
+    def __init__(self):
+        self._pairs = {}   # (dtype, thread) -> two flat arrays
+
+    def pair(self, like, size: int):
+        """Two arrays of ``size`` elements in ``like``'s dtype, this thread's own."""
+        key = (like.dtype.str, threading.get_ident())
+        pair = self._pairs.get(key)
+        if pair is None or pair[0].size < size:
+            pair = self._pairs[key] = (np.empty(size, like.dtype), np.empty(size, like.dtype))
+        return pair[0][:size], pair[1][:size]

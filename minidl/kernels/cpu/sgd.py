@@ -11,10 +11,9 @@ reference's order, so the result is the same to the bit whichever thread runs it
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
+from .memory import ThreadScratch
 from .slices import SGD_CHUNK_ELEMENTS, flat_chunks
 from .threads import map_pieces
 
@@ -26,14 +25,7 @@ class FusedSGD:
     """
 
     def __init__(self):
-        self._scratch = {}   # (dtype, thread) -> two flat scratch arrays
-
-    def _scratch_pair(self, like, size: int):
-        key = (like.dtype.str, threading.get_ident())
-        pair = self._scratch.get(key)
-        if pair is None or pair[0].size < size:
-            pair = self._scratch[key] = (np.empty(size, like.dtype), np.empty(size, like.dtype))
-        return pair[0][:size], pair[1][:size]
+        self._scratch = ThreadScratch()   # two scratch arrays per worker thread
 
     def step(self, updates, factor=None) -> None:
         """Apply SGD's rule in place.
@@ -57,7 +49,7 @@ class FusedSGD:
         w, g = arrays[:2]
         buf = arrays[2] if len(arrays) == 3 else None
         lr, momentum, dampening, weight_decay, nesterov, maximize = hyper
-        tmp, step = self._scratch_pair(w, w.size)
+        tmp, step = self._scratch.pair(w, w.size)
         if factor is not None:
             np.multiply(g, factor, out=tmp)     # the clipped gradient
             g = tmp

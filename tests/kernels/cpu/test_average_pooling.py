@@ -6,7 +6,7 @@ import pytest
 import minidl
 import minidl.functional as F
 import minidl.kernels
-from minidl.kernels.cpu import average_pooling as cpu_average_pooling
+from minidl.kernels.cpu import spatial as cpu_spatial
 
 from support.arrays import channels_last, is_channels_last
 
@@ -32,7 +32,7 @@ def test_equals_the_reference_bit_for_bit_in_slices(monkeypatch, args, kwargs):
     gy = rng.standard_normal(y_ref.shape)
     with minidl.kernels.use("reference"):
         _, gx_ref, _ = _run(x, gy, fn)
-    monkeypatch.setattr(cpu_average_pooling, "POOLING_BYTES", 1)   # one image per slice
+    monkeypatch.setattr(cpu_spatial, "POOLING_BYTES", 1)   # one image per slice
     for data in (x, channels_last(x)):
         y, gx, ran = _run(data, gy, fn)
         # Channels-last input runs the slices; on NCHW input the reference is as fast.

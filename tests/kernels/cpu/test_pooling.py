@@ -4,6 +4,7 @@ import numpy as np
 import minidl
 import minidl.functional as F
 from minidl.kernels.cpu import pooling as cpu_pooling
+from minidl.kernels.cpu import spatial as cpu_spatial
 
 from support.arrays import channels_last, shuffled_linspace
 
@@ -22,8 +23,8 @@ def test_batch_slicing_gives_the_same_result(monkeypatch):
         return y.numpy(), xt.grad.numpy()
 
     whole = [run(x), run(channels_last(x))]
-    monkeypatch.setattr(cpu_pooling, "POOLING_BYTES", 1)
-    assert len(cpu_pooling.SlicedMaxPool2d((3, 3), (2, 2), ((1, 1), (0, 1)))._slices(x.shape, x)) == 3
+    monkeypatch.setattr(cpu_spatial, "POOLING_BYTES", 1)
+    assert len(cpu_spatial.pooling_slices(x.shape, ((1, 1), (0, 1)), x)) == 3
     for (y, gx), data in zip(whole, (x, channels_last(x))):
         y_sliced, gx_sliced = run(data)
         np.testing.assert_array_equal(y, y_sliced)

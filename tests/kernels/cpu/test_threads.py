@@ -8,8 +8,8 @@ import minidl
 import minidl.functional as F
 from minidl.gradcheck import check_gradients
 from minidl.kernels.cpu import channel_passes, elementwise, slices, threads
+from minidl.kernels.cpu import spatial as cpu_spatial
 from minidl.kernels.cpu import conv as cpu_conv
-from minidl.kernels.cpu import pooling as cpu_pooling
 from minidl.kernels.cpu import winograd as cpu_winograd
 
 threadpoolctl = pytest.importorskip("threadpoolctl")  # a runtime dependency; parallel needs it
@@ -214,7 +214,7 @@ def test_max_pool2d_in_parallel_slices_matches_serial(monkeypatch):
     rng = np.random.default_rng(6)
     x = minidl.tensor(rng.standard_normal((5, 3, 9, 9)), requires_grad=True)
     gy = rng.standard_normal((5, 3, 4, 4))
-    monkeypatch.setattr(cpu_pooling, "POOLING_BYTES", 1)    # one image per slice
+    monkeypatch.setattr(cpu_spatial, "POOLING_BYTES", 1)    # one image per slice
     monkeypatch.setattr(threads, "SERIAL_BYTES", -1)        # small as it is, on the workers
 
     def run(workers):
@@ -270,7 +270,7 @@ def test_small_activations_give_the_same_results_in_the_calling_thread(two_worke
     rng = np.random.default_rng(12)
     x_data = np.ascontiguousarray((rng.standard_normal((6, 4, 8, 8)) * 2 + 1).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     gy = rng.standard_normal((6, 4, 4, 4))
-    monkeypatch.setattr(cpu_pooling, "POOLING_BYTES", 1)                    # one image per slice
+    monkeypatch.setattr(cpu_spatial, "POOLING_BYTES", 1)                    # one image per slice
     monkeypatch.setattr(elementwise, "ELEMENTWISE_CHUNK_BYTES", 256 * 8)    # ReLU: 6 chunks
     monkeypatch.setattr(channel_passes, "CHANNEL_ROW_VALUES", 8)            # batch norm: rows of 2 pixels
     monkeypatch.setattr(channel_passes, "_chunks", lambda rows: [slice(i, i + 16) for i in range(0, len(rows), 16)])
