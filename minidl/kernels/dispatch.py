@@ -57,11 +57,11 @@ import numpy as np
 from .. import backend
 from .batch_norm import BatchNormKernel
 from .cpu import channel_passes as cpu_channel_passes
-from .cpu.activations import ChunkedGELU, ChunkedLeakyReLU, ChunkedSigmoid
+from .cpu.activations import ChunkedGELU, ChunkedLeakyReLU, ChunkedReLU, ChunkedSigmoid
 from .cpu.adam import FusedAdam
 from .cpu.average_pooling import GlobalAvgPool2d, SlicedAvgPool2d
 from .cpu.conv import ChannelsLastConv2d
-from .cpu.elementwise import ChunkedReLU, flat_memory
+from .cpu.elementwise import flat_memory
 from .cpu.layout import is_channels_last
 from .cpu.linear import SplitLinear
 from .cpu.pooling import SlicedMaxPool2d

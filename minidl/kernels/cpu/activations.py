@@ -1,4 +1,4 @@
-"""Sigmoid, leaky ReLU and GELU on the CPU: one pass over cache-sized chunks, on the worker threads.
+"""ReLU, sigmoid, leaky ReLU and GELU on the CPU: one pass over cache-sized chunks, on the worker threads.
 
 The references (``minidl.functional.activation``) are whole-array expressions: each
 step (an exp, an add, a ``where``) streams the whole activation through memory and
@@ -8,6 +8,7 @@ are shared by the worker threads (``elementwise.chunked``). The formulas are als
 branch-free where the references pick with ``where`` (a masked select over random
 signs costs more than the arithmetic it saves on a CPU):
 
+    ReLU         y = max(x, 0); backward gx = gy * (y > 0), keeping only y
     sigmoid      y = 1 / (1 + exp(-x)); exp overflows to inf for x << 0 and y is then 0,
                  the correctly rounded value, so the overflow is silenced, not avoided
     leaky ReLU   y = max(x, slope * x) for slope <= 1, min(x, slope * x) above;
@@ -35,6 +36,30 @@ def _map(work, *arrays):
     out = np.empty_like(arrays[0])
     chunked(work, out, *arrays)
     return out
+
+
+class ChunkedReLU:
+    # x (any shape) -> y = max(x, 0) in x's layout; backward gx = gy * (y > 0), keeping only y.
+    algorithm = "chunked"   # what minidl.viz shows for the call
+
+    def forward(self, x):
+        y = np.empty_like(x)   # x's memory layout (channels-last stays channels-last)
+        chunked(lambda y_c, x_c: np.maximum(x_c, 0, out=y_c), y, x)
+        self.y = y
+        return y
+
+    def backward(self, gy, needs):
+        y = self.y
+        if not same_flat_layout(y, gy):
+            return (gy * (y > 0),)
+
+        def mask_times_gy(gx_c, y_c, gy_c):
+            np.greater(y_c, 0, out=gx_c)   # 1.0 where y > 0, else 0.0
+            gx_c *= gy_c
+
+        gx = np.empty_like(y)
+        chunked(mask_times_gy, gx, y, gy)
+        return (gx,)
 
 
 class ChunkedSigmoid:
