@@ -94,7 +94,8 @@ class Conv2d(Function):
         xp = backend.get_array_module(x)
         n, o, g = x.shape[0], weight.shape[0], self.groups
         oh, ow = output_hw("conv2d", x.shape[2:], self.kernel, self.stride, self.pads)
-        col = im2col(x, self.kernel, self.stride, self.pads).reshape(g, -1, n * oh * ow)
+        taps = x.shape[1] // g * self.kernel[0] * self.kernel[1]   # named, not -1: N may be 0
+        col = im2col(x, self.kernel, self.stride, self.pads).reshape(g, taps, n * oh * ow)
         w_mat = weight.reshape(g, o // g, -1)
         y_t = xp.matmul(w_mat, col)                       # one product per group, rows = output channels
         y = xp.ascontiguousarray(y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
@@ -109,7 +110,7 @@ class Conv2d(Function):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
         o, g = weight.shape[0], self.groups
-        gy_mat = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(g, o // g, -1)   # (G, O/G, N*OH*OW)
+        gy_mat = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(g, o // g, gy.size // o)   # (G, O/G, N*OH*OW)
         gw = gx = gb = None
         if need_w:   # gW = gy @ col^T, per group
             gw = xp.matmul(gy_mat, col.transpose(0, 2, 1)).reshape(weight.shape)

@@ -100,8 +100,12 @@ def _raw_cuda(array) -> bool:
 
 
 def _fast(array) -> str | None:
-    """"cpu", "cuda" (raw kernels apply) or None (the reference runs)."""
-    if mode() == "reference":
+    """"cpu", "cuda" (raw kernels apply) or None (the reference runs).
+
+    An empty array (a data-parallel process with no rows of a short last batch) takes
+    the reference: there is nothing to be fast about, and it handles N = 0.
+    """
+    if mode() == "reference" or array.size == 0:
         return None
     if device_type(array) == "cpu":
         return "cpu"
