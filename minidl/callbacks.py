@@ -177,7 +177,7 @@ class FilterPlot(_Report):
 
 
 def write_history(path, history: list) -> None:
-    """Write ``history`` (rows with ``HISTORY_FIELDS``) as CSV, atomically; floats as repr, so they read back exactly."""
+    """Write ``history`` (rows with ``HISTORY_FIELDS``) as CSV, atomically; floats as repr (they read back exactly)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()

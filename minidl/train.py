@@ -292,7 +292,8 @@ class Trainer:
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.state['epoch'] + 1}, batch "
-                f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. {self._kept()}")
+                f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. "
+                f"{self._kept()}")
         if seen != total:  # files were skipped: the gradients were scaled for `total` images
             for p in self.model.parameters():
                 if p.grad is not None:  # a new array: gradient arrays may be shared between leaves

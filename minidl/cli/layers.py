@@ -98,7 +98,8 @@ def size_line(module, in_shape, formula) -> str:
     """A window layer's output-size arithmetic, and how "same" padding was split."""
     line = f"out = (in + pad - k) / stride + 1:  {formula}"
     if getattr(module, "padding", None) == "same":  # TensorFlow's rule: the odd pixel goes bottom/right
-        (top, bottom), (left, right) = resolve_padding("minidl layers", "same", in_shape[1:], module.kernel_size, module.stride)
+        (top, bottom), (left, right) = resolve_padding("minidl layers", "same", in_shape[1:], module.kernel_size,
+                                                       module.stride)
         line += f'  ("same": {top} top, {bottom} bottom, {left} left, {right} right)'
     return line
 
@@ -190,7 +191,8 @@ def load_model(weights):
     """The seed AlexNet, with the model state of a checkpoint when ``weights`` names one."""
     model = AlexNet(variant="seed")
     if not weights:
-        print("weights: none given, so fresh initial weights (seed 0; He-normal convs): the maps show what random filters "
+        print("weights: none given, so fresh initial weights (seed 0; He-normal convs): the maps show what random "
+              "filters "
               "do and the prediction is chance. Pass --weights to see a trained model.")
         return model
     state = load_checkpoint(weights)
