@@ -138,7 +138,12 @@ def read_checkpoint(args, out: Path):
     path = out / "checkpoint.npz"
     if not path.exists():
         raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
-    return load_checkpoint(path)
+    checkpoint = load_checkpoint(path)
+    missing = [key for key in ("model", "optim", "rngs", "trainer", "settings") if key not in checkpoint]
+    if missing:
+        raise UsageError(f"--resume: {path} is not the checkpoint of a training run (it has no "
+                         f"{', '.join(missing)}); start a new run in another --out")
+    return checkpoint
 
 
 def _out(args) -> Path:

@@ -232,6 +232,12 @@ def test_resume_errors(capsys, reference, data_dir, tmp_path):
     assert code == 1 and "--lr 0.5" in line and "--batch-size" not in line  # 8 is the run's own value
 
     path = out / "checkpoint.npz"
+    (tmp_path / "weights_only").mkdir()
+    save_checkpoint(tmp_path / "weights_only" / "checkpoint.npz", {"model": load_checkpoint(path)["model"]})
+    code, err = _main(["--out", str(tmp_path / "weights_only"), "--resume"], capsys)
+    assert code == 1 and "is not the checkpoint of a training run (it has no optim, rngs, trainer, settings)" in \
+        _one_line(err)
+
     damaged = path.read_bytes()[:1000]
     path.write_bytes(damaged)
     code, err = _main(["--out", str(out), "--resume"], capsys)
