@@ -1,4 +1,5 @@
-"""A model's weights as ``.safetensors``, the file PyTorch and Hugging Face tools exchange.
+"""A model's weights as ``.safetensors``, the file PyTorch and Hugging Face tools exchange,
+and PyTorch's own ``.pth`` files read without PyTorch (``load_torch``, in ``torch_format``).
 
     from minidl.weights import save_safetensors, load_safetensors
     save_safetensors(model, "alexnet.safetensors")
@@ -18,6 +19,12 @@ in when a minidl file lacks them.
 This is for weights only. Checkpoints that resume training (optimizer state,
 schedule, position) stay minidl's ``.npz`` files (``minidl.checkpoint``). Needs the
 ``safetensors`` extra; loading never runs code from the file.
+
+    state = load_torch("resnet18-f37072fd.pth")   # torchvision's weights: OrderedDict of arrays
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith(TORCH_ONLY_SUFFIX)})
+
+``load_torch`` unpickles with an allowlist (PyTorch's ``weights_only`` rules) and needs
+neither PyTorch nor any extra; see its docstring for what it accepts and refuses.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write
+from .torch_format import load_torch  # noqa: F401  (public here: minidl.weights.load_torch)
 
 TORCH_ONLY_SUFFIX = ".num_batches_tracked"  # PyTorch's batch-norm step counter
 

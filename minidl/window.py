@@ -9,6 +9,13 @@ For one spatial axis with input size n, kernel k, stride s and padding before/af
 a/b, the window fits floor((n + a + b - k) / s) + 1 times. TensorFlow's "same"
 padding picks a + b so that the output is ceil(n / s):
 a + b = max((ceil(n / s) - 1) * s + k - n, 0), the odd pixel after (bottom/right).
+
+Dilation d spreads a kernel's k taps d pixels apart, so the window spans
+d * (k - 1) + 1 pixels (``effective_kernel``): every formula above holds with that
+span in place of k, and tap i reads offset i * d. PyTorch's ``ceil_mode`` counts a
+last, partial window when one starts inside the input or its leading padding;
+``ceil_mode_pads`` turns that into extra padding after the input, so the formulas
+above (and every kernel that uses them) stay as they are.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ def int_pair(fn: str, name: str, value) -> tuple:
         wrong length, not an int).
     """
     pair_ = (value, value) if _is_int(value) else value
+    if isinstance(pair_, (tuple, list)) and len(pair_) == 1:   # PyTorch accepts one value in a list
+        pair_ = (pair_[0], pair_[0])
     if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
             or not all(_is_int(v) and v > 0 for v in pair_)):
         raise ValueError(f"{fn}: {name} must be a positive int or a pair of positive ints, got {value!r}")
@@ -55,6 +64,8 @@ def check_padding(fn: str, padding):
             return mode
         raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
     spec = (padding, padding) if _is_int(padding) else padding
+    if isinstance(spec, (tuple, list)) and len(spec) == 1 and _is_int(spec[0]):   # PyTorch's (p,)
+        spec = (spec[0], spec[0])
     pads = None
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         if all(_is_int(p) for p in spec):
@@ -69,14 +80,20 @@ def check_padding(fn: str, padding):
     return tuple((int(a), int(b)) for a, b in pads)
 
 
-def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple) -> tuple:
+def effective_kernel(kernel: tuple, dilation: tuple = (1, 1)) -> tuple:
+    """The pixels a dilated window spans per axis: d * (k - 1) + 1 (the kernel itself when d = 1)."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+
+
+def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple, dilation: tuple = (1, 1)) -> tuple:
     """Any accepted ``padding`` as explicit ((top, bottom), (left, right)) for an input size.
 
     Args:
         fn: the caller, for error messages.
-        padding: as ``check_padding`` takes it ("same" follows TensorFlow's rule).
+        padding: as ``check_padding`` takes it ("same" follows TensorFlow's rule, with
+            the dilated window's span as its kernel size).
         in_hw: (H, W) of the input.
-        kernel, stride: (KH, KW) and (SH, SW).
+        kernel, stride, dilation: (KH, KW), (SH, SW) and (DH, DW).
     Returns:
         ((top, bottom), (left, right)) as non-negative ints.
     """
@@ -85,7 +102,7 @@ def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple
         return (0, 0), (0, 0)
     if spec == "same":
         pads = []
-        for size, k, s in zip(in_hw, kernel, stride):
+        for size, k, s in zip(in_hw, effective_kernel(kernel, dilation), stride):
             out = -(-size // s)  # ceil(size / s)
             total = max((out - 1) * s + k - size, 0)
             pads.append((total // 2, total - total // 2))  # the odd pixel bottom/right, like TF
@@ -93,20 +110,45 @@ def resolve_padding(fn: str, padding, in_hw: tuple, kernel: tuple, stride: tuple
     return spec
 
 
-def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
-    """(OH, OW) = floor((in + before + after - k) / stride) + 1 per axis.
+def output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (1, 1)) -> tuple:
+    """(OH, OW) = floor((in + before + after - span) / stride) + 1 per axis, span = d * (k - 1) + 1.
 
     Raises:
-        ValueError naming ``fn`` when the kernel is larger than the padded input.
+        ValueError naming ``fn`` when the (dilated) kernel is larger than the padded input.
     """
     out = []
-    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
+    for size, k, s, (before, after) in zip(in_hw, effective_kernel(kernel, dilation), stride, pads):
         padded = size + before + after
         if k > padded:
-            raise ValueError(f"{fn}: kernel {tuple(kernel)} is larger than the padded input "
+            spans = "" if tuple(dilation) == (1, 1) else \
+                f" (dilation {tuple(dilation)}: it spans {effective_kernel(kernel, dilation)})"
+            raise ValueError(f"{fn}: kernel {tuple(kernel)}{spans} is larger than the padded input "
                              f"{tuple(h + a + b for h, (a, b) in zip(in_hw, pads))} "
                              f"(input {tuple(in_hw)}, padding {tuple(pads)})")
         out.append((padded - k) // s + 1)
+    return tuple(out)
+
+
+def ceil_mode_pads(in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (1, 1)) -> tuple:
+    """``pads`` with the extra padding after each axis that PyTorch's ``ceil_mode=True`` implies.
+
+    ceil_mode counts the windows as ceil((in + before + after - span) / stride) + 1, less
+    the last one if it would start past the input and its leading padding (PyTorch's
+    rule: (out - 1) * stride >= in + before). The windows it adds hang off the end of
+    the padded input; padding the end by what they need makes the floor formula of
+    ``output_hw`` count them, so every kernel runs ceil_mode unchanged. Call it after
+    ``output_hw`` has checked that the kernel fits.
+
+    Returns:
+        ((top, bottom + extra_h), (left, right + extra_w)).
+    """
+    out = []
+    for size, k, s, (before, after) in zip(in_hw, effective_kernel(kernel, dilation), stride, pads):
+        padded = size + before + after
+        count = -(-(padded - k) // s) + 1
+        if (count - 1) * s >= size + before:
+            count -= 1
+        out.append((before, after + max((count - 1) * s + k - padded, 0)))
     return tuple(out)
 
 

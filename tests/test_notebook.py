@@ -2,10 +2,15 @@
 
 MINIDL_NOTEBOOK_SMOKE=1 makes the notebook's settings cell pick a tiny run and
 MINIDL_DATA_DIR points it at the fixture; nbclient executes every cell in a real
-IPython kernel and raises on the first cell error.
+IPython kernel and raises on the first cell error. The README's command,
+``MINIDL_DATA_DIR=../shared/data jupyter execute examples/alexnet_tutorial.ipynb``
+from the project's root, is run as written in a copy of that layout.
 """
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +54,48 @@ def test_notebook_runs_on_a_fixture(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "tutorial"
     assert (out / "alexnet_seed.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "best.npz").is_file() and (out / "results.json").is_file()
+
+
+def _documented_command_layout(tmp_path):
+    """project/examples/alexnet_tutorial.ipynb beside shared/data, like the project's checkout and data."""
+    project = tmp_path / "project"
+    (project / "examples").mkdir(parents=True)
+    shutil.copy(NOTEBOOK, project / "examples" / NOTEBOOK.name)
+    write_cifar10(tmp_path / "shared" / "data", n_per_batch=16, n_test=16)
+    env = dict(os.environ, MINIDL_NOTEBOOK_SMOKE="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               PWD=str(project))  # what a shell sets when the command is typed in the project's root
+    env.pop("MINIDL_DATA_DIR", None)
+    return project, env
+
+
+def _jupyter_execute(project, env):
+    """``jupyter execute examples/alexnet_tutorial.ipynb`` in ``project``, with this interpreter's jupyter."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    jupyter = str(jupyter) if jupyter.is_file() else shutil.which("jupyter")
+    if jupyter is None:
+        pytest.skip("no jupyter command (the notebook extra installs it)")
+    return subprocess.run([jupyter, "execute", "examples/alexnet_tutorial.ipynb"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_readme_command_finds_a_relative_data_dir(tmp_path):
+    # the kernel starts in examples/, where ../shared/data names nothing: the path is the shell's, from $PWD
+    project, env = _documented_command_layout(tmp_path)
+    env["MINIDL_DATA_DIR"] = "../shared/data"
+    run = _jupyter_execute(project, env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = project / "examples" / "runs" / "tutorial"
+    assert (out / "best.npz").is_file() and (out / "results.json").is_file()
+    assert not (project / "shared").exists()  # nothing downloaded beside the project
+
+
+def test_a_data_dir_that_names_nothing_says_so_in_the_notebooks_words(tmp_path):
+    project, env = _documented_command_layout(tmp_path)
+    env["MINIDL_DATA_DIR"] = "../elsewhere/data"
+    run = _jupyter_execute(project, env)
+    assert run.returncode != 0
+    message = run.stdout + run.stderr
+    assert "MINIDL_DATA_DIR=../elsewhere/data names no folder" in message
+    assert str(tmp_path / "elsewhere" / "data") in message and "--data-dir" not in message
+    assert not (tmp_path / "elsewhere").exists() and not (project / "elsewhere").exists()

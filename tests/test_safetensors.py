@@ -18,7 +18,7 @@ from minidl.models import AlexNet
 from minidl.weights import load_safetensors, read_safetensors, save_safetensors
 
 pytest.importorskip("safetensors", reason="needs the safetensors extra")
-torch = pytest.importorskip("torch", reason="the round trip needs PyTorch (.ci/run installs the local wheel)")
+torch = pytest.importorskip("torch", reason="the round trip needs PyTorch (the bench extra)")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

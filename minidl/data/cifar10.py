@@ -48,7 +48,9 @@ IMAGE_SHAPE = (3, 32, 32)  # one row of b'data': 1024 red, 1024 green, 1024 blue
 NUM_CLASSES = 10
 _CHUNK = 1 << 20
 
-_DATA_DIR_HINT = f"or pass --data-dir pointing at a directory that holds an existing {BATCHES_DIR}/"
+# what the error messages tell the user to do instead of downloading; the command line's
+# wording by default, the notebook passes its own (it has no flags)
+DATA_DIR_HINT = f"pass --data-dir pointing at a directory that holds an existing {BATCHES_DIR}/"
 
 
 class DatasetError(RuntimeError):
@@ -117,12 +119,14 @@ def _progress_bar(total: int | None, label: str, enabled: bool):
     return tqdm(total=total, unit="B", unit_scale=True, desc=label)
 
 
-def download_file(url: str, dest, timeout: float = 30, progress: bool = True) -> Path:
+def download_file(url: str, dest, timeout: float = 30, progress: bool = True,
+                  data_dir_hint: str = DATA_DIR_HINT) -> Path:
     """Download ``url`` to ``dest`` atomically.
 
     The bytes go to a temporary file next to ``dest`` that is renamed onto ``dest``
     only when complete, so an interrupted download never leaves a half file under
-    the final name.
+    the final name. ``data_dir_hint`` ends the network errors' messages: how to use
+    a copy already on disk instead.
 
     Raises:
         DatasetError: naming the URL and the reason, on any network error, a
@@ -145,13 +149,13 @@ def download_file(url: str, dest, timeout: float = 30, progress: bool = True) ->
                     bar.update(len(chunk))
         if total is not None and received != total:
             raise DatasetError(f"could not download {url}: got {received} of {total} bytes (connection dropped); "
-                               f"run again, {_DATA_DIR_HINT}")
+                               f"run again, or {data_dir_hint}")
         os.replace(tmp_name, dest)
     except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as exc:
         # HTTPError's str has the status code; URLError's reason is the socket error
         reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
         raise DatasetError(f"could not download {url}: {reason}; check the network connection, "
-                           f"{_DATA_DIR_HINT}") from None
+                           f"or {data_dir_hint}") from None
     except OSError as exc:  # the local side: disk full, permissions
         raise DatasetError(f"could not save {url} to {dest}: {exc}") from None
     finally:
@@ -204,7 +208,7 @@ def safe_extract(archive, target_dir) -> Path:
 
 
 def download_and_extract(cache_dir=None, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5,
-                         timeout: float = 30, progress: bool = True) -> Path:
+                         timeout: float = 30, progress: bool = True, data_dir_hint: str = DATA_DIR_HINT) -> Path:
     """Make sure ``cache_dir/cifar-10-batches-py/`` exists, downloading if needed.
 
     Uses an already extracted directory, else the cached archive (MD5-checked),
@@ -218,6 +222,8 @@ def download_and_extract(cache_dir=None, url: str = CIFAR10_URL, md5: str | None
         url, md5: the archive's address and expected MD5 (None skips the check).
         timeout: network timeout in seconds for connecting and for each read.
         progress: show a progress bar (tqdm, if installed).
+        data_dir_hint: how the user points at a copy on disk, for the messages of a
+            failed download (default: the command line's ``--data-dir``).
 
     Returns:
         the path of the extracted ``cifar-10-batches-py`` directory.
@@ -228,7 +234,7 @@ def download_and_extract(cache_dir=None, url: str = CIFAR10_URL, md5: str | None
         return batches
     archive = cache_dir / ARCHIVE_NAME
     if not archive.is_file():
-        download_file(url, archive, timeout=timeout, progress=progress)
+        download_file(url, archive, timeout=timeout, progress=progress, data_dir_hint=data_dir_hint)
     verify_md5(archive, md5)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir))
     try:
@@ -326,6 +332,36 @@ def load_label_names(path) -> list:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+def data_dir_from_env(name: str = "MINIDL_DATA_DIR") -> Path | None:
+    """The existing folder the environment variable ``name`` names (absolute); None when unset or empty.
+
+    A relative path is read as the shell that started the process read it: from
+    ``$PWD``, and only when no folder is there, from the working directory. They
+    differ in a notebook: ``jupyter execute examples/alexnet_tutorial.ipynb`` typed in
+    the project's root starts the kernel in ``examples/`` and leaves ``$PWD`` at the root.
+
+    Raises:
+        DatasetError: when no folder is there (the message says where it looked),
+            rather than letting a loader fall back to downloading.
+    """
+    value = os.environ.get(name, "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        bases = [Path(base) for base in (os.environ.get("PWD"), os.getcwd()) if base and Path(base).is_absolute()]
+        candidates = list(dict.fromkeys(base / path for base in bases))
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    tried = " nor ".join(os.path.normpath(candidate) for candidate in candidates)
+    raise DatasetError(f"{name}={value} names no folder (not {tried}); set {name} to a folder that holds "
+                       f"{BATCHES_DIR}/, absolute or relative to the directory the command (or jupyter) was "
+                       f"started in, or unset it to download into {default_cache_dir()}")
+
+
 def _find_batches(data_dir) -> Path | None:
     """``data_dir/cifar-10-batches-py`` or ``data_dir`` itself when it holds the batches."""
     data_dir = Path(data_dir).expanduser()
@@ -338,7 +374,7 @@ def _find_batches(data_dir) -> Path | None:
 
 def load_cifar10(data_dir=None, cache_dir=None, download: bool = True, val_size: int = 5000,
                  url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5, timeout: float = 30,
-                 progress: bool = True) -> CIFAR10:
+                 progress: bool = True, data_dir_hint: str = DATA_DIR_HINT) -> CIFAR10:
     """Load CIFAR-10, downloading and verifying it into the cache if needed.
 
     Args:
@@ -350,7 +386,8 @@ def load_cifar10(data_dir=None, cache_dir=None, download: bool = True, val_size:
         download: allow downloading; False raises DatasetError when nothing is on disk.
         val_size: the first ``val_size`` training images become the validation
             split (the tutorial's 45,000/5,000 split for 5000); 0 for none.
-        url, md5, timeout, progress: see ``download_and_extract``.
+        url, md5, timeout, progress, data_dir_hint: see ``download_and_extract`` (a
+            notebook passes ``data_dir_hint`` in its own words, e.g. "set MINIDL_DATA_DIR ...").
 
     Returns:
         a CIFAR10 with uint8 images (N,3,32,32), int64 labels and the label names.
@@ -362,8 +399,9 @@ def load_cifar10(data_dir=None, cache_dir=None, download: bool = True, val_size:
         if not download and not ready:
             where = f"{data_dir} nor in {cache}" if data_dir is not None else f"{cache}"
             raise DatasetError(f"CIFAR-10 was not found in {where} and downloading is disabled; "
-                               f"allow the download, {_DATA_DIR_HINT}")
-        batches = download_and_extract(cache, url=url, md5=md5, timeout=timeout, progress=progress)
+                               f"allow the download, or {data_dir_hint}")
+        batches = download_and_extract(cache, url=url, md5=md5, timeout=timeout, progress=progress,
+                                       data_dir_hint=data_dir_hint)
     train = [load_batch(batches / name) for name in TRAIN_FILES]
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])

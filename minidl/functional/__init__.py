@@ -8,9 +8,9 @@ from .basic import concat, flatten
 from .conv import conv2d
 from .dropout import dropout
 from .linear import linear
-from .loss import softmax_cross_entropy
+from .loss import cross_entropy, softmax_cross_entropy
 from .normalization import batch_norm, local_response_norm
 from .pooling import max_pool2d
 
-__all__ = ["batch_norm", "concat", "conv2d", "dropout", "flatten", "linear", "local_response_norm",
+__all__ = ["batch_norm", "concat", "conv2d", "cross_entropy", "dropout", "flatten", "linear", "local_response_norm",
            "log_softmax", "max_pool2d", "relu", "softmax", "softmax_cross_entropy"]

@@ -1,4 +1,4 @@
-"""Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p)."""
+"""Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p) (p = 1: all zeros)."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +25,8 @@ class Dropout(Function):
         # The mask stays bool (1 byte per element, not a float mask's 4); x * keep * scale
         # rounds exactly as x * scale on the kept elements.
         keep = backend.to_device(keep, backend.device_of(x))
-        self.scale = x.dtype.type(1.0 / (1.0 - self.p))
+        # p = 1 keeps nothing; the scale 0 (not 1/0) makes y and gx zeros, as PyTorch does.
+        self.scale = x.dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
         self.save_for_backward(keep)
         y = x * keep
         y *= self.scale
@@ -39,12 +40,14 @@ class Dropout(Function):
         return gx
 
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None, batch_slice=None) -> Tensor:
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None, batch_slice=None, *,
+            inplace: bool = False) -> Tensor:
     """Inverted dropout; the identity when ``training`` is False or p == 0.
 
     Args:
-        x: input tensor, any shape.
-        p: probability of zeroing an element, in [0, 1).
+        x: input tensor, any shape; N may be 0 (with batch_slice too: the process
+            still draws the global batch's numbers, so the others' masks stay right).
+        p: probability of zeroing an element, in [0, 1]; p = 1 zeros everything.
         training: apply dropout only in training mode.
         rng: a ``numpy.random.Generator``; required in training mode (explicit
             randomness keeps runs reproducible).
@@ -53,9 +56,15 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None, batch_sl
             mask is drawn for the global batch and these rows kept, so every
             process draws the same numbers and together they apply exactly the
             mask one process would.
+        inplace: PyTorch's argument, accepted so that its calls run (keyword only);
+            minidl always returns a new Tensor and leaves x as it is.
+
+    Differences from PyTorch, on purpose: the fourth positional argument is ``rng``
+    (PyTorch's is ``inplace``), and training needs that explicit generator where
+    PyTorch draws from a global one.
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
     if rng is None:

@@ -147,8 +147,9 @@ def _prod(values) -> int:
 def _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, synchronized=False):
     """Raise ValueError, naming batch_norm, for anything the kernels cannot handle."""
     shape = tuple(x.shape)
-    if len(shape) not in (2, 3, 4):
-        raise ValueError(f"batch_norm: expected x of shape (N, C), (N, C, L) or (N, C, H, W), got {shape}")
+    if len(shape) < 2:
+        raise ValueError(f"batch_norm: expected x of shape (N, C, *S): (N, C), (N, C, L), (N, C, H, W), ..., "
+                         f"got {shape}")
     c = shape[1]
     for name, value in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                         ("running_var", running_var)):
@@ -166,7 +167,9 @@ def _check_batch_norm(x, weight, bias, running_mean, running_var, training, mome
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
     if training:
         m = shape[0] * int(_prod(shape[2:]))
-        if m < 2 and not synchronized:  # synchronised: the global batch counts, not this slice
+        # Synchronised: the global batch counts, not this slice. An empty batch is
+        # PyTorch's exception: an empty result, the running statistics untouched.
+        if m == 1 and not synchronized:
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got x of shape {shape}")
         for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
@@ -179,12 +182,14 @@ def _check_batch_norm(x, weight, bias, running_mean, running_var, training, mome
         raise ValueError(f"batch_norm: eps must be positive, got {eps}")
 
 
-def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean, running_var,
-               training: bool, momentum: float = 0.1, eps: float = 1e-5, channel_reduce=None) -> Tensor:
+def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, running_mean=None,
+               running_var=None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+               channel_reduce=None) -> Tensor:
     """Batch normalisation over every axis but the channel axis 1.
 
     Args:
-        x: input Tensor, (N, C), (N, C, L) or (N, C, H, W).
+        x: input Tensor, (N, C, *S): (N, C), (N, C, L), (N, C, H, W), (N, C, D, H, W), ...
+            N may be 0 (see below).
         weight: gamma, a (C,) Tensor, or None for no scaling.
         bias: beta, a (C,) Tensor, or None for no shift.
         running_mean, running_var: (C,) raw float arrays on x's device (a module's
@@ -201,11 +206,24 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
             and returns the sums (``minidl.distributed`` provides one). x is then
             this process's slice of a global batch, training uses the global
             batch's statistics, and every process must call batch_norm alike.
-            None (the default) uses x's own statistics. No effect in evaluation.
+            A process with no rows (N = 0) contributes zero sums and a count of 0,
+            and calls channel_reduce as often as the others (twice forward, once
+            backward), so the collectives match. None (the default) uses x's own
+            statistics. No effect in evaluation.
     Returns:
         y, a Tensor with x's shape.
     Shapes:
         x (N, C, *S), weight/bias/running stats (C,) -> y (N, C, *S).
+
+    Empty batches: in evaluation, and in synchronised training, N = 0 runs as any
+    other batch. In unsynchronised training an empty x gives an empty y and leaves
+    the running statistics as they are (PyTorch's rule); weight and bias get zero
+    gradients.
+
+    Differences from PyTorch, on purpose: the positional order is minidl's (x,
+    weight, bias, running_mean, running_var, training, ...) where PyTorch's is
+    (input, running_mean, running_var, weight, bias, training, ...); the keyword
+    names are the same, so keyword calls mean the same in both.
     Raises:
         ValueError for a wrong rank, a channel mismatch, arrays on another device,
         a single value per channel in training, or missing running statistics in
@@ -213,6 +231,13 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
     """
     _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
                       synchronized=channel_reduce is not None)
+    if training and channel_reduce is None and x.size == 0:
+        # Nothing to normalise and no statistics to learn: y = gamma * xhat + beta of no
+        # values, which is what evaluation with any statistics computes.
+        xp = backend.get_array_module(_data(x))
+        with backend.device_context(backend.device_of(_data(x))):
+            running_mean, running_var = xp.zeros(x.shape[1], x.dtype), xp.ones(x.shape[1], x.dtype)
+        training = False
     affine = [t for t in (weight, bias) if t is not None]
     settings = (bool(training), weight is not None, bias is not None, float(eps), float(momentum),
                 None if running_mean is None else _data(running_mean),
@@ -262,7 +287,7 @@ def _negative_power(xp, d, beta: float):
 
 
 class LocalResponseNorm(Function):
-    # x (N,C,H,W) -> d = k + alpha * window_sum_C(x^2) (N,C,H,W) -> y = x * d^-beta (N,C,H,W)
+    # x (N,C,*S) -> d = k + alpha * window_sum_C(x^2) (N,C,*S) -> y = x * d^-beta (N,C,*S)
     # window of channel c: [c - size//2, c + (size-1)//2], clipped to [0, C).
     # Saved for backward: x (kept alive by the graph anyway) and d.
     def __init__(self, size, alpha, beta, k):
@@ -312,7 +337,10 @@ def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: flo
     channels down and size//2 - 1 up (PyTorch's choice too).
 
     Args:
-        x: input Tensor (N, C, H, W).
+        x: input Tensor (N, C, *S) with at least one spatial axis: (N, C, L),
+            (N, C, H, W), (N, C, D, H, W), ... As in PyTorch, a 3-D x is (N, C, L), a
+            batch of 1-D signals, not one (C, H, W) image: normalise one image as
+            x.reshape(1, C, H, W). Any axis may be empty.
         size: number of channels in the window, a positive int.
         alpha: scale of the sum of squares, >= 0.
         beta: exponent.
@@ -320,11 +348,15 @@ def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: flo
     Returns:
         b, a Tensor with x's shape.
     Shapes:
-        x (N, C, H, W) -> b (N, C, H, W).
+        x (N, C, *S) -> b (N, C, *S).
+
+    Differences from PyTorch, on purpose: alpha (above), and the defaults size=5,
+    k=2.0 are the paper's (PyTorch's size has no default and its k is 1.0).
     """
     shape = tuple(x.shape)
-    if len(shape) != 4:
-        raise ValueError(f"local_response_norm: expected x of shape (N, C, H, W), got {shape}")
+    if len(shape) < 3:
+        raise ValueError(f"local_response_norm: expected x of shape (N, C, *S) with at least 3 axes "
+                         f"((N, C, L), (N, C, H, W), ...), got {shape}")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
     if not k > 0:

@@ -12,13 +12,22 @@ layout) and the shapes:
                      least WINOGRAD_MIN_CHANNELS input channels  (cuda/conv.py)
                      per group: Winograd (cpu/winograd.py);
                      the rest: channels-last im2col (cpu/conv.py)
-    max_pool2d       batch slices in either layout (cpu/pooling.py)   raw forward/backward kernels
+                     dilated convs: the reference on both devices
+    max_pool2d       batch slices in either layout              raw forward/backward kernels
+                     (cpu/pooling.py)                           (cuda/pooling.py)
+                     float input, ceil_mode (it arrives as extra end padding) on both devices;
+                     dilation, return_indices and integer input: the reference
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
     relu             chunks on the worker threads               the reference
     linear           products split over the workers            the reference (cuBLAS)
+                     (2-D x: F.linear folds other ranks into it first)
     SGD update       chunks of all parameters in one region     the reference
+    Adam update      chunks of all parameters in one region     the reference
+                     (cpu/adam.py; AdamW too)
     resize_bilinear  the reference                              one raw kernel
+
+Every fast path takes empty batches (N = 0).
 
 Everything else (other dtypes, a GPU's float16, ops without a row here) runs the
 reference. The CPU fast paths keep 4-D activations in channels-last memory under the
@@ -37,6 +46,7 @@ import os
 from .. import backend
 from .batch_norm import BatchNormKernel
 from .cpu import channel_passes as cpu_channel_passes
+from .cpu.adam import FusedAdam
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import ChunkedReLU, flat_memory
 from .cpu.linear import SplitLinear
@@ -100,12 +110,8 @@ def _raw_cuda(array) -> bool:
 
 
 def _fast(array) -> str | None:
-    """"cpu", "cuda" (raw kernels apply) or None (the reference runs).
-
-    An empty array (a data-parallel process with no rows of a short last batch) takes
-    the reference: there is nothing to be fast about, and it handles N = 0.
-    """
-    if mode() == "reference" or array.size == 0:
+    """"cpu", "cuda" (raw kernels apply) or None (the reference runs)."""
+    if mode() == "reference":
         return None
     if device_type(array) == "cpu":
         return "cpu"
@@ -131,14 +137,21 @@ def winograd_tile(out_hw: tuple, kernel_size: int, tiles: tuple) -> int:
     return min(tiles, key=values)
 
 
-def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, algorithm: str = "auto") -> str:
+def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, algorithm: str = "auto",
+                   dilation: tuple = (1, 1)) -> str:
     """What conv2d runs: "reference", "im2col", "winograd_2x2" or "winograd_4x4" (see the table).
 
     Raises:
-        ValueError for an unknown name, or a Winograd algorithm forced on a conv it cannot do.
+        ValueError for an unknown name, a Winograd algorithm forced on a conv it cannot
+        do, or a fast algorithm forced on a dilated conv (only the reference dilates).
     """
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"conv2d: algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    if tuple(dilation) != (1, 1):
+        if algorithm not in ("auto", "reference"):
+            raise ValueError(f"conv2d: algorithm {algorithm!r} cannot run dilation {tuple(dilation)}; "
+                             f"only 'reference' (or 'auto', which picks it) can")
+        return "reference"
     tiles = winograd_tiles(kernel, stride)
     if algorithm == "auto":
         where = _fast(x)
@@ -159,9 +172,10 @@ def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, 
                      f"tile ({supported}), got kernel {tuple(kernel)} and stride {tuple(stride)}")
 
 
-def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto"):
+def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto",
+           dilation: tuple = (1, 1)):
     """The fast convolution for this call, or None for the reference (``minidl.functional.conv``)."""
-    chosen = conv_algorithm(x, kernel, stride, groups, out_hw, algorithm)
+    chosen = conv_algorithm(x, kernel, stride, groups, out_hw, algorithm, dilation)
     on_cpu = device_type(x) == "cpu"
     if chosen.startswith("winograd"):
         return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu)
@@ -175,8 +189,15 @@ def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tu
 
 # ---- the other ops ------------------------------------------------------------------------
 
-def max_pool2d(x, kernel: tuple, stride: tuple, pads: tuple):
-    """The fast max pooling for this call, or None for the reference."""
+def max_pool2d(x, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (1, 1),
+               return_indices: bool = False):
+    """The fast max pooling for this call, or None for the reference.
+
+    The fast paths pool float arrays with undilated windows and keep no indices;
+    ceil_mode reaches them as extra padding (``window.ceil_mode_pads``).
+    """
+    if tuple(dilation) != (1, 1) or return_indices or x.dtype.kind != "f":
+        return None
     where = _fast(x)
     if where == "cpu":
         return SlicedMaxPool2d(kernel, stride, pads)
@@ -209,11 +230,27 @@ def resize_bilinear(x):
     return launches.resize_bilinear if _fast(x) == "cuda" else None
 
 
-def sgd_step(arrays):
-    """The fused CPU update for a step over these parameters and gradients, or None for the reference.
+def _updatable(written, read) -> bool:
+    """Whether a fused CPU update can take these arrays: all on the CPU, the ones it writes C-contiguous.
 
-    All or nothing: the fused update takes C-contiguous CPU arrays only.
+    The arrays it only reads (gradients) may have any layout: the kernel flattens a strided
+    one into a copy (a Winograd convolution's weight gradient comes channels-last).
     """
-    if not arrays or _fast(arrays[0]) != "cpu":
-        return None
-    return FusedSGD() if all(device_type(a) == "cpu" and a.flags.c_contiguous for a in arrays) else None
+    return (bool(written) and _fast(written[0]) == "cpu" and all(device_type(a) == "cpu" for a in read)
+            and all(device_type(a) == "cpu" and a.flags.c_contiguous for a in written))
+
+
+def sgd_step(weights, grads):
+    """The fused CPU update for a step over these parameters (and momentum buffers) and gradients, or None.
+
+    All or nothing: the fused update writes C-contiguous CPU arrays only.
+    """
+    return FusedSGD() if _updatable(weights, grads) else None
+
+
+def adam_step(written, grads):
+    """The fused CPU Adam/AdamW update for a step over these parameters and moments, and gradients, or None.
+
+    All or nothing, as ``sgd_step``.
+    """
+    return FusedAdam() if _updatable(written, grads) else None

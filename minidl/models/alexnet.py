@@ -24,7 +24,7 @@ variant="paper" (input 3x227x227; Krizhevsky et al. 2012): as "seed" but conv1 i
     which softmax ignores; the paper's text names only the hidden fc layers), 0 in
     conv1 and conv3. ``init="he"`` starts it as "seed" instead (He-normal convs, zero
     conv biases, default dense layers): with 10 classes and a short run, the 2012
-    init barely learns (the README's paper section has the measurements).
+    init barely learns (docs/recipes.md, the paper variant, has the measurements).
 
 variant="cifar" (input 3x32x32): the same shape scaled down to train in minutes on
     a CPU. Widths (conv1..conv5, fc6, fc7) default to CIFAR_WIDTHS, kernel sizes of
@@ -65,7 +65,7 @@ class AlexNet(nn.Module):
         init: "paper" only: "paper" (default; N(0, 0.01) weights, biases 1 as listed
             above) or "he" (the seed variant's: He-normal conv weights, zero conv
             biases, the dense layers' default U(+-1/sqrt(fan_in))), which a short run
-            with 10 classes can train (see _init_seed and the README's paper section).
+            with 10 classes can train (see _init_seed and docs/recipes.md, the paper variant).
 
     Shapes: x (N, 3, S, S) with S = 224 / 227 / 32 -> logits (N, num_classes).
     """

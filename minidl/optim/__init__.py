@@ -2,10 +2,15 @@
 
     optimizer.py      Optimizer: param_groups, state, zero_grad, state_dict / load_state_dict
     sgd.py            SGD: PyTorch's rule (momentum, Nesterov, weight decay), readable in a few lines
-    lr_scheduler.py   StepLR, CosineLR, OneCycleLR, ReduceLROnPlateau, on every group
+    adam.py           Adam (amsgrad, L2 or decoupled weight decay) and AdamW: torch.optim's rule
+    rmsprop.py        RMSprop (momentum, centered): torch.optim's rule
+    lr_scheduler.py   StepLR, CosineLR, OneCycleLR, ReduceLROnPlateau, on every group of any optimizer
 """
+from .adam import Adam, AdamW
 from .lr_scheduler import CosineLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
 from .optimizer import Optimizer
+from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["CosineLR", "LRScheduler", "OneCycleLR", "Optimizer", "ReduceLROnPlateau", "SGD", "StepLR"]
+__all__ = ["Adam", "AdamW", "CosineLR", "LRScheduler", "OneCycleLR", "Optimizer", "RMSprop", "ReduceLROnPlateau",
+           "SGD", "StepLR"]

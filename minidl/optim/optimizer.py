@@ -12,7 +12,8 @@ rule). ``state`` maps a parameter to what the optimizer keeps for it between ste
 (SGD: its momentum buffer). ``state_dict()`` has PyTorch's layout: ``{"state": {index:
 {name: array}}, "param_groups": [{hyper-parameters..., "params": [indices]}]}``, the
 indices numbering the parameters in group order, with host NumPy arrays, so
-checkpoints store it without pickle.
+checkpoints store it without pickle. Counts in the state (Adam's ``step``) are Python
+floats; PyTorch keeps them as 0-d float tensors, and such a 0-d array loads as its float.
 """
 from __future__ import annotations
 
@@ -34,6 +35,22 @@ def check_number(where: str, value, low: float = 0.0, low_inclusive: bool = True
     return float(value)
 
 
+def check_switches(where: str, **switches) -> None:
+    """Refuse PyTorch's implementation switches (foreach, fused, capturable, differentiable) when turned on.
+
+    PyTorch picks among several implementations of one update with them; minidl has one
+    update per optimizer (and its fast paths are chosen by ``minidl.kernels.dispatch``),
+    so only the values that ask for nothing special are accepted: None or False.
+
+    Raises:
+        ValueError naming the switch and the value that came.
+    """
+    for name, value in switches.items():
+        if value is not None and value is not False:
+            raise ValueError(f"{where}: minidl has no {name!r} implementation switch (one update, fast paths "
+                             f"chosen by minidl.kernels.dispatch); leave {name} out or pass None/False, got {value!r}")
+
+
 def _copy_to(array, param):
     """A fresh copy of ``array`` on ``param``'s device, in its dtype (made there: CuPy allocates on the current GPU)."""
     device = param.device
@@ -52,6 +69,8 @@ class Optimizer:
     Raises:
         ValueError for no parameters, a parameter in two groups, or a bad hyper-parameter.
     """
+
+    _count_keys: tuple = ()   # per-parameter state entries that are numbers, not arrays (Adam: "step")
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -110,6 +129,19 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement step")
 
+    def _with_grads(self) -> list:
+        """(parameter, its group) for every parameter that has a gradient, in group order.
+
+        Raises:
+            ValueError when a gradient's shape is not its parameter's.
+        """
+        todo = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        for p, _ in todo:
+            if p.grad.shape != p.shape:
+                raise ValueError(f"{type(self).__name__}.step: a parameter of shape {p.shape} has a gradient of "
+                                 f"shape {p.grad.shape}")
+        return todo
+
     def state_dict(self) -> dict:
         """``{"state": {index: {name: array}}, "param_groups": [...]}`` with host NumPy copies."""
         index = {id(p): i for i, p in enumerate(self.parameters())}
@@ -142,6 +174,9 @@ class Optimizer:
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are {len(params)}")
             p = params[i]
+            # a count given as a 0-d array or NumPy scalar (PyTorch's step tensor): its Python float
+            entries = {k: float(v) if k in self._count_keys and not isinstance(v, numbers.Real) else v
+                       for k, v in entries.items()}
             for key, value in entries.items():
                 if backend.is_array(value) and tuple(np.shape(value)) != p.shape:
                     raise ValueError(f"{name}.load_state_dict: {key} of parameter {i} has shape "

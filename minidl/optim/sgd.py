@@ -77,12 +77,10 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
-        todo = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
-        for p, _ in todo:
-            if p.grad.shape != p.shape:
-                raise ValueError(f"SGD.step: a parameter of shape {p.shape} has a gradient of shape {p.grad.shape}")
+        todo = self._with_grads()
         factor = self._clip_factor([p.grad.data for p, _ in todo])
-        fast = dispatch.sgd_step([a for p, _ in todo for a in (p.data, p.grad.data)])
+        buffers = [self.state[p]["momentum_buffer"] for p, _ in todo if "momentum_buffer" in self.state.get(p, {})]
+        fast = dispatch.sgd_step([p.data for p, _ in todo] + buffers, [p.grad.data for p, _ in todo])
         if fast is None:
             for p, group in todo:
                 with backend.device_context(p.device):

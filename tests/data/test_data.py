@@ -15,8 +15,9 @@ import pytest
 from support.cifar_fixture import closed_port, make_archive, md5_of, serve_directory, write_cifar10
 
 from minidl import Tensor, backend
-from minidl.data import (DataLoader, DatasetError, build_transform, download_and_extract, load_cifar10,
-                         per_image_standardization, random_crop, random_horizontal_flip, resize_bilinear, safe_extract)
+from minidl.data import (DataLoader, DatasetError, build_transform, data_dir_from_env, download_and_extract,
+                         load_cifar10, per_image_standardization, random_crop, random_horizontal_flip, resize_bilinear,
+                         safe_extract)
 from minidl.data.cifar10 import ARCHIVE_NAME
 
 
@@ -188,6 +189,50 @@ def test_http_error_and_disabled_download_are_reported(tmp_path):
             load_cifar10(cache_dir=tmp_path / "cache", url=f"{base}/{ARCHIVE_NAME}", progress=False)
     with pytest.raises(DatasetError, match="downloading is disabled.*--data-dir"):
         load_cifar10(data_dir=tmp_path / "nothing", cache_dir=tmp_path / "cache", download=False)
+
+
+def test_the_hint_speaks_the_callers_words(tmp_path):
+    # a notebook has no --data-dir: it passes its own way of pointing at the data
+    hint = "set MINIDL_DATA_DIR to a folder that holds cifar-10-batches-py/"
+    url = f"http://127.0.0.1:{closed_port()}/{ARCHIVE_NAME}"
+    with pytest.raises(DatasetError) as info:
+        load_cifar10(cache_dir=tmp_path / "cache", url=url, timeout=2, progress=False, data_dir_hint=hint)
+    assert str(info.value).endswith(f"or {hint}") and "--data-dir" not in str(info.value)
+    with pytest.raises(DatasetError, match="allow the download, or set MINIDL_DATA_DIR"):
+        load_cifar10(cache_dir=tmp_path / "cache", download=False, data_dir_hint=hint)
+
+
+def test_data_dir_from_env_reads_a_relative_path_as_the_shell_did(tmp_path, monkeypatch):
+    # `MINIDL_DATA_DIR=../shared/data jupyter ...` typed in project/, the kernel running in project/examples/
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "project" / "examples").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project" / "examples")
+    monkeypatch.setenv("PWD", str(tmp_path / "project"))
+    monkeypatch.setenv("MINIDL_DATA_DIR", "../shared/data")
+    assert data_dir_from_env() == (tmp_path / "shared" / "data").resolve()
+    # no folder from $PWD: the working directory's reading
+    (tmp_path / "project" / "data").mkdir()
+    monkeypatch.setenv("MINIDL_DATA_DIR", "../data")
+    assert data_dir_from_env() == (tmp_path / "project" / "data").resolve()
+    monkeypatch.setenv("MINIDL_DATA_DIR", str(tmp_path / "shared" / "data"))
+    assert data_dir_from_env() == tmp_path / "shared" / "data"
+    monkeypatch.setenv("MINIDL_DATA_DIR", "")
+    assert data_dir_from_env() is None
+    monkeypatch.delenv("MINIDL_DATA_DIR")
+    assert data_dir_from_env() is None
+
+
+def test_data_dir_from_env_that_names_nothing_says_where_it_looked(tmp_path, monkeypatch):
+    (tmp_path / "project" / "examples").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project" / "examples")
+    monkeypatch.setenv("PWD", str(tmp_path / "project"))
+    monkeypatch.setenv("MINIDL_DATA_DIR", "../shared/data")
+    with pytest.raises(DatasetError) as info:
+        data_dir_from_env()
+    message = str(info.value)
+    assert f"not {tmp_path / 'shared' / 'data'} nor {tmp_path / 'project' / 'shared' / 'data'}" in message
+    assert message.startswith("MINIDL_DATA_DIR=../shared/data names no folder") and "--data-dir" not in message
+    assert not (tmp_path / "shared").exists()
 
 
 # ---- transforms ---------------------------------------------------------------

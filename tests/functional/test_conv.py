@@ -213,7 +213,7 @@ def _t(shape):
 
 
 @pytest.mark.parametrize("xs,ws,kwargs,match", [
-    ((2, 3, 5), (4, 3, 3, 3), {}, r"conv2d: expected x \(N, C, H, W\).*\(2, 3, 5\)"),
+    ((2, 3), (4, 3, 3, 3), {}, r"conv2d: expected x \(N, C, H, W\) or \(C, H, W\).*\(2, 3\)"),
     ((2, 3, 5, 5), (4, 3, 3), {}, r"conv2d: expected x .*weight \(4, 3, 3\)"),
     ((2, 3, 5, 5), (4, 2, 3, 3), {}, r"conv2d: weight \(4, 2, 3, 3\) expects 2 input channels.*has 3"),
     ((2, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, r"conv2d: groups=2 must divide.*output channels \(3\)"),

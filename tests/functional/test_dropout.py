@@ -78,7 +78,7 @@ def test_keeps_float32(rng):
     assert y.dtype == np.float32
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan")])
+@pytest.mark.parametrize("p", [-0.1, 1.0001, 1.5, float("nan")])
 def test_rejects_p_outside_unit_interval(p):
     with pytest.raises(ValueError, match="dropout"):
         F.dropout(leaf(np.ones(3)), p=p, rng=np.random.default_rng(0))

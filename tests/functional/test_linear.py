@@ -68,9 +68,10 @@ def test_any_shape(n, fin, fout, with_bias, seed):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, b_shape", [
-    ((3,), (2, 3), None),          # x not 2-D
-    ((2, 3, 1), (2, 3), None),     # x 3-D
-    ((2, 3), (3,), None),          # weight not 2-D
+    ((), (2, 3), None),            # x 0-d
+    ((2, 3, 1), (2, 3), None),     # x 3-D, features mismatch
+    ((2, 3), (1, 2, 3), None),     # weight 3-D
+    ((2, 3), (3,), (1,)),          # 1-D weight: bias must be 0-d
     ((2, 3), (4, 2), None),        # feature mismatch
     ((2, 3), (4, 3), (3,)),        # bias of the wrong length
     ((2, 3), (4, 3), (4, 1)),      # bias of the wrong rank

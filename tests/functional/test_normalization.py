@@ -283,7 +283,7 @@ def test_lrn_matches_torch_with_alpha_times_size(rng, size):
 
 
 @pytest.mark.parametrize("shape, kwargs, word", [
-    ((2, 3, 4), {}, "(N, C, H, W)"),
+    ((2, 3), {}, "(N, C, *S)"),
     ((1, 3, 2, 2), {"size": 0}, "size"),
     ((1, 3, 2, 2), {"size": 2.5}, "size"),
     ((1, 3, 2, 2), {"k": 0.0}, "k"),

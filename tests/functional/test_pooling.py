@@ -161,7 +161,7 @@ def test_alexnet_pooling_shapes():
 
 
 @pytest.mark.parametrize("shape,args,match", [
-    ((3, 8, 8), (2,), r"max_pool2d: expected x \(N, C, H, W\), got shape \(3, 8, 8\)"),
+    ((8, 8), (2,), r"max_pool2d: expected x \(N, C, H, W\) or \(C, H, W\), got shape \(8, 8\)"),
     ((1, 3, 8, 8), (0,), r"max_pool2d: kernel_size must be a positive int.*got 0"),
     ((1, 3, 8, 8), ((2, -1),), r"max_pool2d: kernel_size .*\(2, -1\)"),
     ((1, 3, 8, 8), (2, 0), r"max_pool2d: stride must be a positive int.*got 0"),

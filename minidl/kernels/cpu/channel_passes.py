@@ -56,7 +56,7 @@ def in_layout_of(x, a):
 def _rows_of(x):
     """x (N, C, *S) as rows (N*C, S): a view when x is contiguous, else a contiguous copy."""
     n, c = x.shape[:2]
-    return np.ascontiguousarray(x).reshape(n * c, -1)
+    return np.ascontiguousarray(x).reshape(n * c, int(np.prod(x.shape[2:])))   # no -1: N may be 0
 
 
 def _per_row(values, n: int):
@@ -64,9 +64,9 @@ def _per_row(values, n: int):
     return np.tile(values.reshape(-1), n).reshape(-1, 1)
 
 
-def _channel_total(row_values, n: int):
-    """(N*C,) per-row numbers summed over the images: (C,) per-channel totals."""
-    return row_values.reshape(n, -1).sum(axis=0)
+def _channel_total(row_values, n: int, c: int):
+    """(N*C,) per-row numbers summed over the images: (C,) per-channel totals (zeros when N = 0)."""
+    return row_values.reshape(n, c).sum(axis=0)
 
 
 def _row_sums(rows):
@@ -129,7 +129,7 @@ def _pixel_rows(x):
     A view (a copy for other layouts). Channel c is every column j with j % C == c.
     """
     c = x.shape[1]
-    flat = x if x.ndim == 2 else nhwc(x).reshape(-1, c)
+    flat = x if x.ndim == 2 else nhwc(x).reshape(x.size // c, c)
     k = _pixels_per_row(flat.shape[0], c)
     return flat.reshape(-1, k * c), k
 
@@ -175,7 +175,7 @@ def channel_sums(x):
     if _by_columns(x):
         rows, k = _pixel_rows(x)
         return _column_totals(rows, k, lambda part: _column_sum(rows[part]))
-    return _channel_total(_row_sums(_rows_of(x)), x.shape[0])
+    return _channel_total(_row_sums(_rows_of(x)), *x.shape[:2])
 
 
 def channel_centered_dots(x, mean, other=None):
@@ -186,7 +186,7 @@ def channel_centered_dots(x, mean, other=None):
     if not _by_columns(x):
         n = x.shape[0]
         other_rows = None if other is None else _rows_of(other)
-        return _channel_total(_row_centered_dots(_rows_of(x), _per_row(mean, n), other_rows), n)
+        return _channel_total(_row_centered_dots(_rows_of(x), _per_row(mean, n), other_rows), n, x.shape[1])
     rows, k = _pixel_rows(x)
     other_rows = None if other is None else _pixel_rows(other)[0]
     mean_c = _per_column(mean, k)

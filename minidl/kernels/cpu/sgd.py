@@ -20,7 +20,10 @@ from .threads import map_pieces
 
 
 class FusedSGD:
-    """``step(updates, factor)`` for C-contiguous CPU parameters; one instance per optimizer step."""
+    """``step(updates, factor)`` for C-contiguous CPU parameters; one instance per optimizer step.
+
+    A gradient may have any layout (it is only read): flattening a strided one copies it.
+    """
 
     def __init__(self):
         self._scratch = {}   # (dtype, thread) -> two flat scratch arrays

@@ -38,6 +38,9 @@ ELEMENTWISE_CHUNK_BYTES = 256 * 2**10
 # scratch pieces of a chunk fit in the L3 cache, and chunks are few enough that
 # Python's cost per chunk stays small.
 SGD_CHUNK_ELEMENTS = 512 * 1024
+# The Adam update (adam.py): elements per chunk; up to five arrays of a parameter (weights,
+# gradient, two moments, the amsgrad maximum) and two scratch pieces per chunk.
+ADAM_CHUNK_ELEMENTS = 256 * 1024
 # On a GPU: one slice unless the work buffers would pass this.
 GPU_BYTES = 512 * 2**20
 

@@ -61,12 +61,15 @@ def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=
     if any(v is not None and v.dtype != x.dtype for v in (mean, scale, shift, other_scale, other)):
         return centered_affine_xp(x, mean, scale, shift, other, other_scale)
     n, c = x.shape[:2]
-    rows = xp.ascontiguousarray(x).reshape(n * c, -1)
+    size = 1
+    for extent in x.shape[2:]:
+        size *= extent
+    rows = xp.ascontiguousarray(x).reshape(n * c, size)   # no -1: N may be 0
 
     def per_row(values):   # (C,) -> (N*C, 1): row r is channel r % C
         return None if values is None else xp.tile(values.reshape(-1), n).reshape(-1, 1)
 
-    other_rows = None if other is None else xp.ascontiguousarray(other).reshape(n * c, -1)
+    other_rows = None if other is None else xp.ascontiguousarray(other).reshape(n * c, size)
     y = launches.centered_affine(rows, per_row(mean), per_row(scale), per_row(shift), other_rows,
                                  per_row(other_scale))
     return y.reshape(x.shape)
