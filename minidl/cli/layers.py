@@ -78,6 +78,34 @@ def describe(module, in_shape, out_shape) -> str:
                 "rest by 1/(1-p) (inverted dropout); in eval mode, as here, it is the identity.")
     if isinstance(module, nn.LocalResponseNorm):
         return "Local response norm: each value is divided by (k + alpha * sum of squares of nearby channels)^beta."
+    return describe_more(module, in_shape, out_shape)
+
+
+def describe_more(module, in_shape, out_shape) -> str:
+    """``describe`` for the pooling and activation layers beyond AlexNet's."""
+    if isinstance(module, nn.AvgPool2d):
+        (kh, kw), (s, _) = module.kernel_size, module.stride
+        return (f"Average pooling: each output is the mean of a {kh}x{kw} window moved by {s}; no parameters, and "
+                "backward spreads the gradient evenly over the window.")
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        kind = "mean" if isinstance(module, nn.AdaptiveAvgPool2d) else "maximum"
+        if tuple(out_shape[1:]) == (1, 1):
+            return (f"Global {kind} pooling: one number per channel, the {kind} of its whole "
+                    f"{in_shape[1]}x{in_shape[2]} map, whatever the image size.")
+        return (f"Adaptive {kind} pooling: the {in_shape[1]}x{in_shape[2]} map is cut into "
+                f"{out_shape[1]}x{out_shape[2]} windows (output i covers floor(i*H/OH) to ceil((i+1)*H/OH)), "
+                f"each giving its {kind}.")
+    if isinstance(module, nn.Sigmoid):
+        return "Sigmoid: y = 1 / (1 + exp(-x)), elementwise, squashing every value into (0, 1)."
+    if isinstance(module, nn.Tanh):
+        return "Tanh: y = tanh(x), elementwise, squashing every value into (-1, 1)."
+    if isinstance(module, nn.LeakyReLU):
+        return (f"Leaky ReLU: y = x where x > 0, else {module.negative_slope:g} * x: negative values shrink instead "
+                "of vanishing, so their gradient never dies.")
+    if isinstance(module, nn.GELU):
+        return "GELU: y = x * Phi(x), Phi the normal distribution's CDF: a smooth ReLU."
+    if isinstance(module, nn.Identity):
+        return "Identity: y = x (a placeholder)."
     return ""
 
 

@@ -117,3 +117,15 @@ def test_missing_data_without_download(capsys, tmp_path):
 def test_index_out_of_range(capsys, fixture, tmp_path):
     code, line = _main(["--data-dir", str(fixture.root), "--index", "4", "--out", str(tmp_path)], capsys)
     assert code == 1 and "--index must be in [0, 4)" in line
+
+
+def test_the_new_layers_are_described():
+    from minidl import nn
+    cases = [(nn.AvgPool2d(2), (4, 8, 8), (4, 4, 4), "mean of a 2x2 window"),
+             (nn.AdaptiveAvgPool2d(1), (4, 8, 8), (4, 1, 1), "Global mean pooling"),
+             (nn.AdaptiveMaxPool2d((3, 2)), (4, 8, 8), (4, 3, 2), "cut into 3x2 windows"),
+             (nn.Sigmoid(), (4,), (4,), "Sigmoid"), (nn.Tanh(), (4,), (4,), "Tanh"),
+             (nn.LeakyReLU(0.1), (4,), (4,), "0.1 * x"), (nn.GELU(), (4,), (4,), "GELU"),
+             (nn.Identity(), (4,), (4,), "Identity")]
+    for module, in_shape, out_shape, text in cases:
+        assert text in walk.describe(module, in_shape, out_shape)
