@@ -25,6 +25,18 @@ LocalResponseNorm      LRN with alpha * size: ONNX divides alpha by size, minidl
 Flatten                Flatten (axis 1: (N, C, H, W) -> (N, C*H*W) in C order)
 Linear                 Gemm with transB=1 (weight is (out, in))
 Dropout (eval)         nothing: the identity in eval mode
+AvgPool2d              AveragePool with ``count_include_pad`` when its windows are
+                       ONNX's; with a ceil-mode overhang or ``divisor_override``: Pad
+                       (zeros), AveragePool, and Mul by each window's kernel area /
+                       PyTorch's divisor, which is exact in every case
+AdaptiveAvgPool2d      GlobalAveragePool for 1 x 1; AveragePool when the output divides
+                       the input (other sizes do not export)
+AdaptiveMaxPool2d      GlobalMaxPool / MaxPool, likewise
+Identity               nothing
+Sigmoid, Tanh          Sigmoid, Tanh
+LeakyReLU              LeakyRelu
+GELU                   its formula, since opset 13 has no Gelu: x * 0.5 * (1 + Erf(x /
+                       sqrt 2)), or the tanh approximation with Tanh
 =====================  =================================================================
 
 The file is checked with ``onnx.checker`` (with shape inference) before it is
@@ -39,7 +51,7 @@ import numpy as np
 from . import backend, nn
 from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
-from .window import resolve_padding
+from .window import covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
 IR_VERSION = 7  # the IR version of opset 13, so that older runtimes load the file too
@@ -138,7 +150,7 @@ def _export_layer(graph, name, module, x, shape):
         return graph.node("Gemm", inputs, out, name, transB=1)
     if isinstance(module, nn.Dropout):
         return x  # eval mode: the identity
-    raise ValueError(f"minidl.onnx.export: no ONNX translation for layer {name!r} ({type(module).__name__})")
+    return _export_more_layers(graph, name, module, x, shape)
 
 
 def _build(helper, model, input_shape, input_name, output_name):
@@ -155,7 +167,9 @@ def _build(helper, model, input_shape, input_name, output_name):
     if not isinstance(model, (AlexNet, nn.Sequential)):
         # Only these are known to apply their layers in order; another forward could do anything.
         raise ValueError(f"minidl.onnx.export: expected an AlexNet or an nn.Sequential, got {type(model).__name__}")
+    param = next(iter(model.parameters()), None)
     graph = _Graph(helper)
+    graph.dtype = np.dtype(param.dtype if param is not None else np.float32)   # the constants' dtype
     x, current = input_name, sample
     layers = list(_layers(model))
     if not layers:
@@ -172,8 +186,7 @@ def _build(helper, model, input_shape, input_name, output_name):
     else:  # the last operator writes the graph's output (in a stack nothing else reads its tensor)
         assert graph.nodes[-1].output[0] == x
         graph.nodes[-1].output[0] = output_name
-    param = next(iter(model.parameters()), None)
-    dtype = helper.np_dtype_to_tensor_dtype(np.dtype(param.dtype if param is not None else np.float32))
+    dtype = helper.np_dtype_to_tensor_dtype(graph.dtype)
     inputs = [helper.make_tensor_value_info(input_name, dtype, [batch, *sample])]
     outputs = [helper.make_tensor_value_info(output_name, dtype, [batch, *current])]
     onnx_graph = helper.make_graph(graph.nodes, type(model).__name__, inputs, outputs)
@@ -207,3 +220,87 @@ def export(model, path, input_shape, *, input_name="input", output_name="logits"
     path = Path(path)
     atomic_write(path, lambda f: f.write(data))
     return path
+
+
+# ---- the layers added for modern CNNs ----------------------------------------------------
+
+def _constant(graph, name, value):
+    """A constant initializer in the graph's float dtype."""
+    return graph.weight(name, np.asarray(value, dtype=graph.dtype))
+
+
+def _export_avg_pool(graph, name, module, x, shape):
+    """AvgPool2d as AveragePool, or as Pad + AveragePool + Mul where ONNX's divisors differ from PyTorch's."""
+    spatial, kernel, stride = shape[1:], module.kernel_size, module.stride
+    pads = resolve_padding("onnx", module.padding, spatial, kernel, stride)
+    out = pool_output_hw("onnx", spatial, kernel, stride, pads, module.ceil_mode)
+    if out == output_hw("onnx", spatial, kernel, stride, pads) and module.divisor_override is None:
+        # No ceil-mode overhang: ONNX's windows and divisors are PyTorch's.
+        (top, bottom), (left, right) = pads
+        return graph.node("AveragePool", [x], name, name, kernel_shape=list(kernel), strides=list(stride),
+                          pads=[top, left, bottom, right], count_include_pad=int(module.count_include_pad))
+    (top, bottom), (left, right) = covering_pads(spatial, kernel, stride, pads, out)
+    padded = graph.node("Pad", [x, graph.weight(f"{name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right]))],
+                        f"{name}/pad", f"{name}/pad")
+    mean = graph.node("AveragePool", [padded], f"{name}/mean", f"{name}/mean", kernel_shape=list(kernel),
+                      strides=list(stride))   # sum / (KH * KW): every window lies inside the padded input
+    if module.divisor_override is not None:
+        divisor = np.full(out, float(module.divisor_override))
+    else:
+        rows, cols = (window_cells(n, k, s, a, b, o, module.count_include_pad)
+                      for n, k, s, (a, b), o in zip(spatial, kernel, stride, pads, out))
+        divisor = np.outer(rows, cols)
+    return graph.node("Mul", [mean, _constant(graph, f"{name}.scale", kernel[0] * kernel[1] / divisor)],
+                      name, name)
+
+
+def _export_adaptive_pool(graph, name, module, x, shape):
+    """Adaptive pooling as global pooling, or as a plain pool when the output divides the input."""
+    average = isinstance(module, nn.AdaptiveAvgPool2d)
+    if not average and module.return_indices:
+        raise ValueError(f"minidl.onnx.export: {name} returns indices; only the pooled values export")
+    _, h, w = shape
+    _, oh, ow = module.shape_info(shape)[0]
+    if (oh, ow) == (1, 1):
+        return graph.node("GlobalAveragePool" if average else "GlobalMaxPool", [x], name, name)
+    if h % oh or w % ow:
+        raise ValueError(f"minidl.onnx.export: {name} pools {h}x{w} to {oh}x{ow}, whose windows differ in size; "
+                         "only outputs that divide the input (or 1x1) export")
+    kernel = [h // oh, w // ow]
+    return graph.node("AveragePool" if average else "MaxPool", [x], name, name, kernel_shape=kernel, strides=kernel)
+
+
+def _export_gelu(graph, name, module, x):
+    """GELU from its formula (opset 13 has no Gelu operator)."""
+    def step(op, inputs, label):
+        return graph.node(op, inputs, f"{name}/{label}", f"{name}/{label}")
+    one, half = _constant(graph, f"{name}.one", 1.0), _constant(graph, f"{name}.half", 0.5)
+    if module.approximate == "tanh":   # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = step("Mul", [step("Mul", [x, x], "square"), x], "cube")
+        inner = step("Add", [x, step("Mul", [cube, _constant(graph, f"{name}.cubic", 0.044715)], "scaled_cube")],
+                     "inner")
+        phi = step("Tanh", [step("Mul", [inner, _constant(graph, f"{name}.sqrt_2_over_pi", np.sqrt(2 / np.pi))],
+                                 "scaled")], "tanh")
+    else:   # 0.5 x (1 + erf(x / sqrt 2))
+        phi = step("Erf", [step("Div", [x, _constant(graph, f"{name}.sqrt2", np.sqrt(2.0))], "scaled")], "erf")
+    half_x = step("Mul", [x, half], "half_x")
+    return graph.node("Mul", [half_x, step("Add", [phi, one], "one_plus")], name, name)
+
+
+def _export_more_layers(graph, name, module, x, shape):
+    """``_export_layer`` for the pooling and activation layers beyond AlexNet's."""
+    if isinstance(module, nn.AvgPool2d):
+        return _export_avg_pool(graph, name, module, x, shape)
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return _export_adaptive_pool(graph, name, module, x, shape)
+    if isinstance(module, nn.Identity):
+        return x
+    if isinstance(module, nn.Sigmoid):
+        return graph.node("Sigmoid", [x], name, name)
+    if isinstance(module, nn.Tanh):
+        return graph.node("Tanh", [x], name, name)
+    if isinstance(module, nn.LeakyReLU):
+        return graph.node("LeakyRelu", [x], name, name, alpha=float(module.negative_slope))
+    if isinstance(module, nn.GELU):
+        return _export_gelu(graph, name, module, x)
+    raise ValueError(f"minidl.onnx.export: no ONNX translation for layer {name!r} ({type(module).__name__})")

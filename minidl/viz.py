@@ -42,8 +42,10 @@ GRAPHVIZ_HINT = ("install Graphviz, which provides it (Debian/Ubuntu: apt-get in
 
 # Box colours by layer kind, so the eye finds the convolutions and the dense layers.
 _COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9c0", "SyncBatchNorm": "#c7e9c0",
-            "LocalResponseNorm": "#c7e9c0", "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0", "Linear": "#dadaeb",
-            "Dropout": "#f7f7f7"}
+            "LocalResponseNorm": "#c7e9c0", "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0",
+            "Linear": "#dadaeb", "Dropout": "#f7f7f7", "AvgPool2d": "#fdd0a2", "AdaptiveAvgPool2d": "#fdd0a2",
+            "AdaptiveMaxPool2d": "#fdd0a2", "Sigmoid": "#e5e5e5", "Tanh": "#e5e5e5", "LeakyReLU": "#e5e5e5",
+            "GELU": "#e5e5e5", "Identity": "#f7f7f7"}
 _CROSS = "#e6550d"  # arrows where information moves from one stream to the other
 
 
@@ -54,7 +56,7 @@ def _pair_text(pair) -> str:
 def _describe(module) -> str:
     """A short text for a layer box, e.g. 'Conv2d 11x11 /4 "same"'."""
     kind = type(module).__name__
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         k, s = module.kernel_size, module.stride
         pad = module._padding_arg
         pad = f' "{pad}"' if isinstance(pad, str) else (f" pad {pad}" if pad else "")
@@ -65,6 +67,13 @@ def _describe(module) -> str:
         return f"{kind} {module.in_features} -> {module.out_features}"
     if isinstance(module, nn.Dropout):
         return f"{kind} p={module.p:g}"
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        size = module.output_size
+        return f"{kind} -> {_pair_text(size) if isinstance(size, (tuple, list)) else size}"
+    if isinstance(module, nn.LeakyReLU):
+        return f"{kind} {module.negative_slope:g}"
+    if isinstance(module, nn.GELU) and module.approximate != "none":
+        return f"{kind} ({module.approximate})"
     return kind
 
 

@@ -227,3 +227,89 @@ def pad2d(x, pads: tuple, value: float = 0.0, axes: tuple = (-2, -1)):
     out = xp.full(shape, value, dtype=x.dtype)
     out[tuple(inside)] = x
     return out
+
+
+# ---- pooling with PyTorch's ceil_mode, and how many cells each window averages ----------
+
+def pool_output_hw(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, ceil_mode: bool) -> tuple:
+    """(OH, OW) of a pooling window, with PyTorch's ``ceil_mode`` rule.
+
+    floor mode: ``output_hw``. ceil mode: ceil((in + before + after - k) / s) + 1, so a
+    last window may hang off the padded input; but a window that would start past the
+    input (in the after-padding) is dropped, so every window starts inside the input or
+    its before-padding (PyTorch's ``pooling_output_shape``).
+
+    Raises:
+        ValueError naming ``fn`` when the kernel is larger than the padded input.
+    """
+    out = output_hw(fn, in_hw, kernel, stride, pads)
+    if not ceil_mode:
+        return out
+    sizes = []
+    for size, k, s, (before, after) in zip(in_hw, kernel, stride, pads):
+        o = -(-(size + before + after - k) // s) + 1
+        if (o - 1) * s >= size + before:   # the last window would start in the after-padding
+            o -= 1
+        sizes.append(o)
+    return tuple(sizes)
+
+
+def pool_window_output(fn: str, in_hw: tuple, kernel: tuple, stride: tuple, padding, ceil_mode: bool) -> tuple:
+    """``window_output`` for a pool with PyTorch's ``ceil_mode``: ((OH, OW), the formula as text).
+
+    In ceil mode the text reads "ceil((32 + 0 - 3) / 2) + 1 = 16", with "- 1" before the
+    result when the last window, starting in the padding, is dropped.
+    """
+    if not ceil_mode:
+        return window_output(fn, in_hw, kernel, stride, padding)
+    pads = resolve_padding(fn, padding, in_hw, kernel, stride)
+    sizes = pool_output_hw(fn, in_hw, kernel, stride, pads, True)
+    formulas = []
+    for n, k, s, (a, b), o in zip(in_hw, kernel, stride, pads, sizes):
+        inner = f"({n} + {a + b} - {k}) / {s}"
+        full = -(-(n + a + b - k) // s) + 1
+        if (n + a + b - k) % s:
+            inner = f"ceil({inner})"
+        formulas.append(f"{inner} + 1{' - 1' if o < full else ''} = {o}")
+    text = formulas[0] if formulas[0] == formulas[1] else f"H: {formulas[0]}; W: {formulas[1]}"
+    return sizes, text
+
+
+def covering_pads(in_hw: tuple, kernel: tuple, stride: tuple, pads: tuple, out_hw: tuple) -> tuple:
+    """``pads`` with the after-padding grown so that all ``out_hw`` windows lie inside the padded input.
+
+    In ceil mode the last window may hang past the after-padding; padding that overhang
+    too lets every window be one strided slice (``tap_slice``) of the padded input.
+    """
+    grown = []
+    for size, k, s, (before, after), o in zip(in_hw, kernel, stride, pads, out_hw):
+        grown.append((before, max(after, (o - 1) * s + k - size - before)))
+    return tuple(grown)
+
+
+def window_cells(size: int, k: int, s: int, before: int, after: int, out: int, count_padding: bool):
+    """How many cells along one axis each of ``out`` windows averages, as a list of ``out`` ints.
+
+    Window i covers [i*s - before, i*s - before + k). Cells of the input always count;
+    cells of the padding count when ``count_padding`` (PyTorch's ``count_include_pad``);
+    the ceil-mode overhang past the after-padding never does. The 2-D count of window
+    (i, j) is the product of the row count i and the column count j.
+    """
+    counts = []
+    for i in range(out):
+        start = i * s - before
+        if count_padding:
+            counts.append(min(start + k, size + after) - start)
+        else:
+            counts.append(min(start + k, size) - max(start, 0))
+    return counts
+
+
+def adaptive_bounds(size: int, out: int) -> list:
+    """The ``out`` windows of adaptive pooling along one axis: [(start, end), ...].
+
+    PyTorch's rule: window i covers start = floor(i * size / out) to end =
+    ceil((i + 1) * size / out): together the windows cover the axis, and when ``out``
+    divides ``size`` they are the non-overlapping windows of size / out cells.
+    """
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]

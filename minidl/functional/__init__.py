@@ -3,7 +3,9 @@
 One file per kernel family; each defines its ``Function`` subclasses (forward and
 backward on raw arrays) and the user-facing functions below.
 """
-from .activation import log_softmax, relu, softmax
+from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
+from .adaptive_pooling import adaptive_avg_pool2d, adaptive_max_pool2d
+from .average_pooling import avg_pool2d
 from .basic import concat, flatten
 from .conv import conv2d
 from .dropout import dropout
@@ -14,3 +16,4 @@ from .pooling import max_pool2d
 
 __all__ = ["batch_norm", "concat", "conv2d", "cross_entropy", "dropout", "flatten", "linear", "local_response_norm",
            "log_softmax", "max_pool2d", "relu", "softmax", "softmax_cross_entropy"]
+__all__ += ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "gelu", "leaky_relu", "sigmoid", "tanh"]

@@ -1,7 +1,8 @@
-"""Activations: ReLU, softmax and log-softmax.
+"""Activations: ReLU, softmax and log-softmax; sigmoid, tanh, leaky ReLU and GELU.
 
-This module holds the reference implementations. ``relu`` asks ``minidl.kernels.dispatch``
-for a fast path first (on the CPU, one pass in cache-sized chunks on the worker threads).
+This module holds the reference implementations. ``relu``, ``sigmoid``, ``leaky_relu``
+and ``gelu`` ask ``minidl.kernels.dispatch`` for a fast path first (on the CPU, one pass
+in cache-sized chunks on the worker threads).
 
 PyTorch's argument names work beside minidl's: ``dim`` for ``axis``, ``dtype`` (cast
 first) and ``inplace`` (accepted; minidl never writes into its input, see ``relu``).
@@ -13,6 +14,7 @@ import numbers
 from .. import backend
 from ..autograd import Function, Tensor
 from ..kernels import dispatch
+from ..special import erfc
 from .basic import Cast, reshape
 from .fast_path import FastPath
 
@@ -141,3 +143,154 @@ def log_softmax(x: Tensor, axis: int = -1, dim: int | None = None, *, dtype=None
     Arguments and the one difference from PyTorch as ``softmax``.
     """
     return _normalised("log_softmax", LogSoftmax, x, axis, dim, dtype)
+
+
+# ---- sigmoid, tanh, leaky ReLU, GELU ---------------------------------------------------------
+
+class Sigmoid(Function):
+    # x (any shape) -> y = 1 / (1 + exp(-x)), same shape. Backward needs only y:
+    # dy/dx = y (1 - y), so it keeps the output, not x.
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        e = xp.exp(-xp.abs(x))   # in (0, 1]: never overflows, where exp(-x) would for x << 0
+        # x >= 0: 1 / (1 + exp(-x)); x < 0: the same value as exp(x) / (1 + exp(x)).
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved_arrays
+        gx = gy * y * (1 - y)
+        assert gx.shape == y.shape
+        return gx
+
+
+class Tanh(Function):
+    # x (any shape) -> y = tanh(x), same shape. dy/dx = 1 - y^2: backward keeps only y.
+    def forward(self, x):
+        y = backend.get_array_module(x).tanh(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved_arrays
+        gx = gy * (1 - y * y)
+        assert gx.shape == y.shape
+        return gx
+
+
+class LeakyReLU(Function):
+    # x (any shape) -> y = x where x > 0, negative_slope * x elsewhere; same shape.
+    # dy/dx is 1 where x > 0, else negative_slope. With a slope >= 0, y > 0 exactly where
+    # x > 0, so backward keeps y (which the next layer holds anyway); a negative slope
+    # makes y positive on both sides, and then it keeps x.
+    def __init__(self, negative_slope: float):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        y = xp.where(x > 0, x, x * self.negative_slope)
+        self.save_for_backward(y if self.negative_slope >= 0 else x)
+        return y
+
+    def backward(self, gy):
+        (kept,) = self.saved_arrays
+        xp = backend.get_array_module(gy)
+        gx = xp.where(kept > 0, gy, gy * self.negative_slope)
+        assert gx.shape == kept.shape
+        return gx
+
+
+_SQRT_HALF = 0.7071067811865476           # 1 / sqrt(2)
+_INV_SQRT_2PI = 0.3989422804014327        # 1 / sqrt(2 pi)
+_SQRT_2_OVER_PI = 0.7978845608028654      # sqrt(2 / pi)
+_GELU_CUBIC = 0.044715
+
+
+class GELU(Function):
+    # x (any shape) -> y = x * Phi(x), same shape, with Phi the standard normal CDF
+    # ("none"), or its tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    # Backward needs x (the derivative is not a function of y alone).
+    def __init__(self, approximate: str):
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.save_for_backward(x)
+        if self.approximate == "tanh":
+            return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)))
+        return x * (0.5 * erfc(-x * _SQRT_HALF))   # Phi(x) = erfc(-x / sqrt 2) / 2, accurate in both tails
+
+    def backward(self, gy):
+        (x,) = self.saved_arrays
+        xp = backend.get_array_module(x)
+        if self.approximate == "tanh":
+            t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+            slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+        else:   # d/dx x Phi(x) = Phi(x) + x phi(x), phi the normal density
+            slope = 0.5 * erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+        gx = gy * slope
+        assert gx.shape == x.shape
+        return gx
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _floating(fn: str, x) -> None:
+    if x.dtype.kind != "f":
+        raise ValueError(f"{fn}: expected a floating-point input, got dtype {x.dtype}")
+
+
+def sigmoid(input) -> Tensor:
+    """1 / (1 + exp(-x)) elementwise, without overflow for large |x|. Shapes: any -> same."""
+    _floating("sigmoid", input)
+    fast = dispatch.sigmoid(_data(input))
+    return (Sigmoid() if fast is None else FastPath("Sigmoid", fast))(input)
+
+
+def tanh(input) -> Tensor:
+    """tanh(x) elementwise. Shapes: any -> same."""
+    _floating("tanh", input)
+    return Tanh()(input)
+
+
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x where x > 0, else negative_slope * x, as ``torch.nn.functional.leaky_relu``.
+
+    Args:
+        input: Tensor (or array), any shape.
+        negative_slope: the slope for x <= 0 (any real number; 0 gives ReLU).
+        inplace: accepted for PyTorch's signature; minidl never overwrites its input
+            (autograd may still need it), so the result is always a new Tensor.
+    Returns:
+        y Tensor, same shape.
+    Raises:
+        ValueError for a non-floating input or a negative_slope that is not a real number.
+    """
+    _floating("leaky_relu", input)
+    if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
+        raise ValueError(f"leaky_relu: negative_slope must be a real number, got {negative_slope!r}")
+    slope = float(negative_slope)
+    fast = dispatch.leaky_relu(_data(input), slope)
+    return (LeakyReLU(slope) if fast is None else FastPath("LeakyReLU", fast))(input)
+
+
+def gelu(input, approximate: str = "none") -> Tensor:
+    """x * Phi(x), Phi the standard normal CDF, as ``torch.nn.functional.gelu``.
+
+    Args:
+        input: Tensor (or array), any shape.
+        approximate: "none" (the exact CDF, through ``minidl.special.erfc``) or "tanh"
+            (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), Hendrycks and Gimpel's approximation).
+    Returns:
+        y Tensor, same shape.
+    Raises:
+        ValueError for a non-floating input or another ``approximate``.
+    """
+    _floating("gelu", input)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    fast = dispatch.gelu(_data(input), approximate)
+    return (GELU(approximate) if fast is None else FastPath("GELU", fast))(input)

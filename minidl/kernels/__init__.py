@@ -7,7 +7,8 @@ understand them:
     dispatch.py        which implementation runs, per call: the table of all choices
     convolution.py     what the fast convolutions share (their backward's bookkeeping)
     batch_norm.py      batch norm with fused per-channel passes, over a device's passes
-    cpu/               Winograd, channels-last im2col, sliced pooling, chunked passes,
+    cpu/               Winograd, channels-last im2col, sliced max and average pooling, the
+                       global average, chunked passes and activations,
                        the worker threads (threads.py), slice budgets (slices.py),
                        work-buffer memory (memory.py)
     cuda/              the hand-written CUDA kernels (sources.py) and their launches

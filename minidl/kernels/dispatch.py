@@ -20,6 +20,15 @@ layout) and the shapes:
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
     relu             chunks on the worker threads               the reference
+    avg_pool2d       channels-last input: batch slices          the reference
+                     (cpu/average_pooling.py)
+    adaptive_avg_    1x1: the global average, one product with  the reference
+      pool2d         a row of ones per image; an output that
+                     divides the input: avg_pool2d's slices
+                     (cpu/average_pooling.py)
+    sigmoid,         chunks on the worker threads               the reference
+      leaky_relu,    (cpu/activations.py)
+      gelu
     linear           products split over the workers            the reference (cuBLAS)
                      (2-D x: F.linear folds other ranks into it first)
     SGD update       chunks of all parameters in one region     the reference
@@ -43,12 +52,17 @@ from __future__ import annotations
 import contextlib
 import os
 
+import numpy as np
+
 from .. import backend
 from .batch_norm import BatchNormKernel
 from .cpu import channel_passes as cpu_channel_passes
+from .cpu.activations import ChunkedGELU, ChunkedLeakyReLU, ChunkedSigmoid
 from .cpu.adam import FusedAdam
+from .cpu.average_pooling import GlobalAvgPool2d, SlicedAvgPool2d
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import ChunkedReLU, flat_memory
+from .cpu.layout import is_channels_last
 from .cpu.linear import SplitLinear
 from .cpu.pooling import SlicedMaxPool2d
 from .cpu.sgd import FusedSGD
@@ -254,3 +268,53 @@ def adam_step(written, grads):
     All or nothing, as ``sgd_step``.
     """
     return FusedAdam() if _updatable(written, grads) else None
+
+
+# ---- average and adaptive pooling, activations --------------------------------------------
+
+def avg_pool2d(x, kernel: tuple, stride: tuple, pads: tuple, divisor):
+    """The fast average pooling for this call, or None for the reference.
+
+    ``pads`` already cover every window (ceil mode's overhang included); ``divisor`` is
+    each window's (OH, OW) divisor, as the reference gets them. On the CPU the batch
+    slices pay for channels-last input (the fast convolutions' output); on NCHW input
+    the reference, which walks rows of W values either way, is as fast.
+    """
+    return SlicedAvgPool2d(kernel, stride, pads, divisor) if _fast(x) == "cpu" and is_channels_last(x) else None
+
+
+def adaptive_avg_pool2d(x, out_hw: tuple):
+    """The fast adaptive average pooling for this call, or None for the reference.
+
+    On the CPU: output 1 x 1 is the global average; an output that divides the input is
+    average pooling with kernel = stride = input / output; other sizes run the reference.
+    """
+    if _fast(x) != "cpu":
+        return None
+    if tuple(out_hw) == (1, 1):
+        return GlobalAvgPool2d()
+    (h, w), (oh, ow) = x.shape[2:], out_hw
+    if h % oh or w % ow:
+        return None
+    kernel = (h // oh, w // ow)
+    return SlicedAvgPool2d(kernel, kernel, ((0, 0), (0, 0)), np.full(out_hw, float(kernel[0] * kernel[1])))
+
+
+def _elementwise(x):
+    """Whether the chunked CPU kernels take ``x``: fast mode, on the CPU, in a contiguous layout."""
+    return _fast(x) == "cpu" and flat_memory(x) is not None
+
+
+def sigmoid(x):
+    """Chunked sigmoid on the CPU for an array in a contiguous layout, else None."""
+    return ChunkedSigmoid() if _elementwise(x) else None
+
+
+def leaky_relu(x, negative_slope: float):
+    """Chunked leaky ReLU on the CPU for an array in a contiguous layout, else None."""
+    return ChunkedLeakyReLU(negative_slope) if _elementwise(x) else None
+
+
+def gelu(x, approximate: str):
+    """Chunked GELU on the CPU for an array in a contiguous layout, else None."""
+    return ChunkedGELU(approximate) if _elementwise(x) else None

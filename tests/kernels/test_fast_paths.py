@@ -227,3 +227,49 @@ def test_split_dense_products_equal_the_reference(monkeypatch, n, k, m, dtype):
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(s).astype(dtype) for s in ((n, k), (m, k), (m,))]
     assert_same(run("fast", F.linear, arrays), run("reference", F.linear, arrays), dtype)
+
+
+# ---- average pooling, the global average, activations ------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), seed=st.integers(0, 2**16), dtype=st.sampled_from([np.float32, np.float64]),
+       ceil_mode=st.booleans(), count_include_pad=st.booleans(), divisor=st.sampled_from([None, None, 3]))
+def test_sliced_average_pooling_equals_the_reference(data, seed, dtype, ceil_mode, count_include_pad, divisor):
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    stride = data.draw(st.one_of(st.none(), st.integers(1, 5)))
+    padding = (data.draw(st.integers(0, kh // 2)), data.draw(st.integers(0, kw // 2)))
+    shape = (data.draw(st.integers(1, 3)), data.draw(st.integers(2, 5)), data.draw(st.integers(max(kh, 2), 9)),
+             data.draw(st.integers(kw, 9)))   # 2 rows at least: a 1 x 1 map is NCHW and channels-last at once
+    x = channels_last(np.random.default_rng(seed).standard_normal(shape).astype(dtype))   # the fast path's layout
+    options = dict(kernel_size=(kh, kw), stride=stride, padding=padding, ceil_mode=ceil_mode,
+                   count_include_pad=count_include_pad, divisor_override=divisor)
+    fast, reference = run("fast", F.avg_pool2d, [x], **options), run("reference", F.avg_pool2d, [x], **options)
+    assert fast[0] is FastPath and reference[0] is not FastPath
+    np.testing.assert_array_equal(fast[1], reference[1])          # the same sums in the same order
+    np.testing.assert_array_equal(fast[2][0], reference[2][0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), seed=st.integers(0, 2**16), last=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_fast_adaptive_average_pooling_equals_the_reference(data, seed, last, dtype):
+    oh, ow = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    global_ = data.draw(st.booleans())
+    h, w = ((data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))) if global_
+            else (oh * data.draw(st.integers(1, 3)), ow * data.draw(st.integers(1, 3))))
+    shape = (data.draw(st.integers(1, 3)), data.draw(st.integers(2, 5)), h, w)
+    x = layout(np.random.default_rng(seed).standard_normal(shape).astype(dtype), last)
+    size = 1 if global_ else (oh, ow)
+    assert_same(run("fast", F.adaptive_avg_pool2d, [x], output_size=size),
+                run("reference", F.adaptive_avg_pool2d, [x], output_size=size), dtype)
+
+
+@pytest.mark.parametrize("fn,kwargs", [(F.sigmoid, {}), (F.leaky_relu, {"negative_slope": 0.1}),
+                                       (F.leaky_relu, {"negative_slope": -2.0}), (F.gelu, {}),
+                                       (F.gelu, {"approximate": "tanh"})])
+@pytest.mark.parametrize("shape,last", [((3, 4, 5, 6), False), ((3, 4, 5, 6), True), ((7, 33), False), ((0, 5), False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_activations_equal_the_reference(monkeypatch, fn, kwargs, shape, last, dtype):
+    from minidl.kernels.cpu import elementwise
+    monkeypatch.setattr(elementwise, "ELEMENTWISE_CHUNK_BYTES", 40 * 8)   # chunks that end mid-row
+    x = layout((np.random.default_rng(1).standard_normal(shape) * 4).astype(dtype), last)
+    assert_same(run("fast", fn, [x], **kwargs), run("reference", fn, [x], **kwargs), dtype)

@@ -25,14 +25,16 @@ CONV_MIN_PIXELS = 1024
 # WINOGRAD_MIN_TILES tiles, so that each tile position's product has rows enough.
 WINOGRAD_BYTES = 2 * 2**20
 WINOGRAD_MIN_TILES = 64
-# Max pooling (pooling.py): padded input per slice, so the KH*KW passes run in cache.
+# Max and average pooling (pooling.py, average_pooling.py): padded input per slice, so
+# the KH*KW passes run in cache.
 POOLING_BYTES = 2 * 2**20
 # Batch norm's per-channel passes (channel_passes.py): half a core's L2 per chunk, so
 # a chunk and its temporary fit; rows of about CHANNEL_ROW_VALUES values, so that
 # NumPy's inner loops run over hundreds of values even when C is small.
 CHANNEL_CHUNK_BYTES = 512 * 2**10
 CHANNEL_ROW_VALUES = 2048
-# Elementwise passes (ReLU, elementwise.py): bytes of one array per chunk.
+# Elementwise passes (ReLU, elementwise.py; sigmoid, leaky ReLU, GELU, activations.py):
+# bytes of one array per chunk.
 ELEMENTWISE_CHUNK_BYTES = 256 * 2**10
 # The SGD update (sgd.py): elements per chunk; the weights, gradient, momentum and two
 # scratch pieces of a chunk fit in the L3 cache, and chunks are few enough that

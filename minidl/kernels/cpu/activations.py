@@ -1,0 +1,160 @@
+"""Sigmoid, leaky ReLU and GELU on the CPU: one pass over cache-sized chunks, on the worker threads.
+
+The references (``minidl.functional.activation``) are whole-array expressions: each
+step (an exp, an add, a ``where``) streams the whole activation through memory and
+leaves a temporary as large. Here each chunk of ELEMENTWISE_CHUNK_BYTES goes through
+all the steps while it sits in cache, written into the output's chunk, and the chunks
+are shared by the worker threads (``elementwise.chunked``). The formulas are also
+branch-free where the references pick with ``where`` (a masked select over random
+signs costs more than the arithmetic it saves on a CPU):
+
+    sigmoid      y = 1 / (1 + exp(-x)); exp overflows to inf for x << 0 and y is then 0,
+                 the correctly rounded value, so the overflow is silenced, not avoided
+    leaky ReLU   y = max(x, slope * x) for slope <= 1, min(x, slope * x) above;
+                 backward gx = gy * (slope + (1 - slope) * (kept > 0))
+
+Outputs keep the input's layout (NCHW or channels-last); a gradient in another layout
+than the kept array runs the reference's expression instead. (Tanh has no fast path:
+NumPy's tanh is vectorised already, and chunking it measured slower.)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...special import erfc
+from .elementwise import chunked, same_flat_layout
+
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_SQRT_2_OVER_PI = 0.7978845608028654
+_GELU_CUBIC = 0.044715
+
+
+def _map(work, *arrays):
+    """A new array laid out as arrays[0], filled chunk by chunk by work(out chunk, *chunks)."""
+    out = np.empty_like(arrays[0])
+    chunked(work, out, *arrays)
+    return out
+
+
+class ChunkedSigmoid:
+    # x (any shape) -> y = 1 / (1 + exp(-x)) in x's layout; backward gx = gy * y * (1 - y), keeping y.
+    algorithm = "chunked"
+
+    def forward(self, x):
+        def work(y_c, x_c):
+            with np.errstate(over="ignore"):   # exp(-x) = inf for x << 0 gives y = 0, as it should
+                np.negative(x_c, out=y_c)
+                np.exp(y_c, out=y_c)
+            y_c += 1
+            np.reciprocal(y_c, out=y_c)
+        self.y = _map(work, x)
+        return self.y
+
+    def backward(self, gy, needs):
+        y = self.y
+        if not same_flat_layout(y, gy):
+            return (gy * y * (1 - y),)
+
+        def work(gx_c, y_c, gy_c):
+            np.subtract(1, y_c, out=gx_c)
+            gx_c *= y_c
+            gx_c *= gy_c
+        return (_map(work, y, gy),)
+
+
+class ChunkedLeakyReLU:
+    # x (any shape) -> y = x where x > 0, slope * x elsewhere, in x's layout. Backward keeps
+    # y for a slope >= 0 (then y > 0 exactly where x > 0), else x, as the reference does.
+    algorithm = "chunked"
+
+    def __init__(self, negative_slope: float):
+        self.slope = negative_slope
+
+    def forward(self, x):
+        slope = self.slope
+        pick = np.maximum if slope <= 1 else np.minimum   # the branch-free form of "x > 0 ? x : slope * x"
+
+        def work(y_c, x_c):
+            np.multiply(x_c, slope, out=y_c)
+            pick(x_c, y_c, out=y_c)
+        y = _map(work, x)
+        self.kept = y if slope >= 0 else x
+        return y
+
+    def backward(self, gy, needs):
+        kept, slope = self.kept, self.slope
+        if not same_flat_layout(kept, gy):
+            return (np.where(kept > 0, gy, gy * slope),)
+
+        def work(gx_c, kept_c, gy_c):
+            np.greater(kept_c, 0, out=gx_c)   # 1 where x > 0, else 0
+            gx_c *= 1 - slope
+            gx_c += slope
+            gx_c *= gy_c
+        return (_map(work, kept, gy),)
+
+
+class ChunkedGELU:
+    # x (any shape) -> y = x * Phi(x) (or its tanh approximation) in x's layout; backward keeps x.
+    algorithm = "chunked"
+
+    def __init__(self, approximate: str):
+        self.approximate = approximate
+
+    def _inner_tanh(self, x_c, out):
+        """out = tanh(sqrt(2/pi) * (x + 0.044715 x^3)) for one chunk."""
+        np.multiply(x_c, x_c, out=out)
+        out *= _GELU_CUBIC
+        out += 1
+        out *= x_c
+        out *= _SQRT_2_OVER_PI
+        np.tanh(out, out=out)
+        return out
+
+    def forward(self, x):
+        self.x = x
+        if self.approximate == "tanh":
+            def work(y_c, x_c):
+                self._inner_tanh(x_c, y_c)
+                y_c += 1
+                y_c *= x_c
+                y_c *= 0.5
+        else:
+            def work(y_c, x_c):
+                np.multiply(x_c, -_SQRT_HALF, out=y_c)
+                np.multiply(erfc(y_c), 0.5, out=y_c)
+                y_c *= x_c
+        return _map(work, x)
+
+    def backward(self, gy, needs):
+        x = self.x
+        if self.approximate == "tanh":
+            def work(gx_c, x_c, gy_c):
+                t = self._inner_tanh(x_c, np.empty_like(x_c))
+                # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+                np.multiply(x_c, x_c, out=gx_c)
+                gx_c *= 3 * _GELU_CUBIC
+                gx_c += 1
+                gx_c *= x_c
+                gx_c *= 0.5 * _SQRT_2_OVER_PI
+                gx_c *= 1 - t * t
+                t += 1
+                t *= 0.5
+                gx_c += t
+                gx_c *= gy_c
+        else:
+            def work(gx_c, x_c, gy_c):
+                # Phi(x) + x phi(x)
+                np.multiply(x_c, x_c, out=gx_c)
+                gx_c *= -0.5
+                np.exp(gx_c, out=gx_c)
+                gx_c *= _INV_SQRT_2PI
+                gx_c *= x_c
+                gx_c += 0.5 * erfc(x_c * -_SQRT_HALF)
+                gx_c *= gy_c
+        if not same_flat_layout(x, gy):   # a gradient in another layout: copy it into x's
+            gy_in_layout = np.empty_like(x)
+            gy_in_layout[...] = gy
+            gy = gy_in_layout
+        return (_map(work, x, gy),)
