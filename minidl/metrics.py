@@ -1,4 +1,4 @@
-"""Classification metrics over a loader: mean loss, top-1 and top-5 accuracy.
+"""Metrics over a loader: mean loss, and for classifiers top-1 and top-5 accuracy.
 
 The counting stays on the device (NumPy or CuPy) until the end of a pass, so a GPU
 is never stopped to read a number per batch; under data parallelism the sums are
@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import no_grad
+from .autograd import Tensor, no_grad
 
 
 def correct_counts(logits, labels, ks=(1,)):
@@ -43,7 +43,36 @@ def count_correct(logits, labels, k: int = 1) -> int:
     return int(correct_counts(logits, labels, (k,))[0])
 
 
-def evaluate(model, loader, parallel=None) -> dict:
+def is_classification(outputs, targets) -> bool:
+    """Whether accuracy applies: outputs (N, K) scores and targets (N,) integer class indices."""
+    return (outputs.ndim == 2 and getattr(targets, "ndim", None) == 1 and targets.dtype.kind in "iu"
+            and targets.shape[0] == outputs.shape[0])
+
+
+def batch_sums(loss, outputs, targets, ks=(1,)):
+    """(loss sum, correct count for each k, rows) of a batch, as a float64 array on the device.
+
+    Args:
+        loss: the batch's mean loss (a scalar Tensor), or None for an empty batch.
+        outputs: the model's output array (N, ...); targets: (N, ...).
+        ks: the top-k accuracies to count; they are NaN where accuracy does not
+            apply (``is_classification``) and 0 for an empty batch.
+    Returns:
+        (2 + len(ks),) float64: what a pass sums over batches (and processes).
+    """
+    xp = backend.get_array_module(outputs)
+    targets = targets.data if isinstance(targets, Tensor) else targets
+    n = int(outputs.shape[0])
+    if n == 0:
+        return xp.zeros(2 + len(ks))
+    if is_classification(outputs, targets):
+        correct = correct_counts(outputs, targets, ks).astype(np.float64)
+    else:
+        correct = xp.full(len(ks), np.nan)
+    return xp.concatenate([loss.data.astype(np.float64).reshape(1) * n, correct, xp.asarray([float(n)])])
+
+
+def evaluate(model, loader, parallel=None, loss_fn=None) -> dict:
     """Mean loss, top-1 and top-5 accuracy of ``model`` over one pass of ``loader``.
 
     Runs in eval mode (dropout off, BatchNorm on running statistics) under
@@ -53,24 +82,24 @@ def evaluate(model, loader, parallel=None) -> dict:
     Args:
         parallel: a ``minidl.distributed.DataParallel`` when each process evaluates
             its shard of ``loader``: the sums are then taken over all processes.
+        loss_fn: ``loss_fn(outputs, targets)`` -> the batch's mean loss (a scalar
+            Tensor); default ``F.softmax_cross_entropy``.
     Returns:
-        {"loss": float, "acc": float, "top5": float}; accuracies are fractions in [0, 1].
+        {"loss": float, "acc": float, "top5": float}; accuracies are fractions in
+        [0, 1], NaN when the outputs are not (N, K) class scores for integer labels.
     """
+    loss_fn = F.softmax_cross_entropy if loss_fn is None else loss_fn
     was_training = model.training
     model.eval()
     totals = None  # (loss sum, top-1, top-5, images) on the device, float64
     try:
         with no_grad():
             for x, y in loader.epoch_batches(0):
-                xp = backend.get_array_module(x.data)
-                n = int(y.shape[0])
-                if n == 0:  # this process holds none of a short last batch
-                    batch = xp.zeros(4)
+                if int(y.shape[0]) == 0:  # this process holds none of a short last batch
+                    batch = backend.get_array_module(x.data).zeros(4)
                 else:
-                    logits = model(x)
-                    loss = F.softmax_cross_entropy(logits, y).data.astype(np.float64) * n
-                    batch = xp.concatenate([loss.reshape(1), correct_counts(logits.data, y, (1, 5)).astype(np.float64),
-                                            xp.asarray([float(n)])])
+                    outputs = model(x)
+                    batch = batch_sums(loss_fn(outputs, y), outputs.data, y, (1, 5))
                 totals = batch if totals is None else totals + batch
     finally:
         model.train(was_training)

@@ -119,9 +119,14 @@ def _export_layer(graph, name, module, x, shape):
             inputs.append(graph.weight(f"{name}.bias", module.bias.data))
         return graph.node("Conv", inputs, out, name, group=module.groups, kernel_shape=list(module.kernel_size),
                           strides=list(module.stride), pads=_pads(module, shape[1:]), dilations=[1, 1])
-    if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+    if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)):  # eval mode: all alike
+        if module.running_mean is None:
+            raise ValueError(f"minidl.onnx.export: {name} keeps no running statistics (track_running_stats=False), "
+                             "so inference normalises each batch by itself, which ONNX's BatchNormalization cannot")
+        ones, zeros = np.ones_like(module.running_mean), np.zeros_like(module.running_mean)  # affine=False
         inputs = [x] + [graph.weight(f"{name}.{key}", value) for key, value in
-                        (("weight", module.weight.data), ("bias", module.bias.data),
+                        (("weight", ones if module.weight is None else module.weight.data),
+                         ("bias", zeros if module.bias is None else module.bias.data),
                          ("running_mean", module.running_mean), ("running_var", module.running_var))]
         return graph.node("BatchNormalization", inputs, out, name, epsilon=float(module.eps))
     if isinstance(module, nn.ReLU):

@@ -1,9 +1,18 @@
-"""Training and evaluation: the fit loop, history, checkpoints, plots (metrics: ``minidl.metrics``).
+"""Training and evaluation: the fit loop for any model and loss, with callbacks (metrics: ``minidl.metrics``).
 
     trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=30,
-                      schedule=schedule, out_dir="runs/alexnet", checkpoint_every=200)
-    trainer.fit()                 # history.csv, checkpoint.npz, best.npz, plots
+                      loss_fn=F.softmax_cross_entropy, schedule=schedule,
+                      out_dir="runs/alexnet", checkpoint_every=200, callbacks=[FilterPlot()])
+    trainer.fit()                 # history.csv, checkpoint.npz, best.npz, curves.png, filters.png
     trainer.test(test_loader)     # results.json
+
+The loop itself only trains: forward, loss, backward, optimizer and schedule
+steps, validation, and the run's state. Everything else is a callback
+(``minidl.callbacks``): the progress bar and epoch lines, checkpoints, history.csv,
+plots, and any of your own. The data-parallel side of a step (the batch's slice,
+the loss scaling, the gradient reducer, the metric sums) is the
+``minidl.distributed.DataParallel``'s; without one the trainer uses a
+DataParallel over a world of one process, where each of those is the plain step.
 
 Exact resumption. A run is a pure function of its settings: data order and
 augmentation come from (seed, epoch, batch) (see ``minidl.data.DataLoader``),
@@ -20,13 +29,11 @@ Files in ``out_dir`` (each written atomically, see ``minidl.checkpoint``):
 history.csv (a row per epoch), checkpoint.npz (after every epoch and every
 ``checkpoint_every`` steps), best.npz (at the best validation accuracy),
 results.json (test metrics and settings, from ``test``), and with matplotlib
-installed curves.png (loss/accuracy per epoch) and filters.png (conv1's filters).
+curves.png (loss/accuracy per epoch); filters.png with the ``FilterPlot`` callback.
 """
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import os
@@ -37,13 +44,12 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .autograd import Tensor
-from ._progress import Progress, clock
+from .callbacks import HISTORY_FIELDS, Checkpoints, CurvePlot, History, ProgressLog, write_history
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .metrics import correct_counts, count_correct, evaluate  # noqa: F401  (count_correct: public here too)
-from .plots import plot_curves, plot_filters
+from .distributed import DataParallel, World
+from .metrics import batch_sums, correct_counts, count_correct, evaluate  # noqa: F401  (public here too)
 
-HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "seconds",
-                  "images_per_s"]
+__all__ = ["Trainer", "fit", "evaluate", "count_correct", "NonFiniteLossError", "HISTORY_FIELDS"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,22 +63,28 @@ def fit(model, optimizer, train_loader, val_loader, *, epochs: int, **kwargs) ->
     return trainer
 
 
-# ---- the trainer ----------------------------------------------------------------
-
 def _fresh_running() -> dict:
     """Sums over the current epoch so far (kept in checkpoints, for exact mid-epoch resumes)."""
     return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None}
 
 
 class Trainer:
-    """Runs epochs of SGD with metrics, checkpoints and exact resumption.
+    """Runs epochs of optimizer steps with metrics, callbacks and exact resumption.
 
     Args:
         model: an ``nn.Module`` on the loaders' device.
-        optimizer: e.g. ``SGD``; needs ``lr``, ``zero_grad``, ``step``, ``state_dict``,
-            ``load_state_dict``.
-        train_loader, val_loader: ``DataLoader``s (``epoch_batches`` and ``len``).
+        optimizer: a ``minidl.optim.Optimizer`` (``lr``, ``zero_grad``, ``step``,
+            ``state_dict``, ``load_state_dict``).
+        train_loader, val_loader: ``DataLoader``s (``epoch_batches`` and ``len``),
+            yielding (inputs, targets); val_loader may be None.
         epochs: total number of epochs of the run.
+        loss_fn: ``loss_fn(outputs, targets)`` -> the mean loss over the batch's rows,
+            a scalar Tensor (default ``F.softmax_cross_entropy``). It must be a mean:
+            the epoch's loss and the data-parallel scaling weight it by the rows.
+            Accuracy is counted when the outputs are (N, K) scores and the targets
+            (N,) integer classes; otherwise it is NaN in the history.
+        callbacks: more ``minidl.callbacks.Callback`` objects, called after the ones
+            the flags below switch on (progress, checkpoints, history, curves).
         schedule: None (constant lr) or a schedule with ``step_batch()`` (after each
             optimizer step), ``step_epoch(metric)`` (with the validation accuracy)
             and ``state_dict``/``load_state_dict``.
@@ -81,39 +93,53 @@ class Trainer:
         checkpoint_every: also checkpoint every this many optimizer steps (0: only
             at the end of each epoch).
         progress: show a progress bar (or plain lines without tqdm).
-        plots: redraw curves.png and filters.png after every epoch (needs matplotlib).
-        log: where one-line messages go (default: print).
+        plots: redraw curves.png after every epoch (needs matplotlib).
+        log: where the line per epoch goes (default: print).
         parallel: a ``minidl.distributed.DataParallel`` for data-parallel training:
             the loaders are then sharded with ``parallel.shard``, every process
             runs the same steps on its slices, metrics are summed over all
             processes, and only the main process prints and writes files.
 
-    Every step reads one thing back from the device: the step's loss and correct
-    count (summed over processes), after backward and before the optimizer step,
-    which is also when a non-finite loss stops the run.
+    ``self.callbacks`` is the list in calling order: ``ProgressLog``, then with an
+    ``out_dir`` ``Checkpoints``, ``History`` and (``plots``) ``CurvePlot``, then
+    ``callbacks``. Every step reads one thing back from the device: the step's loss
+    and correct count (summed over processes), after backward and before the
+    optimizer step, which is also when a non-finite loss stops the run.
     """
 
-    def __init__(self, model, optimizer, train_loader, val_loader, *, epochs: int, schedule=None, out_dir=None,
-                 settings: dict | None = None, checkpoint_every: int = 0, progress: bool = True, plots: bool = True,
-                 log=print, parallel=None):
+    def __init__(self, model, optimizer, train_loader, val_loader, *, epochs: int, loss_fn=None, callbacks=(),
+                 schedule=None, out_dir=None, settings: dict | None = None, checkpoint_every: int = 0,
+                 progress: bool = True, plots: bool = True, log=print, parallel=None):
         if epochs < 0 or checkpoint_every < 0:
             raise ValueError(f"Trainer: epochs and checkpoint_every must be >= 0, got {epochs} and {checkpoint_every}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise ValueError(f"Trainer: loss_fn must be callable as loss_fn(outputs, targets), got {loss_fn!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.loss_fn = F.softmax_cross_entropy if loss_fn is None else loss_fn
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.out_dir = int(epochs), (os.fspath(out_dir) if out_dir is not None else None)
         self.settings = dict(settings or {})
         self.parallel = parallel
-        main = parallel is None or parallel.world.is_main
-        self.writes = self.out_dir is not None and main  # only the main process writes files
-        self.checkpoint_every, self.plots = int(checkpoint_every), plots
-        self.progress, self.log = progress and main, log if main else (lambda *args, **kwargs: None)
+        # one process: the plain step, through the same calls
+        self._step_parallel = parallel if parallel is not None else DataParallel(model, World())
+        self.is_main = parallel is None or parallel.world.is_main
+        self.writes = self.out_dir is not None and self.is_main  # only the main process writes files
+        self.callbacks = [ProgressLog(bar=progress, log=log)]
+        if self.out_dir is not None:
+            self.callbacks += [Checkpoints(checkpoint_every), History()] + ([CurvePlot()] if plots else [])
+        self.callbacks += list(callbacks)
         self.state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "best_val_acc": None,
                       "best_epoch": None, "running": _fresh_running()}
         if self.writes:
             os.makedirs(self.out_dir, exist_ok=True)
 
     def path(self, name: str) -> str:
+        """``name`` in the run's ``out_dir``."""
         return os.path.join(self.out_dir, name)
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     # ---- state ---------------------------------------------------------------
     def _dropout_generators(self) -> dict:
@@ -139,7 +165,14 @@ class Trainer:
                 fresh schedule for the new length on ``self.optimizer``; it is then
                 advanced through the steps and epochs already done, so it continues
                 from the current step on the new curve.
+        Raises:
+            ValueError naming what is missing when ``state`` is not a Trainer's
+            state_dict, or when its dropout generators are not the model's.
         """
+        missing = [key for key in ("model", "optim", "rngs", "trainer") if key not in state]
+        if missing:
+            raise ValueError(f"Trainer.load_state_dict: not the state of a training run (no {', '.join(missing)}); "
+                             "expected a checkpoint.npz or best.npz written by a Trainer")
         generators = self._dropout_generators()
         if set(generators) != set(state["rngs"]):
             raise ValueError(f"Trainer.load_state_dict: the checkpoint has dropout generators "
@@ -152,7 +185,7 @@ class Trainer:
         if rebuild_schedule is not None:
             self.schedule = rebuild_schedule(self.optimizer)
             self._replay_schedule()
-        elif self.schedule is not None and state["schedule"] is not None:
+        elif self.schedule is not None and state.get("schedule") is not None:
             self.schedule.load_state_dict(state["schedule"])
 
     def _replay_schedule(self) -> None:
@@ -180,8 +213,7 @@ class Trainer:
             if not bool(xp.isfinite(param.data).all()):
                 raise NonFiniteLossError(f"the weights became non-finite ({key}); the learning rate is probably "
                                          f"too high. {self._kept()}")
-        if self.parallel is not None:
-            self.parallel.sync_buffers()  # without sync BN: rank 0's running statistics are kept
+        self._step_parallel.sync_buffers()  # without sync BN: rank 0's running statistics are kept
         if self.writes:
             save_checkpoint(self.path(name), self.state_dict())
 
@@ -205,27 +237,24 @@ class Trainer:
         The model's device is made current for the whole run, so everything the step
         allocates (gradients, metric sums, scalars) lands on it, also on cuda:N.
         """
-        trained = False
+        self._call("on_fit_start")
         with backend.device_context(self._device()):
             while self.state["epoch"] < self.epochs:
                 self._train_epoch()
                 self._end_epoch()
-                trained = True
-        if not trained and self.state["history"] and self.writes:
-            self._write_reports()  # a run killed after its last checkpoint, before its reports
+        self._call("on_fit_end")
         return self.state["history"]
 
     def _train_epoch(self) -> None:
         state, running = self.state, self.state["running"]
-        epoch, total = state["epoch"], len(self.train_loader)
         if running["lr"] is None:
             running["lr"] = float(self.optimizer.lr)
         self.model.train()
-        bar = Progress(total, state["step"], f"epoch {epoch + 1}/{self.epochs}", self.progress)
+        self._call("on_epoch_start")
         # time since the epoch (re)started; earlier wall time of this epoch is in running["seconds"]
         started, seconds_before = time.perf_counter(), running["seconds"]
         try:
-            for x, y in self.train_loader.epoch_batches(epoch, start_batch=state["step"]):
+            for x, y in self.train_loader.epoch_batches(state["epoch"], start_batch=state["step"]):
                 loss, correct, n = self._train_step(x, y)
                 running["loss_sum"] += loss * n
                 running["correct"] += correct
@@ -233,54 +262,38 @@ class Trainer:
                 state["step"] += 1
                 state["global_step"] += 1
                 running["seconds"] = seconds_before + time.perf_counter() - started
-                bar.update(running["loss_sum"] / running["seen"], running["correct"] / running["seen"],
-                           running["seen"] / max(running["seconds"], 1e-9))
-                if self.checkpoint_every and state["global_step"] % self.checkpoint_every == 0 \
-                        and state["step"] < total:  # the epoch's end writes its own checkpoint
-                    self.save()
+                self._call("on_step_end")
         finally:
-            bar.close()
+            self._call("on_steps_end")
 
     def _train_step(self, x, y):
-        """One SGD step on a batch; returns (mean loss, correct count, images) of the global batch.
+        """One optimizer step on a batch; returns (mean loss, correct count, images) of the global batch.
 
-        The loss that backward starts from is this process's mean loss times
-        n * processes / total (n: its images, total: the global batch's), which is 1
-        when the batch splits evenly. The gradient reducer's mean over processes is
-        then the gradient of the global batch's mean loss, also for a short last batch
-        split unevenly. A loader that skipped unreadable files served fewer images
-        than planned: the step's image count, summed with the metrics, then rescales
-        the gradients to the images that were really there.
+        Under data parallelism x holds this process's rows of the global batch
+        (possibly none); ``DataParallel.backward`` turns their loss into the global
+        batch's mean gradient. A loader that skipped unreadable files served fewer
+        images than planned: the step's image count, summed with the metrics, then
+        rescales the gradients to the images that were really there.
         """
         if hasattr(self.train_loader, "batch_rows"):
             start, _, total = self.train_loader.batch_rows(self.state["step"])
         else:  # any loader of whole batches
             start, total = 0, int(y.shape[0])
-        n, parallel = int(y.shape[0]), self.parallel
-        processes = 1 if parallel is None else parallel.world.size
-        if parallel is not None:
-            parallel.set_batch_slice(start, total)
-        logits = self.model(x)
-        xp = backend.get_array_module(logits.data)
+        n, parallel = int(y.shape[0]), self._step_parallel
+        with parallel.batch(start, total):
+            outputs = self.model(x)
         self.optimizer.zero_grad()
-        if n:
-            loss = F.softmax_cross_entropy(logits, y)
-            scale = 1.0 if n * processes == total else n * processes / total
-            loss.backward(None if scale == 1.0 else scale)
-            sums = xp.concatenate([loss.data.astype(np.float64).reshape(1) * n,
-                                   correct_counts(logits.data, y, (1,)).astype(np.float64), xp.asarray([float(n)])])
-        else:  # none of this batch here: take part in every collective with zeros
-            (logits.sum() * 0.0).backward()
-            sums = xp.zeros(3)
-        if parallel is not None:
-            parallel.finish_gradients()
-            parallel.all_reduce(sums)
+        loss = self.loss_fn(outputs, y) if n else None
+        sums = batch_sums(loss, outputs.data, y)
+        parallel.backward(loss, outputs, n, total)
+        parallel.all_reduce(sums)
         loss_sum, correct, seen = (float(v) for v in backend.to_numpy(sums))  # the step's one host sync
         value = loss_sum / seen if seen else float("nan")
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.state['epoch'] + 1}, batch "
-                f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. {self._kept()}")
+                f"{self.state['step'] + 1} (lr {float(self.optimizer.lr):.4g}); lower the learning rate. "
+                f"{self._kept()}")
         if seen != total:  # files were skipped: the gradients were scaled for `total` images
             for p in self.model.parameters():
                 if p.grad is not None:  # a new array: gradient arrays may be shared between leaves
@@ -288,13 +301,12 @@ class Trainer:
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
-        return value, int(correct), int(seen)
+        return value, (int(correct) if math.isfinite(correct) else correct), int(seen)
 
     def _end_epoch(self) -> None:
         state, running = self.state, self.state["running"]
-        if self.parallel is not None:
-            self.parallel.sync_buffers()  # without sync BN: every process evaluates rank 0's statistics
-        val = evaluate(self.model, self.val_loader, self.parallel) if self.val_loader is not None else \
+        self._step_parallel.sync_buffers()  # without sync BN: every process evaluates rank 0's statistics
+        val = self._evaluate(self.val_loader) if self.val_loader is not None else \
             {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
         seen = max(running["seen"], 1)
         row = {"epoch": state["epoch"] + 1, "lr": running["lr"], "train_loss": running["loss_sum"] / seen,
@@ -304,39 +316,18 @@ class Trainer:
         state["history"].append(row)
         if self.schedule is not None:
             self.schedule.step_epoch(val["acc"])
-        improved = state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]
-        if improved:
+        if state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]:
             state["best_val_acc"], state["best_epoch"] = val["acc"], row["epoch"]
         state["epoch"], state["step"], state["running"] = state["epoch"] + 1, 0, _fresh_running()
-        self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
-                 f"{100 * row['train_acc']:.2f}% | val loss {val['loss']:.4f} acc {100 * val['acc']:.2f}% "
-                 f"top-5 {100 * val['top5']:.2f}% | lr {row['lr']:.4g} | {clock(row['seconds'])}, "
-                 f"{row['images_per_s']:.0f} img/s" + (" | best" if improved else ""))
-        if self.out_dir is None:
-            return
-        # best.npz before checkpoint.npz: a kill in between redoes this epoch from the
-        # previous checkpoint and rewrites the same best.npz.
-        if improved:
-            self.save("best.npz")
-        self.save()
-        if self.writes:
-            self._write_reports()
+        self._call("on_epoch_end", row)
 
-    def _write_reports(self) -> None:
-        self.write_history()
-        if self.plots:
-            plot_curves(self.path("curves.png"), self.state["history"])
-            plot_filters(self.path("filters.png"), self.model)
+    def _evaluate(self, loader) -> dict:
+        return evaluate(self.model, loader, self.parallel, loss_fn=self.loss_fn)
 
     # ---- files --------------------------------------------------------------------
     def write_history(self) -> None:
         """history.csv: one row per finished epoch, columns ``HISTORY_FIELDS``."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.state["history"]:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-        atomic_write(self.path("history.csv"), lambda f: f.write(buffer.getvalue()), mode="w")
+        write_history(self.path("history.csv"), self.state["history"])
 
     def test(self, test_loader) -> dict:
         """Evaluate the final weights on ``test_loader``; write results.json.
@@ -345,10 +336,9 @@ class Trainer:
             the results: test_loss, test_acc, test_top5, best_val_acc, best_epoch,
             epochs, the settings and the history.
         """
-        if self.parallel is not None:
-            self.parallel.sync_buffers()
+        self._step_parallel.sync_buffers()
         with backend.device_context(self._device()):
-            metrics = evaluate(self.model, test_loader, self.parallel)
+            metrics = self._evaluate(test_loader)
         results = {"test_loss": metrics["loss"], "test_acc": metrics["acc"], "test_top5": metrics["top5"],
                    "best_val_acc": self.state["best_val_acc"], "best_epoch": self.state["best_epoch"],
                    "epochs": self.state["epoch"], "settings": self.settings, "history": self.state["history"]}

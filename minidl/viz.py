@@ -41,9 +41,9 @@ GRAPHVIZ_HINT = ("install Graphviz, which provides it (Debian/Ubuntu: apt-get in
 # ---- the architecture -------------------------------------------------------------
 
 # Box colours by layer kind, so the eye finds the convolutions and the dense layers.
-_COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9c0", "LocalResponseNorm": "#c7e9c0",
-            "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0", "Linear": "#dadaeb",
-            "Dropout": "#f7f7f7", "AvgPool2d": "#fdd0a2", "AdaptiveAvgPool2d": "#fdd0a2",
+_COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9c0", "SyncBatchNorm": "#c7e9c0",
+            "LocalResponseNorm": "#c7e9c0", "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0",
+            "Linear": "#dadaeb", "Dropout": "#f7f7f7", "AvgPool2d": "#fdd0a2", "AdaptiveAvgPool2d": "#fdd0a2",
             "AdaptiveMaxPool2d": "#fdd0a2", "Sigmoid": "#e5e5e5", "Tanh": "#e5e5e5", "LeakyReLU": "#e5e5e5",
             "GELU": "#e5e5e5", "Identity": "#f7f7f7"}
 _CROSS = "#e6550d"  # arrows where information moves from one stream to the other

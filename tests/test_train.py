@@ -12,6 +12,7 @@ from minidl.checkpoint import load_checkpoint
 from minidl.data import DataLoader, build_transform
 from minidl.optim import SGD, OneCycleLR, ReduceLROnPlateau
 from minidl.plots import filter_grid
+from minidl.callbacks import Callback, FilterPlot
 from minidl.train import HISTORY_FIELDS, NonFiniteLossError, Trainer, count_correct, evaluate, fit
 
 CLASSES = 4
@@ -113,7 +114,7 @@ def _run(out_dir, limit=None, resume=False, schedule="onecycle", plots=False):
              ReduceLROnPlateau(optimizer, patience=0, factor=0.5))
     trainer = Trainer(model, optimizer, train, _loader(val_images, val_labels, 4, shuffle=False), epochs=3,
                       schedule=sched, out_dir=out_dir, settings={"tag": "t"}, checkpoint_every=3, progress=False,
-                      plots=plots, log=lambda message: None)
+                      plots=plots, log=lambda message: None, callbacks=[FilterPlot()] if plots else [])
     if resume:
         trainer.resume()
     try:
@@ -245,3 +246,119 @@ def test_a_batch_with_skipped_files_steps_on_the_mean_loss_of_the_images_served(
     np.testing.assert_allclose(model.weight.numpy(), reference.weight.numpy() - reference.weight.grad.numpy(),
                                rtol=1e-12)
     assert trainer.state["history"][0]["images_per_s"] > 0 and trainer.state["history"][0]["train_acc"] * 3 % 1 == 0
+
+
+# ---- any loss, callbacks ------------------------------------------------------------
+
+class _Rows:
+    """Whole batches of (x, y) float arrays, in order: a loader for any model and loss."""
+
+    def __init__(self, x, y, batch):
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch)
+
+    def epoch_batches(self, epoch, start_batch=0):
+        for i in range(start_batch, len(self)):
+            rows = slice(i * self.batch, (i + 1) * self.batch)
+            yield minidl.tensor(self.x[rows]), self.y[rows]
+
+
+def _mse(outputs, targets):
+    diff = outputs - minidl.tensor(targets)
+    return (diff * diff).mean()
+
+
+def test_a_regression_trains_with_its_own_loss_and_no_accuracy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3))
+    y = x @ np.array([[1.0], [-2.0], [0.5]]) + 0.25
+    model = nn.Linear(3, 1, rng=np.random.default_rng(1)).to(dtype=np.float64)
+    reference = nn.Linear(3, 1, rng=np.random.default_rng(1)).to(dtype=np.float64)
+    trainer = fit(model, SGD(model.parameters(), lr=0.1), _Rows(x, y, 8), _Rows(x, y, 16), epochs=30,
+                  loss_fn=_mse, progress=False, log=lambda message: None)
+    history = trainer.state["history"]
+    assert history[-1]["val_loss"] < 1e-3 < history[0]["train_loss"]
+    assert np.isnan(history[-1]["train_acc"]) and np.isnan(history[-1]["val_acc"])
+    # the first step is exactly one SGD step on the first batch's mean loss
+    one = Trainer(reference, SGD(reference.parameters(), lr=0.1), _Rows(x[:8], y[:8], 8), None, epochs=1,
+                  loss_fn=_mse, progress=False, log=lambda message: None)
+    before = reference.weight.numpy().copy()
+    _mse(reference(minidl.tensor(x[:8])), y[:8]).backward()
+    expected = before - 0.1 * reference.weight.grad.numpy()
+    reference.zero_grad()
+    one.fit()
+    np.testing.assert_allclose(reference.weight.numpy(), expected, rtol=1e-12)
+
+
+def test_the_default_loss_is_softmax_cross_entropy():
+    images, labels = _data(8, seed=3)
+    runs = []
+    for loss_fn in (None, minidl.functional.softmax_cross_entropy):
+        model = _model(seed=2)
+        fit(model, SGD(model.parameters(), lr=0.05), _loader(images, labels, 4), None, epochs=1, loss_fn=loss_fn,
+            progress=False, log=lambda message: None)
+        runs.append(model.state_dict())
+    for key in runs[0]:
+        assert np.array_equal(runs[0][key], runs[1][key]), key
+
+
+class _Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_start(self, trainer):
+        self.calls.append("fit_start")
+
+    def on_epoch_start(self, trainer):
+        self.calls.append(f"epoch_start {trainer.state['epoch']}")
+
+    def on_step_end(self, trainer):
+        self.calls.append(f"step {trainer.state['global_step']}")
+
+    def on_steps_end(self, trainer):
+        self.calls.append("steps_end")
+
+    def on_epoch_end(self, trainer, row):
+        assert row is trainer.state["history"][-1] and trainer.state["epoch"] == row["epoch"]
+        self.calls.append(f"epoch_end {row['epoch']}")
+
+    def on_fit_end(self, trainer):
+        self.calls.append("fit_end")
+
+
+def test_callbacks_are_called_in_order_after_the_standard_ones(tmp_path):
+    images, labels = _data(8)
+    model = _model()
+    recorder = _Recorder()
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.01), _loader(images, labels, 4), None, epochs=2,
+                      out_dir=tmp_path, plots=False, progress=False, log=lambda message: None,
+                      callbacks=[recorder])
+    assert [type(c).__name__ for c in trainer.callbacks] == ["ProgressLog", "Checkpoints", "History", "_Recorder"]
+    trainer.fit()
+    assert recorder.calls == ["fit_start", "epoch_start 0", "step 1", "step 2", "steps_end", "epoch_end 1",
+                              "epoch_start 1", "step 3", "step 4", "steps_end", "epoch_end 2", "fit_end"]
+    assert (tmp_path / "history.csv").exists() and not (tmp_path / "curves.png").exists()
+
+
+def test_steps_end_closes_what_epoch_start_opened_when_a_step_fails(tmp_path):
+    images, labels = _data(8)
+    model = _model()
+    recorder = _Recorder()
+
+    def failing_loss(outputs, targets):
+        raise RuntimeError("bad loss")
+
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.01), _loader(images, labels, 4), None, epochs=1,
+                      loss_fn=failing_loss, progress=False, log=lambda message: None, callbacks=[recorder])
+    with pytest.raises(RuntimeError, match="bad loss"):
+        trainer.fit()
+    assert recorder.calls == ["fit_start", "epoch_start 0", "steps_end"]
+
+
+def test_a_state_that_is_not_a_trainers_is_a_clear_error():
+    model = _model()
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.01), None, None, epochs=1)
+    with pytest.raises(ValueError, match="not the state of a training run.*optim, rngs, trainer"):
+        trainer.load_state_dict({"model": model.state_dict()})

@@ -1,30 +1,45 @@
 """What a training loop needs to train one model data-parallel, in one object.
 
-    parallel = DataParallel(model)            # broadcasts rank 0's weights, wires sync BN
+    parallel = DataParallel(model)            # broadcasts rank 0's weights, syncs batch norm
     loader = DataLoader(..., shard=parallel.shard)
     for x, y in loader:                       # this process's slice of the global batch
-        parallel.set_batch_slice(start, total)
-        loss = ...; loss.backward(scale)      # scale: slice size * processes / total
-        parallel.finish_gradients()           # the mean gradient over all processes
+        start, _, total = loader.batch_rows(step)
+        with parallel.batch(start, total):    # Dropout draws the global batch's mask
+            outputs = model(x)
+        loss = loss_fn(outputs, y) if len(y) else None
+        parallel.backward(loss, outputs, len(y), total)   # the global batch's mean gradient
         optimizer.step()
+
+``minidl.train.Trainer`` does exactly this (and sums its metrics with
+``parallel.all_reduce``); it uses a DataParallel over a world of one process when
+it is given none, where every method reduces to the plain one-process step.
 
 The pieces that make N processes run the one-process run (minidl's promise):
 
 * batches: rank r takes its contiguous slice of every global batch, and random
   augmentation is drawn for the global batch (``DataLoader(shard=...)``);
-* dropout: every Dropout layer draws the global batch's mask and keeps its slice
-  (``set_batch_slice``), so the dropout generators stay equal on all processes;
-* batch norm: statistics of the global batch (``sync_bn=True``, PyTorch's
-  SyncBatchNorm); with ``sync_bn=False`` each process normalises its own slice, as
-  PyTorch DDP does by default, and the running statistics of rank 0 are the ones
-  kept (``sync_buffers`` before evaluating or saving);
+* dropout: the forward runs inside ``nn.batch_slice(start, total)`` (``batch``):
+  every Dropout layer draws the global batch's mask and keeps its slice, so the
+  dropout generators stay equal on all processes;
+* batch norm: statistics of the global batch (``sync_bn=True``: every batch-norm
+  layer becomes an ``nn.SyncBatchNorm`` over this world, through
+  ``SyncBatchNorm.convert_sync_batchnorm``); with ``sync_bn=False`` each process
+  normalises its own slice, as PyTorch DDP does by default, and the running
+  statistics of rank 0 are the ones kept (``sync_buffers`` before evaluating or saving);
 * gradients: each process's loss is its slice's mean loss times slice size *
-  processes / global batch (1 for equal slices; the Trainer does it), so that the
+  processes / global batch (1 for equal slices; ``backward`` does it), so that the
   reducer's mean over processes is the gradient of the global batch's mean loss;
+* a process whose slice is empty (a last batch smaller than the number of
+  processes) still runs forward and backward on its empty slice, so it takes part
+  in every collective (sync batch norm's sums, the gradient buckets), and
+  contributes zeros;
 * metrics: sums over all processes (``all_reduce``).
 """
 from __future__ import annotations
 
+import contextlib
+
+from .. import nn
 from .collectives import all_reduce, broadcast
 from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer
 from .world import DistributedError, World, get_world as _current_world
@@ -37,11 +52,14 @@ class DataParallel:
         model: an ``nn.Module``, built identically on every process (on this
             process's device).
         world: the World (default: the current one, ``minidl.distributed.init()``).
-        sync_bn: batch-norm statistics over the global batch (True) or per process.
+        sync_bn: batch-norm statistics over the global batch (True: the model's
+            batch-norm layers are replaced, in place, by ``nn.SyncBatchNorm`` layers
+            over ``world`` that keep their parameters and buffers) or per process.
         bucket_bytes, overlap: see ``GradientReducer``.
 
-    In a world of one process every method is a no-op and nothing is changed, so a
-    training loop written with it runs bit-identically to one written without.
+    In a world of one process nothing is changed and every method reduces to the
+    plain one-process step, so a training loop written with it runs bit-identically
+    to one written without.
     """
 
     def __init__(self, model, world: World | None = None, sync_bn: bool = True,
@@ -52,9 +70,8 @@ class DataParallel:
             return
         self._check_same_model()
         self.broadcast_state()
-        if self.sync_bn:
-            for module in self._modules_with("channel_reduce"):
-                module.channel_reduce = self._channel_sum
+        if self.sync_bn:  # the same Parameter objects: an optimizer built before keeps working
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=self.world)
         self.reducer = GradientReducer(model.parameters(), bucket_bytes=bucket_bytes, overlap=overlap,
                                        world=self.world)
 
@@ -63,9 +80,6 @@ class DataParallel:
     def shard(self):
         """``(rank, size)`` for ``DataLoader(shard=...)``, or None in a world of one process."""
         return None if self.world.size == 1 else (self.world.rank, self.world.size)
-
-    def _modules_with(self, attribute: str) -> list:
-        return [m for m in self.model.modules() if hasattr(m, attribute)]
 
     def _check_same_model(self) -> None:
         """Every process must hold the same parameters: else the buckets would not line up."""
@@ -78,11 +92,39 @@ class DataParallel:
                                        f"{self.world.rank} ({diff})")
 
     # ---- one step -------------------------------------------------------------------
-    def set_batch_slice(self, start: int, total: int) -> None:
-        """Tell the Dropout layers that the next forward holds rows start.. of ``total``."""
-        if self.world.size > 1:
-            for module in self._modules_with("batch_slice"):
-                module.batch_slice = (int(start), int(total))
+    def batch(self, start: int, total: int):
+        """The context for the forward of rows ``start..`` of a global batch of ``total`` rows.
+
+        ``nn.batch_slice(start, total)`` with several processes (Dropout draws the
+        global batch's mask and keeps these rows); nothing with one.
+        """
+        return nn.batch_slice(start, total) if self.world.size > 1 else contextlib.nullcontext()
+
+    def backward(self, loss, outputs, rows: int, total: int) -> None:
+        """Backward of this process's share of the global batch's mean loss; then the reducer's wait.
+
+        Afterwards every ``p.grad`` is, on every process, the gradient of the mean
+        loss over the ``total`` rows of the global batch.
+
+        Args:
+            loss: the mean loss over this process's ``rows`` rows (a scalar Tensor),
+                or None when ``rows`` is 0.
+            outputs: the model's output Tensor for these rows. A process with no
+                rows backpropagates zeros through it: its backward must make the
+                same collectives as the others' (sync batch norm's sums, the
+                gradient buckets), and contributes nothing.
+            rows: this process's rows; total: the global batch's.
+
+        The loss is scaled by rows * processes / total (1 when the batch splits
+        evenly): the reducer's mean over processes of these gradients is then the
+        global batch's, also for a short last batch split unevenly.
+        """
+        if rows:
+            scale = rows * self.world.size / total
+            loss.backward(None if scale == 1.0 else scale)
+        else:
+            (outputs.sum() * 0.0).backward()
+        self.finish_gradients()
 
     def finish_gradients(self) -> None:
         """Wait for the gradient buckets: every ``p.grad`` is then the mean over all processes."""
@@ -90,9 +132,6 @@ class DataParallel:
             self.reducer.wait()
 
     # ---- state and metrics ----------------------------------------------------------
-    def _channel_sum(self, values):
-        return all_reduce(values, "sum", world=self.world)
-
     def all_reduce(self, array, op: str = "sum"):
         """Sum (or max/min) ``array`` over all processes in place; returns it."""
         return all_reduce(array, op, world=self.world)

@@ -67,6 +67,14 @@ class World:
         """Every process's ``obj``, in rank order, on every process."""
         return [obj] if self.comm is None else self.comm.allgather(obj)
 
+    def all_reduce(self, array, op: str = "sum"):
+        """``minidl.distributed.all_reduce`` over this world: in place, returns ``array``.
+
+        With it a World is a process group for ``nn.SyncBatchNorm(process_group=world)``.
+        """
+        from .collectives import all_reduce  # collectives builds on this module
+        return all_reduce(array, op, world=self)
+
     def abort(self, code: int = 1) -> None:
         """End every process of the run now (a failed rank must not leave the others hanging)."""
         if self.comm is not None:

@@ -307,4 +307,7 @@ def flatten(x):
     """(N, d1, d2, ...) -> (N, d1*d2*...), keeping the (C, H, W) order of each sample."""
     if x.ndim < 2:
         raise ValueError(f"flatten: expected at least 2 dimensions (N, ...), got shape {x.shape}")
-    return Reshape((x.shape[0], -1))(x)
+    features = 1
+    for size in x.shape[1:]:   # named, not -1: an empty batch (N = 0) has no size to infer from
+        features *= int(size)
+    return Reshape((x.shape[0], features))(x)

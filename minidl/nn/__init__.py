@@ -2,14 +2,22 @@
 
     import minidl.nn as nn
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+
+Data parallelism reaches the layers through two explicit doors, never by patching
+them: ``SyncBatchNorm`` gets its process group at construction or from
+``SyncBatchNorm.convert_sync_batchnorm(model, group)``, and ``batch_slice(start,
+total)`` (a context around the forward) tells Dropout which rows of the global
+batch it holds.
 """
 from . import init
-from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d,
-                     ReLU)
+from .batch_slice import batch_slice, current_batch_slice
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
+from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
 from .module import Module, Parameter, Sequential
 from .activation import GELU, Identity, LeakyReLU, Sigmoid, Tanh
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear", "LocalResponseNorm", "MaxPool2d",
-           "Module", "Parameter", "ReLU", "Sequential", "init"]
+           "Module", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice", "current_batch_slice",
+           "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]

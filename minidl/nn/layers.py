@@ -12,6 +12,8 @@ import numpy as np
 from .. import functional as F
 from . import init
 from ..window import check_padding, int_pair, window_output
+from .batch_slice import current_batch_slice
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm  # noqa: F401  (importable from here as before)
 from .module import Module, Parameter
 
 
@@ -109,58 +111,6 @@ class MaxPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self._padding_arg!r}"
 
 
-class _BatchNorm(Module):
-    """Shared by BatchNorm1d/2d: a learned scale and shift per channel plus running statistics.
-
-    ``momentum`` follows PyTorch: running = (1 - momentum) * running + momentum * batch
-    (Keras's "decay 0.99" is momentum 0.01).
-    """
-
-    _expected_ndim = None
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype=np.float32):
-        super().__init__()
-        if num_features < 1 or eps <= 0 or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{type(self).__name__}: need num_features >= 1, eps > 0 and momentum in [0, 1], "
-                             f"got {num_features}, {eps}, {momentum}")
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = Parameter(np.ones(num_features, dtype))
-        self.bias = Parameter(np.zeros(num_features, dtype))
-        self.register_buffer("running_mean", np.zeros(num_features, dtype))
-        self.register_buffer("running_var", np.ones(num_features, dtype))
-        # Synchronised batch norm: a function summing per-channel totals over the
-        # data-parallel processes (see F.batch_norm); None uses this batch alone.
-        self.channel_reduce = None
-
-    def forward(self, x):
-        if x.ndim != self._expected_ndim or x.shape[1] != self.num_features:
-            axes = "(N, C)" if self._expected_ndim == 2 else "(N, C, H, W)"
-            raise ValueError(f"{type(self).__name__}: expected input {axes} with C={self.num_features}, "
-                             f"got {tuple(x.shape)}")
-        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            training=self.training, momentum=self.momentum, eps=self.eps,
-                            channel_reduce=self.channel_reduce)
-
-    def shape_info(self, shape):
-        if len(shape) != self._expected_ndim - 1 or shape[0] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: input shape {tuple(shape)} does not have "
-                             f"{self.num_features} channels first")
-        return tuple(shape), ""
-
-    def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
-
-
-class BatchNorm1d(_BatchNorm):
-    """Batch norm over features. Shapes: x (N, C) -> y (N, C)."""
-    _expected_ndim = 2
-
-
-class BatchNorm2d(_BatchNorm):
-    """Batch norm per channel over (N, H, W). Shapes: x (N, C, H, W) -> same."""
-    _expected_ndim = 4
-
-
 class LocalResponseNorm(Module):
     """The paper's across-channel LRN: b = a / (k + alpha * sum of a^2 over ``size`` channels)^beta.
 
@@ -201,10 +151,11 @@ class Dropout(Module):
     with ``layer.rng = np.random.default_rng(seed)``; save and restore it through
     ``layer.rng.bit_generator.state`` (a JSON-able dict), which checkpoints do.
 
-    Under data parallelism set ``batch_slice = (start, total)`` before a forward:
-    the input is then rows start.. of a global batch of ``total`` rows, and the mask
-    is drawn for the whole global batch and this slice kept, so N processes apply
-    exactly the masks of one process (see F.dropout).
+    Under data parallelism the forward runs inside ``nn.batch_slice(start, total)``
+    (``DataParallel.batch`` opens it): the input is then rows start.. of a global
+    batch of ``total`` rows, and the mask is drawn for the whole global batch and
+    this slice kept, so N processes apply exactly the masks of one process (see
+    ``F.dropout``'s ``batch_slice``).
 
     Args:
         p: probability of zeroing an element, in [0, 1).
@@ -219,10 +170,9 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.rng = _default_rng(rng)
-        self.batch_slice = None
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training, rng=self.rng, batch_slice=self.batch_slice)
+        return F.dropout(x, self.p, training=self.training, rng=self.rng, batch_slice=current_batch_slice())
 
     def shape_info(self, shape):
         return tuple(shape), ""

@@ -63,11 +63,9 @@ class Module:
         if "_param_names" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if isinstance(value, Parameter):
-            self._forget(name)
-            self._param_names.append(name)
+            self._register(name, self._param_names)
         elif isinstance(value, Module):
-            self._forget(name)
-            self._module_names.append(name)
+            self._register(name, self._module_names)
         elif name in self._param_names and value is not None:
             raise TypeError(f"{type(self).__name__}.{name} is a parameter; assign a Parameter or None, "
                             f"got {type(value).__name__}")
@@ -88,6 +86,16 @@ class Module:
             if name in names:
                 names.remove(name)
 
+    def _register(self, name, names) -> None:
+        """Put ``name`` in ``names``; a name already there keeps its place (as in PyTorch).
+
+        Replacing a layer (``model.bn1 = SyncBatchNorm(...)``) must not move its
+        parameters in ``parameters()``: optimizer state and checkpoints follow that order.
+        """
+        if name not in names:
+            self._forget(name)
+            names.append(name)
+
     def register_buffer(self, name: str, array) -> None:
         """Register a raw array (or None) as part of the state but not a parameter.
 
@@ -96,8 +104,7 @@ class Module:
         if array is not None and not backend.is_array(array):
             raise TypeError(f"{type(self).__name__}.register_buffer: {name!r} must be a NumPy/CuPy array "
                             f"or None, got {type(array).__name__}")
-        self._forget(name)
-        self._buffer_names.append(name)
+        self._register(name, self._buffer_names)
         object.__setattr__(self, name, array)
 
     # ---- traversal ---------------------------------------------------------

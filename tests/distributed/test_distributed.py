@@ -59,27 +59,54 @@ def test_collectives_and_the_gradient_reducer_match_numpy_on_two_processes():
     assert "ok 0" in done.stdout and "ok 1" in done.stdout
 
 
-@needs_mpi
-def test_two_processes_train_exactly_like_one_in_float64(tmp_path):
+def _exactness_module():
     sys.path.insert(0, str(SCRIPTS))
     try:
-        from dp_exactness import CONFIGS, train
+        import dp_exactness
     finally:
         sys.path.remove(str(SCRIPTS))
-    done = _mpiexec(2, sys.executable, str(SCRIPTS / "dp_exactness.py"), str(tmp_path))
+    return dp_exactness
+
+
+@pytest.fixture(scope="module")
+def exactness_runs(tmp_path_factory):
+    """Every configuration of mpi_scripts/dp_exactness.py on 2 processes, in one MPI job."""
+    out = tmp_path_factory.mktemp("exactness")
+    done = _mpiexec(2, sys.executable, str(SCRIPTS / "dp_exactness.py"), str(out))
     assert done.returncode == 0, done.stdout + done.stderr
-    reference, metrics = train(None)  # one process, the global batch of 8
+    return out
+
+
+def _worst_relative_error(got, reference):
+    assert set(got.files) == set(reference) | {"metrics"}
+    return max(float(np.max(np.abs(got[k] - reference[k])) / np.max(np.abs(reference[k]))) for k in reference)
+
+
+@needs_mpi
+def test_two_processes_train_exactly_like_one_in_float64(exactness_runs):
+    script = _exactness_module()
+    reference, metrics = script.train(None)  # one process, the global batch of 8
 
     def worst_relative_error(name):
-        got = np.load(tmp_path / f"{name}.npz")
-        assert set(got.files) == set(reference) | {"metrics"}
+        got = np.load(exactness_runs / f"{name}.npz")
         np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10) if name != "no_sync_bn" else None
-        return max(float(np.max(np.abs(got[k] - reference[k])) / np.max(np.abs(reference[k]))) for k in reference)
+        return _worst_relative_error(got, reference)
 
-    assert set(CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn"}
+    assert set(script.CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn"}
     assert worst_relative_error("sync_overlap") < 1e-10       # buckets reduced during backward
     assert worst_relative_error("sync_no_overlap") < 1e-10    # all at the end
     assert worst_relative_error("no_sync_bn") > 1e-3          # per-process statistics: another run
+
+
+@needs_mpi
+def test_a_process_without_rows_takes_part_and_contributes_nothing(exactness_runs):
+    # Last batches of 1 image: one process gets none, in training (sync batch norm's sums,
+    # the gradient buckets, the metric sums) and in validation; still the one-process run.
+    script = _exactness_module()
+    reference, metrics = script.train(None, short=True)
+    got = np.load(exactness_runs / "short_last_batch.npz")
+    np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10)
+    assert _worst_relative_error(got, reference) < 1e-10
 
 
 # ---- the world and start-up, in-process ------------------------------------------------

@@ -1,8 +1,8 @@
-"""The command line on a folder of images (--dataset folder): a real run, kill-and-resume, errors.
+"""``minidl train`` on a folder of images (--dataset folder): a real run, kill-and-resume, errors.
 
 A tiny folder with the cifar variant; the run must behave like a CIFAR run (files,
 resume, one-line errors) and carry the class names into its checkpoint and
-results.json (examples/predict.py prints them).
+results.json (``minidl predict`` prints them).
 """
 import csv
 import json
@@ -21,14 +21,13 @@ import pytest
 pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from support.example_scripts import load_example  # noqa: E402
+from support.commands import ROOT, minidl_command  # noqa: E402
 from support.folder_fixture import photo, write_image_folder  # noqa: E402
 from minidl.checkpoint import load_checkpoint  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "alexnet_cifar10.py"
+COMMAND = minidl_command("train")
 CLASSES = ["bee", "cow", "owl"]
-cli = load_example("alexnet_cifar10.py")
+from minidl.cli import predict, train as cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def _env(**extra):
 
 
 def _cli(args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=_env(), cwd=ROOT,
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=_env(), cwd=ROOT,
                           timeout=120)
 
 
@@ -88,7 +87,7 @@ def test_folder_run_trains_and_records_the_class_names(reference):
 def test_killed_folder_run_resumes_bit_identically(photos, reference, tmp_path):
     out = tmp_path / "run"
     args = _args(photos, out)
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([*COMMAND, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=_env(MINIDL_TEST_WRITE_DELAY="0.15"), cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -119,7 +118,6 @@ def test_predict_classifies_with_the_folder_runs_crop_normalisation_and_names(ph
     import minidl.functional as F
     from minidl.data import ImageFolder, ImageFolderLoader, ResizeCenterCrop
 
-    predict = load_example("predict.py")
     weights = reference[0] / "best.npz"
     path = photos / "cow" / "003.jpg"
     assert predict.main([str(path), "--weights", str(weights), "--top", "3"]) == 0
@@ -151,7 +149,7 @@ def test_two_processes_train_on_a_folder_like_one(tmp_path):
 
     one = _cli(args("one"))
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(SCRIPT), *args("two")], capture_output=True,
+    two = subprocess.run([MPIEXEC, "-n", "2", *COMMAND, *args("two")], capture_output=True,
                          text=True, env=_env(), cwd=ROOT, timeout=120)
     assert two.returncode == 0, two.stderr
     assert "data parallel: 2 processes" in two.stdout and two.stdout.count("test: loss") == 1
@@ -171,7 +169,7 @@ def _main(argv, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return code, [line for line in err.strip().splitlines() if line.startswith("alexnet_cifar10: error: ")]
+    return code, [line for line in err.strip().splitlines() if line.startswith("minidl train: error: ")]
 
 
 def test_folder_errors_are_one_line(photos, reference, tmp_path, capsys, monkeypatch):

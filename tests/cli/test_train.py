@@ -1,7 +1,8 @@
-"""The command line (examples/alexnet_cifar10.py): a real run, kill-and-resume, errors.
+"""``minidl train``: a real run, kill-and-resume, errors.
 
-Runs that must be real processes (end to end, SIGKILL) go through subprocess;
-argument and setup errors call ``main`` in-process, which is what the script runs.
+Runs that must be real processes (end to end, SIGKILL) go through subprocess
+(``python -m minidl train``); argument and setup errors call ``main`` in-process,
+which is what the command runs.
 """
 import csv
 import json
@@ -10,24 +11,20 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support.example_scripts import load_example
+from support.commands import ROOT, minidl_command
 from support.cifar_fixture import closed_port, write_cifar10
 from minidl.backend import is_cuda_available
 from minidl.checkpoint import load_checkpoint, save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "alexnet_cifar10.py"
+COMMAND = minidl_command("train")
 TIMING = ("seconds", "images_per_s")
 
-
-cli = load_example("alexnet_cifar10.py")
+from minidl.cli import train as cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def _env(**extra):
 
 
 def _cli(args, **env):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=_env(**env),
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=_env(**env),
                           cwd=ROOT, timeout=120)
 
 
@@ -107,7 +104,7 @@ def test_end_to_end_run_writes_every_file(reference):
 
 
 def _start(args, delay):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([*COMMAND, *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=_env(MINIDL_TEST_WRITE_DELAY=str(delay)), cwd=ROOT)
 
 
@@ -195,7 +192,7 @@ def _main(argv, capsys):
 
 def _one_line(err):
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("alexnet_cifar10: error: "), err
+    assert len(lines) == 1 and lines[0].startswith("minidl train: error: "), err
     return lines[0]
 
 
@@ -235,6 +232,12 @@ def test_resume_errors(capsys, reference, data_dir, tmp_path):
     assert code == 1 and "--lr 0.5" in line and "--batch-size" not in line  # 8 is the run's own value
 
     path = out / "checkpoint.npz"
+    (tmp_path / "weights_only").mkdir()
+    save_checkpoint(tmp_path / "weights_only" / "checkpoint.npz", {"model": load_checkpoint(path)["model"]})
+    code, err = _main(["--out", str(tmp_path / "weights_only"), "--resume"], capsys)
+    assert code == 1 and "is not the checkpoint of a training run (it has no optim, rngs, trainer, settings)" in \
+        _one_line(err)
+
     damaged = path.read_bytes()[:1000]
     path.write_bytes(damaged)
     code, err = _main(["--out", str(out), "--resume"], capsys)

@@ -1,4 +1,4 @@
-"""examples/predict.py: your own images through a trained checkpoint, on images the tests write.
+"""``minidl predict``: your own images through a trained checkpoint, on images the tests write.
 
 The checkpoints are tiny "cifar" AlexNets (widths of 4 and 8), so a whole run
 takes well under a second; one real process checks the command line end to end.
@@ -6,8 +6,6 @@ takes well under a second; one real process checks the command line end to end.
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,16 +17,13 @@ from minidl.checkpoint import save_checkpoint
 from minidl.data import build_transform
 from minidl.models import AlexNet
 
-from support.example_scripts import load_example
+from support.commands import ROOT, minidl_command
+from minidl.cli import datasets, predict, recipes
 
-Image = pytest.importorskip("PIL.Image", reason="predict.py needs Pillow (the images extra)")
+Image = pytest.importorskip("PIL.Image", reason="minidl predict needs Pillow (the images extra)")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "predict.py"
+COMMAND = minidl_command("predict")
 WIDTHS = [4, 4, 4, 4, 4, 8, 8]
-
-predict = load_example("predict.py")
-train_cli = load_example("alexnet_cifar10.py")
 
 
 def _model(num_classes=10, seed=0):
@@ -90,12 +85,12 @@ def test_probabilities_are_the_models_on_the_training_transform(tmp_path, weight
 
 @pytest.mark.parametrize("variant", ["seed", "paper", "cifar"])
 def test_evaluation_transform_is_the_training_runs(variant):
-    settings = dict(train_cli.RECIPES[variant], variant=variant, seed=0, limit_train=None, limit_val=None,
+    settings = dict(recipes.RECIPES[variant], variant=variant, seed=0, limit_train=None, limit_val=None,
                     limit_test=None)
     images, labels = np.zeros((2, 3, 32, 32), np.uint8), np.zeros(2, np.int64)
     data = SimpleNamespace(train_images=images, train_labels=labels, val_images=images, val_labels=labels,
                            test_images=images, test_labels=labels, label_names=list(predict.CIFAR10_CLASSES))
-    _, val, test = train_cli._datasets.make_loaders(settings, data, "cpu")  # records the paper's pixel_mean
+    _, val, test = datasets.make_loaders(settings, data, "cpu")  # records the paper's pixel_mean
     transform = predict.evaluation_transform(settings)
     assert repr(transform) == repr(val.transform) == repr(test.transform)
     np.testing.assert_array_equal(transform(images + 7), val.transform(images + 7))
@@ -185,7 +180,7 @@ def test_bad_weights_one_line(tmp_path, capsys, case, message):
     Image.fromarray(_pixels(np.random.default_rng(3), 32, 32)).save(tmp_path / "ok.png")
     code, out, err = _run([tmp_path / "ok.png", "--weights", path], capsys)
     assert code == 1 and out == ""
-    assert len(err) == 1 and err[0].startswith("predict: error: --weights: ") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("minidl predict: error: --weights: ") and message in err[0], err
 
 
 def test_command_line_good_and_bad_images(tmp_path, weights):
@@ -202,13 +197,13 @@ def test_command_line_good_and_bad_images(tmp_path, weights):
            "cut.jpg": "cannot be decoded"}
     argv = [str(tmp_path / name) for name in ["gray.png", "notes.jpg", "palette.png", "missing.png", "rgba.png",
                                               "cut.jpg", "photo.jpg"]]
-    done = subprocess.run([sys.executable, str(SCRIPT), *argv, "--weights", str(weights)], capture_output=True,
+    done = subprocess.run([*COMMAND, *argv, "--weights", str(weights)], capture_output=True,
                           text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     errors = done.stderr.strip().splitlines()
     assert len(errors) == len(bad)
     for line, (name, message) in zip(errors, bad.items()):
-        assert line.startswith(f"predict: error: {tmp_path / name}: ") and message in line, line
+        assert line.startswith(f"minidl predict: error: {tmp_path / name}: ") and message in line, line
     results = _results(done.stdout)
     assert list(results) == [str(tmp_path / name) for name in good]
     for top in results.values():

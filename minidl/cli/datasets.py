@@ -1,14 +1,13 @@
-"""The data side of examples/alexnet_cifar10.py: CIFAR-10 or a folder (--dataset folder).
+"""The data side of ``minidl train``: CIFAR-10 or a folder of images (--dataset folder).
 
 The folder's flags, settings, loading and summary, and for both data sets the
-loaders and the fingerprint that data-parallel processes compare. Kept beside the
-script so that the script stays one readable page; the data work itself is
-minidl's (``minidl.data.load_cifar10``, ``load_image_folder``, ``channel_mean_std``,
-``folder_loaders``). A folder run stores in its settings (checkpoint.npz,
-results.json) what a later resume or ``examples/predict.py`` needs to see images
-exactly as training did: ``class_names``, ``normalize`` with ``mean``/``std`` (0..1
-scale), and ``folder_digest``, which a resume checks so that it trains on the
-same files.
+loaders and the fingerprint that data-parallel processes compare; the data work
+itself is minidl's (``minidl.data.load_cifar10``, ``load_image_folder``,
+``channel_mean_std``, ``folder_loaders``). A folder run stores in its settings
+(checkpoint.npz, results.json) what a later resume or ``minidl predict`` needs to
+see images exactly as training did: ``class_names``, ``normalize`` with
+``mean``/``std`` (0..1 scale), and ``folder_digest``, which a resume checks so
+that it trains on the same files.
 """
 from __future__ import annotations
 
@@ -19,10 +18,10 @@ import sys
 
 import numpy as np
 
-from minidl.data import (DataLoader, DatasetError, FolderSplits, build_transform, channel_mean_std, folder_loaders,
+from ..data import (DataLoader, DatasetError, FolderSplits, build_transform, channel_mean_std, folder_loaders,
                          load_cifar10, load_image_folder)
-from minidl.distributed.launch import rank0_first
-from minidl.models.alexnet import INPUT_SIZE
+from ..distributed.launch import rank0_first
+from ..models.alexnet import INPUT_SIZE
 
 # run settings of folder runs and their defaults (a resume must not change them)
 FOLDER_SETTINGS = {"val_fraction": 0.1, "test_fraction": 0.1, "normalize": "channel", "mean": None, "std": None}
@@ -151,7 +150,7 @@ def make_loaders(settings: dict, data, device, shard=None, **folder_options):
     train_images, train_labels = first(data.train_images, data.train_labels, settings["limit_train"])
     mean = None
     if settings["preprocess"] == "subtract-mean":  # the paper's: centred pixel values, in pixel units
-        # per-channel means of the images this run trains on, kept in the settings for predict.py
+        # per-channel means of the images this run trains on, kept in the settings for minidl predict
         mean = settings.setdefault("pixel_mean", [round(float(v), 4) for v in train_images.mean(axis=(0, 2, 3))])
     train = DataLoader(train_images, train_labels, batch, shuffle=True,
                        transform=build_transform(size, augment=settings["augment"], pixel_mean=mean), **common)

@@ -1,4 +1,4 @@
-"""The walkthrough (examples/layer_by_layer.py): one fixture image through the seed AlexNet.
+"""The walkthrough (``minidl layers``): one fixture image through the seed AlexNet.
 
 The full walk runs once as a real process (about 10 s: building the 57M-parameter
 model and drawing the PNGs dominate); the error paths call ``main`` in-process and
@@ -9,22 +9,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from support.example_scripts import load_example
+from support.commands import ROOT, minidl_command
 from support.cifar_fixture import LABEL_NAMES, closed_port, write_cifar10
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "layer_by_layer.py"
+COMMAND = minidl_command("layers")
 SEED_LAYERS = ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "conv3", "relu3", "conv4",
                "relu4", "conv5", "relu5", "pool5", "flatten", "fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
 MAPPED = SEED_LAYERS[:15]  # conv1 .. pool5: the layers with (C,H,W) outputs get a feature-map grid
 
 
-walk = load_example("layer_by_layer.py")
+from minidl.cli import layers as walk  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def _zeros(block):
 
 def test_walk_prints_every_layer_and_saves_grids(fixture, tmp_path):
     out = tmp_path / "maps"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--data-dir", str(fixture.root), "--index", "1",
+    done = subprocess.run([*COMMAND, "--data-dir", str(fixture.root), "--index", "1",
                            "--out", str(out), "--no-download"], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert done.returncode == 0, done.stderr
@@ -102,7 +99,7 @@ def _main(argv, capsys):
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("layer_by_layer: error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith("minidl layers: error: "), captured.err
     return code, lines[0]
 
 
