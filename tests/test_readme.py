@@ -50,3 +50,15 @@ def test_every_file_the_readme_and_docs_name_exists():
     for page in [ROOT / "README.md", *DOCS]:
         for target in links.findall(page.read_text()):
             assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
+
+
+def test_the_trainer_example_in_the_docs_trains_and_writes_its_files(tmp_path, monkeypatch):
+    page = (ROOT / "docs" / "training.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    monkeypatch.chdir(tmp_path)                  # it writes runs/mine/
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        namespace = {"__name__": "docs_training"}
+        exec(compile(code, "docs/training.md", "exec"), namespace)
+    assert len(namespace["history"]) == 3 and "epoch 3: lr" in out.getvalue()   # the callback of its own ran
+    assert {"history.csv", "checkpoint.npz", "best.npz"} <= {p.name for p in (tmp_path / "runs" / "mine").iterdir()}
