@@ -132,6 +132,40 @@ class Conv2d(Function):
         return (gx, gw) if len(self.needs_input_grad) == 2 else (gx, gw, gb)
 
 
+def conv_geometry(x, weight, bias, stride, padding, groups, dilation) -> tuple:
+    """conv2d's argument checks for a batch x: (kernel, stride, pads, dilation, out_hw), each as pairs.
+
+    Raises:
+        ValueError naming conv2d for anything ``conv2d``'s docstring lists.
+    """
+    x_shape, w_shape = tuple(x.shape), tuple(weight.shape)
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d: expected x (N, C, H, W) or (C, H, W) and weight (O, C/groups, KH, KW), "
+                         f"got x {x_shape} and weight {w_shape}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    c, o = x_shape[1], w_shape[0]
+    if c % groups or o % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both input channels ({c}) and "
+                         f"output channels ({o}); x {x_shape}, weight {w_shape}")
+    if w_shape[1] != c // groups:
+        raise ValueError(f"conv2d: weight {w_shape} expects {w_shape[1]} input channels per group, "
+                         f"but x {x_shape} with groups={groups} has {c // groups}")
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"conv2d: bias must have shape ({o},) for weight {w_shape}, got {tuple(bias.shape)}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise ValueError(f"conv2d: x, weight and bias must share one dtype, got x {x.dtype}, "
+                         f"weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else ""))
+    kernel = w_shape[2:]
+    if min(kernel) < 1:
+        raise ValueError(f"conv2d: kernel size must be positive, got weight {w_shape}")
+    stride = int_pair("conv2d", "stride", stride)
+    dilation = int_pair("conv2d", "dilation", dilation)
+    pads = resolve_padding("conv2d", padding, x_shape[2:], kernel, stride, dilation)
+    out_hw = output_hw("conv2d", x_shape[2:], kernel, stride, pads, dilation)  # raises if the kernel does not fit
+    return tuple(kernel), stride, pads, dilation, out_hw
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
            groups: int = 1, algorithm: str | None = None, *, dilation=1) -> Tensor:
     """2-D convolution (cross-correlation) of a batch of images, or of one image.
@@ -175,30 +209,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     if len(x_shape) == 3 and len(w_shape) == 4:   # one image: a batch of one, and back
         y = conv2d(reshape(x, (1,) + x_shape), weight, bias, stride, padding, groups, algorithm, dilation=dilation)
         return reshape(y, y.shape[1:])
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"conv2d: expected x (N, C, H, W) or (C, H, W) and weight (O, C/groups, KH, KW), "
-                         f"got x {x_shape} and weight {w_shape}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    c, o = x_shape[1], w_shape[0]
-    if c % groups or o % groups:
-        raise ValueError(f"conv2d: groups={groups} must divide both input channels ({c}) and "
-                         f"output channels ({o}); x {x_shape}, weight {w_shape}")
-    if w_shape[1] != c // groups:
-        raise ValueError(f"conv2d: weight {w_shape} expects {w_shape[1]} input channels per group, "
-                         f"but x {x_shape} with groups={groups} has {c // groups}")
-    if bias is not None and tuple(bias.shape) != (o,):
-        raise ValueError(f"conv2d: bias must have shape ({o},) for weight {w_shape}, got {tuple(bias.shape)}")
-    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise ValueError(f"conv2d: x, weight and bias must share one dtype, got x {x.dtype}, "
-                         f"weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else ""))
-    kernel = w_shape[2:]
-    if min(kernel) < 1:
-        raise ValueError(f"conv2d: kernel size must be positive, got weight {w_shape}")
-    stride = int_pair("conv2d", "stride", stride)
-    dilation = int_pair("conv2d", "dilation", dilation)
-    pads = resolve_padding("conv2d", padding, x_shape[2:], kernel, stride, dilation)
-    out_hw = output_hw("conv2d", x_shape[2:], kernel, stride, pads, dilation)  # raises if the kernel does not fit
+    kernel, stride, pads, dilation, out_hw = conv_geometry(x, weight, bias, stride, padding, groups, dilation)
     if algorithm is None:
         algorithm = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"
     data = x.data if isinstance(x, Tensor) else x

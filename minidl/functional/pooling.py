@@ -96,6 +96,32 @@ class MaxPool2d(Function):
         return gx
 
 
+def pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
+    """max_pool2d's argument checks for a batch x: (kernel, stride, pads, dilation), ceil_mode in the pads.
+
+    Raises:
+        ValueError naming max_pool2d for anything ``max_pool2d``'s docstring lists.
+    """
+    x_shape = tuple(x.shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"max_pool2d: expected x (N, C, H, W) or (C, H, W), got shape {x_shape}")
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"max_pool2d: expected float or integer values, got dtype {x.dtype}")
+    kernel = int_pair("max_pool2d", "kernel_size", kernel_size)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else int_pair("max_pool2d", "stride", stride)
+    dilation = int_pair("max_pool2d", "dilation", dilation)
+    pads = resolve_padding("max_pool2d", padding, x_shape[2:], kernel, stride, dilation)
+    span = effective_kernel(kernel, dilation)
+    if any(p >= k for (before, after), k in zip(pads, span) for p in (before, after)):
+        what = "kernel" if span == kernel else "dilated kernel's span"
+        raise ValueError(f"max_pool2d: padding {pads} must be smaller than the {what} {span} on every side")
+    output_hw("max_pool2d", x_shape[2:], kernel, stride, pads, dilation)  # raises if the kernel does not fit
+    if ceil_mode:
+        pads = ceil_mode_pads(x_shape[2:], kernel, stride, pads, dilation)
+    return kernel, stride, pads, dilation
+
+
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False):
     """Max over each KH x KW window of each channel.
@@ -138,22 +164,7 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
         if return_indices:
             return reshape(out[0], out[0].shape[1:]), Tensor(out[1].data[0])
         return reshape(out, out.shape[1:])
-    if len(x_shape) != 4:
-        raise ValueError(f"max_pool2d: expected x (N, C, H, W) or (C, H, W), got shape {x_shape}")
-    if x.dtype.kind not in "fiu":
-        raise ValueError(f"max_pool2d: expected float or integer values, got dtype {x.dtype}")
-    kernel = int_pair("max_pool2d", "kernel_size", kernel_size)
-    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-    stride = kernel if no_stride else int_pair("max_pool2d", "stride", stride)
-    dilation = int_pair("max_pool2d", "dilation", dilation)
-    pads = resolve_padding("max_pool2d", padding, x_shape[2:], kernel, stride, dilation)
-    span = effective_kernel(kernel, dilation)
-    if any(p >= k for (before, after), k in zip(pads, span) for p in (before, after)):
-        what = "kernel" if span == kernel else "dilated kernel's span"
-        raise ValueError(f"max_pool2d: padding {pads} must be smaller than the {what} {span} on every side")
-    output_hw("max_pool2d", x_shape[2:], kernel, stride, pads, dilation)  # raises if the kernel does not fit
-    if ceil_mode:
-        pads = ceil_mode_pads(x_shape[2:], kernel, stride, pads, dilation)
+    kernel, stride, pads, dilation = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     return_indices = bool(return_indices)
     fast = dispatch.max_pool2d(x.data if isinstance(x, Tensor) else x, kernel, stride, pads, dilation, return_indices)
     if fast is not None:

@@ -20,12 +20,15 @@ class ConvolutionKernel:
         kernel, stride: (KH, KW), (SH, SW).
         pads: ((top, bottom), (left, right)).
         groups: channel groups.
+        relu: apply max(y, 0) in the output pass, while each slice of y is in cache
+            (inference: ``minidl.functional.fused.conv2d_relu``; there is no backward then).
     """
 
     algorithm = "im2col"   # what minidl.viz shows for the call
 
-    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, groups: int):
+    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, groups: int, relu: bool = False):
         self.kernel, self.stride, self.pads, self.groups = tuple(kernel), tuple(stride), pads, groups
+        self.relu = relu
 
     def forward(self, x, weight, bias=None):
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
@@ -35,6 +38,7 @@ class ConvolutionKernel:
 
     def backward(self, gy, needs: tuple) -> tuple:
         """(gx, gw) or (gx, gw, gb), matching forward's inputs; None where not wanted."""
+        assert not self.relu, "a convolution with its ReLU fused in is for inference: it has no backward"
         need_x, need_w = needs[:2]
         need_b = len(needs) == 3 and needs[2]
         gx, gw, gb = self.gradients(gy, need_x, need_w, need_b)

@@ -35,6 +35,9 @@ layout) and the shapes:
     Adam update      chunks of all parameters in one region     the reference
                      (cpu/adam.py; AdamW too)
     resize_bilinear  the reference                              one raw kernel
+    conv2d + relu,   (inference, functional/fused.py) the ReLU in  the same, in the raw paths' output
+      relu + max_    the convolution's output pass; pooling as
+      pool2d         a running maximum from 0, no argmax kept
 
 Every fast path takes empty batches (N = 0).
 
@@ -187,35 +190,39 @@ def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, 
 
 
 def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto",
-           dilation: tuple = (1, 1)):
-    """The fast convolution for this call, or None for the reference (``minidl.functional.conv``)."""
+           dilation: tuple = (1, 1), relu: bool = False):
+    """The fast convolution for this call, or None for the reference (``minidl.functional.conv``).
+
+    ``relu``: inference's conv + ReLU, the ReLU applied in the output pass (``functional.fused``).
+    """
     chosen = conv_algorithm(x, kernel, stride, groups, out_hw, algorithm, dilation)
     on_cpu = device_type(x) == "cpu"
     if chosen.startswith("winograd"):
-        return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu)
+        return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu, relu=relu)
     if chosen == "im2col":
         if on_cpu:
-            return ChannelsLastConv2d(kernel, stride, pads, groups)
+            return ChannelsLastConv2d(kernel, stride, pads, groups, relu=relu)
         if _raw_cuda(x):
-            return RawIm2colConv2d(kernel, stride, pads, groups)
+            return RawIm2colConv2d(kernel, stride, pads, groups, relu=relu)
     return None
 
 
 # ---- the other ops ------------------------------------------------------------------------
 
 def max_pool2d(x, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (1, 1),
-               return_indices: bool = False):
+               return_indices: bool = False, relu: bool = False):
     """The fast max pooling for this call, or None for the reference.
 
     The fast paths pool float arrays with undilated windows and keep no indices;
-    ceil_mode reaches them as extra padding (``window.ceil_mode_pads``).
+    ceil_mode reaches them as extra padding (``window.ceil_mode_pads``). ``relu``:
+    inference's ReLU + pooling, max(relu(x)) as a running maximum from 0 (``functional.fused``).
     """
     if tuple(dilation) != (1, 1) or return_indices or x.dtype.kind != "f":
         return None
     where = _fast(x)
     if where == "cpu":
-        return SlicedMaxPool2d(kernel, stride, pads)
-    return None if where is None else RawMaxPool2d(kernel, stride, pads)
+        return SlicedMaxPool2d(kernel, stride, pads, relu)
+    return None if where is None else RawMaxPool2d(kernel, stride, pads, relu)
 
 
 def batch_norm(x, training: bool, has_weight: bool, has_bias: bool, eps: float, momentum: float,

@@ -70,6 +70,8 @@ class AlexNet(nn.Module):
     Shapes: x (N, 3, S, S) with S = 224 / 227 / 32 -> logits (N, num_classes).
     """
 
+    runs_children_in_order = True   # forward is its children in order (nn.fuse_for_inference reads it)
+
     def __init__(self, num_classes=None, variant="seed", seed=0, dropout=0.5, widths=None, kernel_sizes=None,
                  init=None):
         super().__init__()

@@ -21,3 +21,6 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear
            "Module", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice", "current_batch_slice",
            "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
+from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
+
+__all__ += ["FusedConv2d", "FusedLinear", "ReLUMaxPool2d", "fuse_for_inference"]

@@ -317,6 +317,8 @@ class Sequential(Module):
     be indexed, iterated and counted.
     """
 
+    runs_children_in_order = True   # its forward is its children in order (nn.fuse_for_inference reads it)
+
     def __init__(self, *modules: Module):
         super().__init__()
         for index, module in enumerate(modules):

@@ -88,9 +88,10 @@ def _rows_of_groups(y_l, part, groups):
     return block.reshape(-1, groups, block.shape[-1] // groups).transpose(1, 0, 2)
 
 
-def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None):
+def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None, relu=False):
     """Channels-last convolution: y (N, OH, OW, O) from x (N, H, W, C) and _pixel_weights-ordered matrices.
 
+    With ``relu``, max(y, 0) is taken on each slice while it is in cache.
     Shapes: x_l (N, H, W, C), w_mat (G, KH*KW*C/G, O/G), bias (O,) -> (N, OH, OW, O).
     """
     n, h, w, c = x_l.shape
@@ -104,6 +105,8 @@ def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None):
         del cols
         if bias is not None:
             y_l[part] += bias
+        if relu:
+            np.maximum(y_l[part], 0, out=y_l[part])
 
     per_image = c * kernel[0] * kernel[1] * oh * ow * x_l.itemsize
     map_pieces(x_l, work, _slices(x_l, per_image, oh * ow))
@@ -153,7 +156,8 @@ class ChannelsLastConv2d(ConvolutionKernel):
         self.x_shape, self.w_shape = x.shape, weight.shape
         if self.pixel_major:
             w_mat = _pixel_weights(weight, self.groups)
-            return as_nchw(correlate(nhwc(x), w_mat, self.kernel, self.stride, self.pads, self.groups, bias))
+            return as_nchw(correlate(nhwc(x), w_mat, self.kernel, self.stride, self.pads, self.groups, bias,
+                                     self.relu))
         n, c = x.shape[:2]
         o = weight.shape[0]
         oh, ow = output_hw("conv2d", x.shape[2:], self.kernel, self.stride, self.pads)
@@ -165,6 +169,8 @@ class ChannelsLastConv2d(ConvolutionKernel):
 
         def work(part):
             np.matmul(cols(x, part), w_mat, out=_rows_of_groups(y_l, part, self.groups))
+            if self.relu:
+                np.maximum(y_l[part], 0, out=y_l[part])
 
         per_image = c * weight[0, 0].size * oh * ow * x.itemsize
         map_pieces(x, work, _slices(x, per_image, oh * ow))

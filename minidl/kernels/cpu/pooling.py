@@ -38,11 +38,13 @@ class SlicedMaxPool2d:
     # For each batch slice of n images (channels-last ones walked as (n,H,W,C)):
     # x (n,C,H,W) -> xpad padded with -inf -> y (n,C,OH,OW), and
     # argmax (n,C,OH,OW): the winning tap kh*KW + kw within each window (1 byte).
+    #
+    # relu: max(y, 0), with ReLU before the pooling fused in (max(relu(x)) = relu(max(x))):
+    # for inference, keeping no argmax (``minidl.functional.fused.relu_max_pool2d``).
     algorithm = "batch slices"   # what minidl.viz shows for the call
 
-    def __init__(self, kernel: tuple, stride: tuple, pads: tuple):
-        self.kernel, self.stride, self.pads = kernel, stride, pads
-
+    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, relu: bool = False):
+        self.kernel, self.stride, self.pads, self.relu = kernel, stride, pads, relu
 
     def forward(self, x):
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
@@ -51,6 +53,8 @@ class SlicedMaxPool2d:
         a, axes = spatial_view(x)
         self.axes = axes
         y = np.empty(with_spatial(a.shape, axes, oh, ow), dtype=x.dtype)
+        if self.relu:
+            return as_layout(self._relu_max(a, axes, y), axes)
         argmax = np.zeros(y.shape, dtype=index_dtype(kh_size * kw_size))
 
         def work(part):
@@ -78,7 +82,25 @@ class SlicedMaxPool2d:
         self.argmax = argmax  # 1 byte per output: all that backward needs besides shapes
         return as_layout(y, axes)
 
+    def _relu_max(self, a, axes, y):
+        """Inference: y = max(0, every tap), a running maximum started at 0, no argmax kept."""
+        (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
+        oh, ow = y.shape[axes[0]], y.shape[axes[1]]
+
+        def work(part):
+            xpad = pad2d(a[part], self.pads, -np.inf, axes)
+            y_part = y[part]
+            y_part[...] = 0
+            for kh in range(kh_size):
+                for kw in range(kw_size):
+                    np.maximum(y_part, xpad[spatial_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))],
+                               out=y_part)
+
+        map_pieces(a, work, pooling_slices(self.x_shape, self.pads, a), nbytes=a.nbytes)
+        return y
+
     def backward(self, gy, needs):
+        assert not self.relu, "max pooling with its ReLU fused in is for inference: it has no backward"
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
         (top, bottom), (left, right) = self.pads
         axes = self.axes

@@ -55,11 +55,12 @@ class WinogradConv2d(ConvolutionKernel):
     # whether y (and gx) stay in channels-last memory (the CPU) or become NCHW (a GPU).
     keep_for_backward = True   # FastPath sets it False under no_grad: the tiles are then not kept
 
-    def __init__(self, tile: int, kernel_size: int, pads: tuple, groups: int, channels_last: bool = True):
+    def __init__(self, tile: int, kernel_size: int, pads: tuple, groups: int, channels_last: bool = True,
+                 relu: bool = False):
         if (tile, kernel_size) not in POINTS:
             raise ValueError(f"WinogradConv2d: F({tile}x{tile}, {kernel_size}x{kernel_size}) is not supported; "
                              f"supported (tile, kernel): {sorted(POINTS)}")
-        super().__init__((kernel_size, kernel_size), (1, 1), pads, groups)
+        super().__init__((kernel_size, kernel_size), (1, 1), pads, groups, relu)
         self.m, self.r, self.channels_last = tile, kernel_size, channels_last
         self.a = tile + kernel_size - 1               # input tile side
         self.algorithm = f"winograd F({tile}x{tile}, {kernel_size}x{kernel_size})"
@@ -128,6 +129,8 @@ class WinogradConv2d(ConvolutionKernel):
                 y_l[part] = full[:, :oh, :ow]
             if bias is not None:
                 y_l[part] += bias
+            if self.relu:
+                xp.maximum(y_l[part], 0, out=y_l[part])
             return v
 
         slices = self._slices(x, c, o)

@@ -1,0 +1,60 @@
+"""Inference's fused ops: a convolution with its ReLU, and a ReLU with the max pooling after it.
+
+A trained network spends much of its evaluation time in passes over memory that do
+little arithmetic: a ReLU reads and writes every activation once more after the
+convolution that made it. Applied while each slice of the convolution's output is
+still in cache, the ReLU costs almost nothing; and since max(relu(x)) = relu(max(x)),
+a ReLU followed by max pooling is a running maximum that starts at 0 instead of at
+the first tap. ``minidl.nn.fuse_for_inference`` builds these into a model.
+
+Each op's reference is the two public ops composed, and that is what runs whenever a
+gradient could be asked for (an input that requires grad, outside ``no_grad``), so the
+fused ops are always correct; the fused fast paths (``minidl.kernels.dispatch``, the
+``relu`` flag of conv2d and max_pool2d) run for inference only.
+"""
+from __future__ import annotations
+
+from ..autograd import Tensor, is_grad_enabled
+from ..kernels import dispatch
+from .activation import relu
+from .conv import conv2d, conv_geometry
+from .fast_path import FastPath
+from .pooling import max_pool2d, pool_geometry
+
+
+def _needs_graph(*tensors) -> bool:
+    """Whether autograd would record a call on these inputs (then the composed reference runs)."""
+    return is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def conv2d_relu(x, weight, bias=None, stride=1, padding=0, groups: int = 1) -> Tensor:
+    """relu(conv2d(x, weight, bias, ...)), the ReLU in the convolution's output pass when inferring.
+
+    Args and Shapes: as ``conv2d`` (a batch (N, C, H, W); no dilation).
+    """
+    if x.ndim != 4 or _needs_graph(x, weight, bias):
+        return relu(conv2d(x, weight, bias, stride, padding, groups))
+    kernel, stride, pads, dilation, out_hw = conv_geometry(x, weight, bias, stride, padding, groups, 1)
+    fast = dispatch.conv2d(_data(x), kernel, stride, pads, groups, out_hw, "auto", dilation, relu=True)
+    if fast is None:
+        return relu(conv2d(x, weight, bias, stride, padding, groups))
+    fn = FastPath("Conv2dReLU", fast)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def relu_max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+    """max_pool2d(relu(x), ...) = relu(max_pool2d(x, ...)), one running maximum from 0 when inferring.
+
+    Args and Shapes: as ``max_pool2d`` (a batch (N, C, H, W); no dilation or indices).
+    """
+    if x.ndim != 4 or _needs_graph(x):
+        return max_pool2d(relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
+    kernel, stride, pads, dilation = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    fast = dispatch.max_pool2d(_data(x), kernel, stride, pads, dilation, relu=True)
+    if fast is None:
+        return max_pool2d(relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
+    return FastPath("ReLUMaxPool2d", fast)(x)
