@@ -75,7 +75,8 @@ class AlexNet(nn.Module):
             "torchvision").
         variant: "seed", "paper", "cifar" or "torchvision".
         seed: seeds the weight initialisation and the dropout generators.
-        dropout: dropout probability after fc6 and fc7.
+        dropout: the probability of the two dropout layers (after fc6 and fc7; in
+            "torchvision", before the first two dense layers, as torchvision has them).
         widths: "cifar" only: 7 ints, the channels of conv1..conv5 and the units of
             fc6, fc7 (each even, since the streams split channels in two).
         kernel_sizes: "cifar" only: 5 ints, the kernel sizes of conv1..conv5.

@@ -5,6 +5,7 @@ import pytest
 import minidl
 import minidl.functional as F
 import minidl.nn as nn
+from minidl import viz
 from minidl.models import AlexNet
 
 
@@ -190,6 +191,9 @@ def test_torchvision_variant_layers_keys_and_counts():
     assert "features.0 (Conv2d)" in text and "floor((224 + 4 - 11) / 4) + 1 = 55" in text
     assert "features.12 (MaxPool2d)" in text and "(None, 256, 6, 6)" in text and "adaptive 6x6 -> 6x6" in text
     assert "classifier.6 (Linear)" in text and "Total params: 61,100,840" in text
+    rows = viz.layer_rows(model)   # one stream: no groups
+    assert [row["name"] for row in rows][1:3] == ["features.0", "features.1"] and rows[-1]["shape"] == (1000,)
+    assert {row["streams"] for row in rows} == {1} and sum(row["params"] for row in rows) == 61_100_840
     # the other variants keep their layers and keys
     assert list(AlexNet(variant="cifar").state_dict())[:2] == ["conv1.weight", "conv1.bias"]
 

@@ -189,3 +189,31 @@ def test_pictures_show_every_shortcut(tmp_path):
     pytest.importorskip("matplotlib")
     path = resnet20().plot(tmp_path / "resnet20.svg")
     assert path.stat().st_size > 10_000 and "layer3.2" in path.read_text()
+
+
+def test_trainer_runs_resnet20_and_resumes_exactly(tmp_path):
+    """The training loop, its checkpoints and its pictures take a ResNet as they take AlexNet."""
+    from minidl.data import DataLoader, build_transform
+    from minidl.train import Trainer
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, size=(24, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, size=24)
+
+    def run(epochs, out, resume=False):
+        model = resnet20(seed=1)
+        loaders = [DataLoader(images, labels, 8, shuffle=shuffle, seed=3, transform=build_transform(32))
+                   for shuffle in (True, False)]
+        trainer = Trainer(model, SGD(model.parameters(), lr=0.05, momentum=0.9), *loaders, epochs=epochs,
+                          out_dir=out, progress=False, log=lambda message: None)
+        if resume:
+            trainer.resume()
+        trainer.fit()
+        return model, trainer
+
+    straight, trainer = run(2, tmp_path / "straight")
+    history = trainer.state["history"]
+    assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"]
+    run(1, tmp_path / "resumed")
+    resumed, _ = run(2, tmp_path / "resumed", resume=True)
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
+    assert (tmp_path / "straight" / "best.npz").exists()
