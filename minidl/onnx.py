@@ -7,9 +7,10 @@
     session = onnxruntime.InferenceSession("alexnet_cifar.onnx")
     logits = session.run(None, {"input": images_float32})[0]
 
-The model is a stack of layers applied in order (``AlexNet``, ``nn.Sequential``);
-each layer becomes the ONNX operator(s) that compute what minidl computes in eval
-mode, with the weights stored as initializers (float32 as in the model):
+The model is a stack of layers applied in order (``AlexNet``, ``ResNet``,
+``nn.Sequential``; Sequentials inside are opened); each layer becomes the ONNX
+operator(s) that compute what minidl computes in eval mode, with the weights stored
+as initializers (float32 as in the model) under their state_dict names:
 
 =====================  =================================================================
 minidl                 ONNX (opset 13)
@@ -37,6 +38,11 @@ Sigmoid, Tanh          Sigmoid, Tanh
 LeakyReLU              LeakyRelu
 GELU                   its formula, since opset 13 has no Gelu: x * 0.5 * (1 + Erf(x /
                        sqrt 2)), or the tanh approximation with Tanh
+BasicBlock (ResNet)    its main path and its shortcut (the 1x1 Conv and
+                       BatchNormalization of ``downsample``, or none), both reading the
+                       block's input, then Add and Relu
+ZeroPadShortcut        Slice (steps 2 on H and W: x[:, :, ::2, ::2]) and Pad (zero
+                       channels before and after)
 =====================  =================================================================
 
 The file is checked with ``onnx.checker`` (with shape inference) before it is
@@ -51,6 +57,8 @@ import numpy as np
 from . import backend, nn
 from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
+from .models.resnet import ResNet, ZeroPadShortcut
+from .nn.structure import stack_layers
 from .window import covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
@@ -64,16 +72,6 @@ def _import_onnx():
     except ImportError:
         raise ImportError("minidl.onnx.export needs the onnx package: pip install 'minidl[onnx]'") from None
     return onnx, helper
-
-
-def _layers(model, prefix=""):
-    """(dotted name, layer) in the order the model applies them; containers are opened."""
-    for name, module in model.named_children():
-        full = f"{prefix}{name}"
-        if isinstance(module, nn.Sequential):
-            yield from _layers(module, full + ".")
-        else:
-            yield full, module
 
 
 class _Graph:
@@ -153,6 +151,51 @@ def _export_layer(graph, name, module, x, shape):
     return _export_more_layers(graph, name, module, x, shape)
 
 
+def _export_path(graph, layers, x, shape, prefix=""):
+    """Export (name, layer) pairs applied in order to tensor ``x`` of per-sample ``shape``.
+
+    Returns the output tensor's name and per-sample shape. Sequentials are opened.
+    """
+    for name, module in layers:
+        full = prefix + name
+        if isinstance(module, nn.Sequential):
+            x, shape = _export_path(graph, module.named_children(), x, shape, full + ".")
+            continue
+        x = _export_layer(graph, full, module, x, shape)
+        try:
+            shape = tuple(module.shape_info(shape)[0])
+        except ValueError as exc:
+            raise ValueError(f"minidl.onnx.export: layer {full!r} does not accept per-sample shape {shape}: "
+                             f"{exc}") from None
+    return x, shape
+
+
+def _export_block(graph, name, block, x, shape):
+    """A residual block: y = after(main(x) + shortcut(x)); the last operator's output is named ``name``."""
+    main, shortcut, after = block.paths()
+    h, _ = _export_path(graph, main, x, shape, name + ".")
+    s, _ = _export_path(graph, shortcut, x, shape, name + ".")   # an empty shortcut leaves x as it is
+    y = graph.node("Add", [h, s], name if not after else f"{name}/add", f"{name}/add")
+    out_shape = tuple(block.shape_info(shape)[0])
+    for i, (layer_name, layer) in enumerate(after):
+        y = _export_layer(graph, f"{name}/{layer_name}", layer, y, out_shape)
+        if i == len(after) - 1:
+            graph.nodes[-1].output[0] = y = name
+    return y
+
+
+def _export_zero_pad_shortcut(graph, name, module, x, shape):
+    """Option A's shortcut: Slice every ``stride``-th row and column, then Pad zero channels on both sides."""
+    _, h, w = shape
+    s = module.stride
+    if s > 1:
+        inputs = [x] + [graph.weight(f"{name}.{key}", np.array(value, np.int64))
+                        for key, value in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [2, 3]), ("steps", [s, s]))]
+        x = graph.node("Slice", inputs, f"{name}/subsample", f"{name}/subsample")
+    pads = np.array([0, module.pad_before, 0, 0, 0, module.pad_after, 0, 0], np.int64)
+    return graph.node("Pad", [x, graph.weight(f"{name}.pads", pads)], name, name)
+
+
 def _build(helper, model, input_shape, input_name, output_name):
     """The (unchecked) ONNX ``ModelProto`` of ``model`` in eval mode (see ``export``)."""
     shape = tuple(int(v) for v in input_shape)
@@ -160,27 +203,21 @@ def _build(helper, model, input_shape, input_name, output_name):
         raise ValueError(f"minidl.onnx.export: input_shape must be (C, H, W) or (N, C, H, W), got {input_shape!r}")
     batch = shape[0] if len(shape) == 4 else "N"
     sample = shape[-3:]
-    size = getattr(model, "input_size", None)  # AlexNet knows its input; say so before any layer complains
-    if size is not None and sample != (3, size, size):
-        raise ValueError(f"minidl.onnx.export: {type(model).__name__} takes (3, {size}, {size}) images, "
-                         f"got input_shape {tuple(input_shape)}")
-    if not isinstance(model, (AlexNet, nn.Sequential)):
+    if not isinstance(model, (AlexNet, ResNet, nn.Sequential)):
         # Only these are known to apply their layers in order; another forward could do anything.
-        raise ValueError(f"minidl.onnx.export: expected an AlexNet or an nn.Sequential, got {type(model).__name__}")
+        raise ValueError(f"minidl.onnx.export: expected an AlexNet, a ResNet or an nn.Sequential, got "
+                         f"{type(model).__name__}")
+    if not isinstance(model, nn.Sequential):   # the model knows its inputs: say so before any layer complains
+        try:
+            model.check_input_shape((None,) + sample)
+        except ValueError as exc:
+            raise ValueError(f"minidl.onnx.export: {exc}") from None
     param = next(iter(model.parameters()), None)
     graph = _Graph(helper)
     graph.dtype = np.dtype(param.dtype if param is not None else np.float32)   # the constants' dtype
-    x, current = input_name, sample
-    layers = list(_layers(model))
-    if not layers:
+    if not list(stack_layers(model)):
         raise ValueError(f"minidl.onnx.export: {type(model).__name__} has no layers to export")
-    for name, module in layers:
-        x = _export_layer(graph, name, module, x, current)
-        try:
-            current = tuple(module.shape_info(current)[0])
-        except ValueError as exc:
-            raise ValueError(f"minidl.onnx.export: layer {name!r} does not accept per-sample shape {current}: "
-                             f"{exc}") from None
+    x, current = _export_path(graph, model.named_children(), input_name, sample)
     if x == input_name:  # a model of identities only: ONNX needs at least one node
         graph.node("Identity", [x], output_name, "identity")
     else:  # the last operator writes the graph's output (in a stack nothing else reads its tensor)
@@ -199,7 +236,7 @@ def export(model, path, input_shape, *, input_name="input", output_name="logits"
     """Write ``model``'s eval-mode computation as an ONNX file.
 
     Args:
-        model: ``AlexNet`` (any variant) or an ``nn.Sequential`` of minidl layers.
+        model: ``AlexNet`` (any variant), a ``ResNet`` or an ``nn.Sequential`` of minidl layers.
         path: the ``.onnx`` file to write (atomically).
         input_shape: (C, H, W) for a variable batch size, or (N, C, H, W) for a fixed one.
         input_name, output_name: the graph's input and output names.
@@ -303,4 +340,8 @@ def _export_more_layers(graph, name, module, x, shape):
         return graph.node("LeakyRelu", [x], name, name, alpha=float(module.negative_slope))
     if isinstance(module, nn.GELU):
         return _export_gelu(graph, name, module, x)
+    if hasattr(module, "paths"):
+        return _export_block(graph, name, module, x, shape)
+    if isinstance(module, ZeroPadShortcut):
+        return _export_zero_pad_shortcut(graph, name, module, x, shape)
     raise ValueError(f"minidl.onnx.export: no ONNX translation for layer {name!r} ({type(module).__name__})")

@@ -15,7 +15,10 @@ streams connect: straight down (each stream sees only its own channels, e.g.
 conv2 with groups=2), across (conv3 with groups=1: every filter sees both streams;
 these arrows are drawn in orange), out of one box (conv1: both streams see the
 whole image) or into one box (flatten: the dense layers see every feature of both
-streams). It needs matplotlib (the ``plot`` extra) and writes PNG or SVG.
+streams). A residual network (ResNet) shows every layer of every block, and each
+block's shortcut as a blue arrow round the left, from the block's input into the row
+of its addition (named after the block), which says what the shortcut does. It
+needs matplotlib (the ``plot`` extra) and writes PNG or SVG.
 
 ``graph`` returns the DOT text (https://graphviz.org/doc/info/lang.html) of the
 graph that produced a tensor: one node per Function (what ``backward`` will call)
@@ -32,6 +35,7 @@ from pathlib import Path
 from . import nn
 from .autograd import Tensor
 from .checkpoint import atomic_write
+from .nn.structure import trace
 
 FORMATS = ("png", "svg")
 GRAPHVIZ_HINT = ("install Graphviz, which provides it (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
@@ -45,8 +49,9 @@ _COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9
             "LocalResponseNorm": "#c7e9c0", "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0",
             "Linear": "#dadaeb", "Dropout": "#f7f7f7", "AvgPool2d": "#fdd0a2", "AdaptiveAvgPool2d": "#fdd0a2",
             "AdaptiveMaxPool2d": "#fdd0a2", "Sigmoid": "#e5e5e5", "Tanh": "#e5e5e5", "LeakyReLU": "#e5e5e5",
-            "GELU": "#e5e5e5", "Identity": "#f7f7f7"}
+            "GELU": "#e5e5e5", "Identity": "#f7f7f7", "BasicBlock": "#fee391"}
 _CROSS = "#e6550d"  # arrows where information moves from one stream to the other
+_SHORTCUT = "#3182bd"  # residual shortcuts: from a block's input round to its addition
 
 
 def _pair_text(pair) -> str:
@@ -77,26 +82,49 @@ def _describe(module) -> str:
     return kind
 
 
-def _stream_count(layers) -> int:
+def _stream_count(steps) -> int:
     """How many streams the network has: the largest ``groups`` of its convolutions."""
-    return max([module.groups for _, module in layers if isinstance(module, nn.Conv2d)] + [1])
+    return max([step.module.groups for step in steps if isinstance(step.module, nn.Conv2d)] + [1])
+
+
+def _params(module, seen) -> int:
+    """Parameters and buffers of ``module`` not counted yet (``seen``: their ids), now counted."""
+    values = [p.data for p in module.parameters()] + list(module.buffers())
+    fresh = [v for v in values if id(v) not in seen]
+    seen.update(id(v) for v in fresh)
+    return sum(int(v.size) for v in fresh)
+
+
+def _join_text(step, shortcut) -> str:
+    """A residual block's addition: what its shortcut does and what follows the sum."""
+    parts = []
+    for s in shortcut:   # a layer without a short description (the zero padding) tells its formula
+        text = _describe(s.module)
+        parts.append(s.formula if text == type(s.module).__name__ and s.formula else text)
+    after = [_describe(layer) for _, layer in step.module.paths()[2]]
+    text = f"add the shortcut ({', '.join(parts) if parts else 'identity'})"
+    return text + (f", then {', '.join(after)}" if after else "")
 
 
 def layer_rows(model, input_shape=None) -> list:
     """The rows ``plot_model`` draws, computed from the layers' shape arithmetic.
 
     Args:
-        model: a module whose ``named_children()`` run in order (``AlexNet``,
-            ``nn.Sequential``), each with ``shape_info``.
+        model: a module whose children run in order (``AlexNet``, ``ResNet``,
+            ``nn.Sequential``), each a layer with ``shape_info``, a Sequential or a
+            residual block (``minidl.nn.structure``).
         input_shape: (C, H, W) without the batch axis; defaults to the model's
-            ``input_size`` (AlexNet) as (3, S, S).
+            ``input_size`` as (3, S, S).
 
     Returns:
         a list of dicts, the input first: name, kind (class name), text, shape (the whole output),
         streams (boxes side by side), link ("start", "straight", "parallel",
-        "split", "cross", "join": how the boxes above connect to these), params.
+        "split", "cross", "join": how the boxes above connect to these), params, and
+        skip_from: for a residual block's addition (kind "BasicBlock", named after the
+        block), the row whose output the shortcut carries here; None elsewhere. The
+        shortcut's own layers (a 1x1 convolution, a zero padding) are told in the
+        addition's text, and their parameters counted in its row.
     """
-    layers = list(model.named_children())
     if input_shape is None:
         size = getattr(model, "input_size", None)
         if size is None:
@@ -105,15 +133,26 @@ def layer_rows(model, input_shape=None) -> list:
     shape = tuple(input_shape)
     if len(shape) == 4:
         shape = shape[1:]
-    total = _stream_count(layers)
-    rows = [dict(name="input", kind="Input", text="image", shape=shape, streams=1, link="start", params=0)]
+    try:
+        steps = trace(model, shape)
+    except TypeError as exc:
+        raise TypeError(f"plot_model: {exc}") from None
+    total = _stream_count(steps)
+    rows = [dict(name="input", kind="Input", text="image", shape=shape, streams=1, link="start", params=0,
+                 skip_from=None)]
+    row_of = {-1: 0}   # step index -> row index
+    seen, shortcut = set(), []
     current = 1
-    for name, module in layers:
-        if not hasattr(module, "shape_info"):
-            raise TypeError(f"plot_model: layer {name!r} ({type(module).__name__}) has no shape_info; only "
-                            "stacks of minidl.nn layers can be drawn")
-        shape, _ = module.shape_info(shape)
-        params = sum(int(p.data.size) for p in module.parameters()) + sum(int(b.size) for b in module.buffers())
+    for index, step in enumerate(steps):
+        module, shape = step.module, step.shape
+        if step.role == "shortcut":   # told in the addition's row
+            shortcut.append(step)
+            continue
+        params = sum(_params(s.module, seen) for s in shortcut) + _params(module, seen)
+        text, skip_from = _describe(module), None
+        if step.role == "join":
+            text, skip_from = _join_text(step, shortcut), row_of[step.source]
+            shortcut = []
         if len(shape) != 3:  # flat features: one box, whatever came before
             streams, link = 1, ("join" if current > 1 else "straight")
         elif isinstance(module, nn.Conv2d):
@@ -126,8 +165,9 @@ def layer_rows(model, input_shape=None) -> list:
                 link = "parallel" if module.groups == streams else "cross"
         else:  # per-channel layers (batch norm, ReLU, pooling, ...) keep the streams apart
             streams, link = current, ("parallel" if current > 1 else "straight")
-        rows.append(dict(name=name, kind=type(module).__name__, text=_describe(module), shape=tuple(shape),
-                         streams=streams, link=link, params=params))
+        rows.append(dict(name=step.name, kind=type(module).__name__, text=text, shape=tuple(shape),
+                         streams=streams, link=link, params=params, skip_from=skip_from))
+        row_of[index] = len(rows) - 1
         current = streams
     return rows
 
@@ -151,7 +191,7 @@ def plot_model(model, path, input_shape=None, title=None) -> Path:
     """Draw the layer stack of ``model`` with output shapes and streams; write PNG or SVG.
 
     Args:
-        model: ``AlexNet`` or any ``nn.Sequential`` of minidl layers.
+        model: ``AlexNet``, a ``ResNet`` or any ``nn.Sequential`` of minidl layers.
         path: the file to write; its suffix (.png or .svg) picks the format.
         input_shape: (C, H, W); defaults to the model's input size.
         title: the heading; defaults to the model's name (and variant).
@@ -183,6 +223,7 @@ def plot_model(model, path, input_shape=None, title=None) -> Path:
     ax.set_axis_off()
     streams_total = max(row["streams"] for row in rows)
     box_h = 0.52  # in rows
+    skips = 0
     for i, row in enumerate(rows):
         width = (_BAND[1] - _BAND[0]) / row["streams"] - (0.015 if row["streams"] > 1 else 0.0)
         colour = _COLOURS.get(row["kind"], "#ffffff")
@@ -199,6 +240,17 @@ def plot_model(model, path, input_shape=None, title=None) -> Path:
                 color="#333333", linespacing=1.3)
         if i:
             _draw_links(ax, FancyArrowPatch, rows[i - 1], row, i, box_h)
+        if row.get("skip_from") is not None:
+            # The shortcut: out of the left of its source, round, into the sum. Consecutive shortcuts
+            # alternate between two distances, so each one's start and end stay visible; dashed where
+            # the shortcut changes the shape (subsampling, new channels).
+            arm = 9 if skips % 2 else 16
+            changes = rows[row["skip_from"]]["shape"] != row["shape"]
+            ax.add_patch(FancyArrowPatch((_BAND[0], row["skip_from"]), (_BAND[0], i), arrowstyle="-|>",
+                                         connectionstyle=f"arc,angleA=180,angleB=180,armA={arm},armB={arm},rad=3",
+                                         mutation_scale=7, linewidth=1.0, color=_SHORTCUT, shrinkA=0, shrinkB=0,
+                                         linestyle="--" if changes else "-"))
+            skips += 1
     if streams_total > 1:
         gpus = streams_total == 2 and getattr(model, "variant", None) is not None  # AlexNet's two GPUs
         for k, x in enumerate(_box_centres(streams_total)):

@@ -13,15 +13,15 @@ The file holds exactly ``model.state_dict()``: PyTorch's key names ("conv1.weigh
 "bn1.running_var", "fc8.bias", ...) and layouts (convolution weights OIHW, dense
 weights (out, in)), so nothing is renamed or transposed on either side. PyTorch's
 batch norm also keeps a step counter, ``num_batches_tracked``, which minidl has no
-use for: a PyTorch file's counters are skipped on loading, and PyTorch fills its own
-in when a minidl file lacks them.
+use for: ``Module.load_state_dict`` accepts and skips a PyTorch file's counters (on
+batch-norm layers only), and PyTorch fills its own in when a minidl file lacks them.
 
 This is for weights only. Checkpoints that resume training (optimizer state,
 schedule, position) stay minidl's ``.npz`` files (``minidl.checkpoint``). Needs the
 ``safetensors`` extra; loading never runs code from the file.
 
-    state = load_torch("resnet18-f37072fd.pth")   # torchvision's weights: OrderedDict of arrays
-    model.load_state_dict({k: v for k, v in state.items() if not k.endswith(TORCH_ONLY_SUFFIX)})
+    model = minidl.models.resnet18()
+    model.load_state_dict(load_torch("resnet18-f37072fd.pth"))   # torchvision's weights, strictly
 
 ``load_torch`` unpickles with an allowlist (PyTorch's ``weights_only`` rules) and needs
 neither PyTorch nor any extra; see its docstring for what it accepts and refuses.
@@ -96,7 +96,7 @@ def load_safetensors(model, path, strict: bool = True):
         model: a minidl ``nn.Module`` with the same layer names and shapes.
         path: a file from ``save_safetensors`` or PyTorch's ``safetensors.torch.save_file``.
         strict: missing and unexpected keys are errors (PyTorch's ``num_batches_tracked``
-            counters are always skipped).
+            counters on batch-norm layers are always skipped, by ``load_state_dict``).
 
     Returns:
         ``IncompatibleKeys(missing_keys, unexpected_keys)``, as ``Module.load_state_dict``.
@@ -104,7 +104,4 @@ def load_safetensors(model, path, strict: bool = True):
         ValueError naming missing or unexpected keys and shape mismatches; nothing is
         changed then.
     """
-    state = read_safetensors(path)
-    own = {key for key, _ in model.named_buffers()} | {key for key, _ in model.named_parameters()}
-    state = {key: value for key, value in state.items() if not (key.endswith(TORCH_ONLY_SUFFIX) and key not in own)}
-    return model.load_state_dict(state, strict=strict)
+    return model.load_state_dict(read_safetensors(path), strict=strict)

@@ -84,13 +84,13 @@ def test_dynamic_batch_size(tmp_path):
 
 
 def test_what_cannot_be_exported(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match=r"takes \(3, 32, 32\) images"):
+    with pytest.raises(ValueError, match=r"AlexNet\(variant='cifar'\) expects input \(N, 3, 32, 32\)"):
         minidl.onnx.export(AlexNet(variant="cifar"), tmp_path / "m.onnx", (3, 64, 64))
     with pytest.raises(ValueError, match="even size 4"):
         minidl.onnx.export(nn.Sequential(nn.LocalResponseNorm(4)), tmp_path / "m.onnx", (8, 5, 5))
     with pytest.raises(ValueError, match="no ONNX translation for layer '1'"):
         minidl.onnx.export(nn.Sequential(nn.ReLU(), nn.Module()), tmp_path / "m.onnx", (2, 3, 3))
-    with pytest.raises(ValueError, match="expected an AlexNet or an nn.Sequential"):
+    with pytest.raises(ValueError, match="expected an AlexNet, a ResNet or an nn.Sequential"):
         minidl.onnx.export(nn.ReLU(), tmp_path / "m.onnx", (2, 3, 3))
     with pytest.raises(ValueError, match="does not accept per-sample shape"):
         minidl.onnx.export(nn.Sequential(nn.Linear(4, 2)), tmp_path / "m.onnx", (2, 3, 3))

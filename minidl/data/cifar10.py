@@ -46,6 +46,8 @@ TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 IMAGE_SHAPE = (3, 32, 32)  # one row of b'data': 1024 red, 1024 green, 1024 blue, row-major
 NUM_CLASSES = 10
+# index -> name, as batches.meta lists them (label_names)
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _CHUNK = 1 << 20
 
 # what the error messages tell the user to do instead of downloading; the command line's

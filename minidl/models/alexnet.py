@@ -1,4 +1,4 @@
-"""AlexNet in three variants: "seed" (the tutorial's Keras model), "paper" (2012) and "cifar".
+"""AlexNet in four variants: "seed" (the tutorial's Keras model), "paper" (2012), "cifar" and "torchvision".
 
 The model is a plain stack of layers registered in the order they run, so
 ``forward`` reads top to bottom and ``summary`` lists exactly what runs. The two
@@ -36,6 +36,19 @@ variant="cifar" (input 3x32x32): the same shape scaled down to train in minutes 
     Initialised with the layers' defaults (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     for weights and biases), not He, whose dense layers (with dropout) start with
     exploding logits (docs/recipes.md has the comparison).
+
+variant="torchvision" (input 3x224x224; torchvision's ``alexnet``, the "one weird trick"
+    single-stream net its published weights ``alexnet-owt-7be5be79.pth`` are for):
+    features = Sequential(conv 64 11x11/4 pad 2, relu, pool 3/2, conv 192 5x5 pad 2, relu,
+    pool 3/2, conv 384 3x3 pad 1, relu, conv 256 3x3 pad 1, relu, conv 256 3x3 pad 1,
+    relu, pool 3/2)                                              64x55x55 ... 256x6x6
+    avgpool = AdaptiveAvgPool2d((6, 6)) -> flatten -> classifier = Sequential(dropout,
+    linear 9216 -> 4096, relu, dropout, linear 4096 -> 4096, relu, linear 4096 -> classes).
+    Keys are torchvision's ("features.0.weight" ... "classifier.6.bias"; ``flatten``
+    holds no state); no groups, no normalisation; 1000 classes by default:
+    61,100,840 parameters. Initialised as torchvision's (the layers' PyTorch defaults).
+    Any input of at least 63x63 runs (the adaptive pool makes 6x6 of what comes), as in
+    torchvision. ``meta`` (minidl.models.meta) holds ImageNet's preprocessing and names.
 """
 from __future__ import annotations
 
@@ -43,10 +56,13 @@ import numpy as np
 
 from .. import nn
 from ..nn import init
+from .meta import cifar10_meta, imagenet_meta
 from .summary import summarize
 
-VARIANTS = ("seed", "paper", "cifar")
-INPUT_SIZE = {"seed": 224, "paper": 227, "cifar": 32}
+VARIANTS = ("seed", "paper", "cifar", "torchvision")
+INPUT_SIZE = {"seed": 224, "paper": 227, "cifar": 32, "torchvision": 224}
+TORCHVISION_WEIGHTS = "alexnet-owt-7be5be79.pth"   # torchvision's published ImageNet weights for the variant
+TORCHVISION_MIN_SIZE = 63   # the smallest side whose features still give 1x1 after pool 3/2 three times
 CIFAR_WIDTHS = (32, 64, 128, 128, 128, 512, 512)  # conv1..conv5, fc6, fc7
 CIFAR_KERNELS = (3, 3, 3, 3, 3)                   # conv1..conv5
 
@@ -55,10 +71,12 @@ class AlexNet(nn.Module):
     """AlexNet; see the module docstring for each variant's layers.
 
     Args:
-        num_classes: number of logits; None means 10 ("seed", "cifar") or 1000 ("paper").
-        variant: "seed", "paper" or "cifar".
+        num_classes: number of logits; None means 10 ("seed", "cifar") or 1000 ("paper",
+            "torchvision").
+        variant: "seed", "paper", "cifar" or "torchvision".
         seed: seeds the weight initialisation and the dropout generators.
-        dropout: dropout probability after fc6 and fc7.
+        dropout: the probability of the two dropout layers (after fc6 and fc7; in
+            "torchvision", before the first two dense layers, as torchvision has them).
         widths: "cifar" only: 7 ints, the channels of conv1..conv5 and the units of
             fc6, fc7 (each even, since the streams split channels in two).
         kernel_sizes: "cifar" only: 5 ints, the kernel sizes of conv1..conv5.
@@ -67,7 +85,10 @@ class AlexNet(nn.Module):
             biases, the dense layers' default U(+-1/sqrt(fan_in))), which a short run
             with 10 classes can train (see _init_seed and docs/recipes.md, the paper variant).
 
-    Shapes: x (N, 3, S, S) with S = 224 / 227 / 32 -> logits (N, num_classes).
+    Attributes: ``input_size`` (S), ``meta`` (a ``ModelMeta``: data set, preprocessing, class names).
+
+    Shapes: x (N, 3, S, S) with S = 224 / 227 / 32 / 224 -> logits (N, num_classes);
+    "torchvision" takes any (N, 3, H, W) with H, W >= 63.
     """
 
     runs_children_in_order = True   # forward is its children in order (nn.fuse_for_inference reads it)
@@ -83,7 +104,7 @@ class AlexNet(nn.Module):
         if variant != "cifar" and (widths is not None or kernel_sizes is not None):
             raise ValueError(f"AlexNet: widths and kernel_sizes apply to variant='cifar' only, not {variant!r}")
         if num_classes is None:
-            num_classes = 1000 if variant == "paper" else 10
+            num_classes = 1000 if variant in ("paper", "torchvision") else 10
         if int(num_classes) < 1:
             raise ValueError(f"AlexNet: num_classes must be >= 1, got {num_classes}")
         self.variant, self.num_classes = variant, int(num_classes)
@@ -96,10 +117,17 @@ class AlexNet(nn.Module):
             self._build_seed(rng, drop6, drop7)
         elif variant == "paper":
             self._build_paper(rng, drop6, drop7, init or "paper")
-        else:
+        elif variant == "cifar":
             self._build_cifar(rng, drop6, drop7, widths, kernel_sizes)
+        else:
+            self._build_torchvision(rng, drop6, drop7)
+        if variant in ("seed", "cifar"):
+            self.meta = cifar10_meta(self.num_classes, self.input_size)
+        else:   # the paper's mean-image subtraction is the recipe's; torchvision's weights want theirs
+            self.meta = imagenet_meta(self.num_classes, self.input_size, normalized=variant == "torchvision",
+                                      weights=TORCHVISION_WEIGHTS if variant == "torchvision" else None)
 
-    # ---- the three layer stacks (registration order is execution order) ----------
+    # ---- the four layer stacks (registration order is execution order) -----------
     def _build_seed(self, rng, drop6, drop7):
         bn = dict(eps=1e-3, momentum=0.01)  # Keras BatchNormalization defaults
         self.conv1 = nn.Conv2d(3, 96, 11, stride=4, padding="same", rng=rng)
@@ -155,6 +183,19 @@ class AlexNet(nn.Module):
         self._build_classifier(c5 * 4 * 4, f6, f7, rng, drop6, drop7)
         # The layers' default init stays: see the module docstring.
 
+    def _build_torchvision(self, rng, drop6, drop7):
+        """torchvision's keys: features.0/3/6/8/10 and classifier.1/4/6 hold the weights."""
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, stride=4, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1, rng=rng), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1, rng=rng), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(3, 2))
+        self.avgpool, self.flatten = nn.AdaptiveAvgPool2d((6, 6)), nn.Flatten()
+        self.classifier = nn.Sequential(drop6, nn.Linear(256 * 6 * 6, 4096, rng=rng), nn.ReLU(),
+                                        drop7, nn.Linear(4096, 4096, rng=rng), nn.ReLU(),
+                                        nn.Linear(4096, self.num_classes, rng=rng))
+
     def _build_classifier(self, features, f6, f7, rng, drop6, drop7):
         self.fc6, self.relu6, self.drop6 = nn.Linear(features, f6, rng=rng), nn.ReLU(), drop6
         self.fc7, self.relu7, self.drop7 = nn.Linear(f6, f7, rng=rng), nn.ReLU(), drop7
@@ -174,15 +215,21 @@ class AlexNet(nn.Module):
                 init.zeros_(module.bias)
 
     # ---- running ---------------------------------------------------------------
-    def _check_input_shape(self, shape):
+    def check_input_shape(self, shape):
+        """Raise ValueError unless ``shape`` is an input this variant takes: (N, 3, S, S)."""
         s = self.input_size
-        if len(shape) != 4 or tuple(shape[1:]) != (3, s, s):
+        if self.variant == "torchvision":
+            low = TORCHVISION_MIN_SIZE
+            if len(shape) != 4 or shape[1] != 3 or min(shape[2:]) < low:
+                raise ValueError(f"AlexNet(variant='torchvision') expects input (N, 3, H, W) with H, W >= {low} "
+                                 f"(ImageNet's {s}), got {tuple(shape)}")
+        elif len(shape) != 4 or tuple(shape[1:]) != (3, s, s):
             raise ValueError(f"AlexNet(variant='{self.variant}') expects input (N, 3, {s}, {s}), "
                              f"got {tuple(shape)}")
 
     def forward(self, x):
         """Logits for a batch of images. Shapes: x (N, 3, S, S) -> (N, num_classes)."""
-        self._check_input_shape(x.shape)
+        self.check_input_shape(x.shape)
         for layer in self.children():
             x = layer(x)
         return x
@@ -197,12 +244,11 @@ class AlexNet(nn.Module):
         s = self.input_size
         shape = (3, s, s) if input_shape is None else tuple(input_shape)
         if len(shape) == 3:
-            self._check_input_shape((None,) + shape)
+            self.check_input_shape((None,) + shape)
         else:
-            self._check_input_shape(shape)
+            self.check_input_shape(shape)
             shape = shape[1:]
-        text = summarize(f"AlexNet (variant='{self.variant}', num_classes={self.num_classes})",
-                         self.named_children(), shape)
+        text = summarize(f"AlexNet (variant='{self.variant}', num_classes={self.num_classes})", self, shape)
         if print_fn is not None:
             print_fn(text)
         return text

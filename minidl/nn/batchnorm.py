@@ -37,6 +37,9 @@ class _BatchNorm(Module):
     """
 
     _ndims = ()   # the input ranks the layer accepts
+    # PyTorch's step counter (used only when momentum=None, which minidl does not offer):
+    # a PyTorch state_dict's counters are accepted and skipped by load_state_dict.
+    _foreign_state = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
                  dtype=np.float32):

@@ -51,6 +51,10 @@ class Module:
     behaviour to use.
     """
 
+    # State that PyTorch's twin of a layer keeps and minidl's does not need: accepted
+    # and skipped by ``load_state_dict`` (BatchNorm: PyTorch's ``num_batches_tracked``).
+    _foreign_state = ()
+
     def __init__(self):
         # Set through object.__setattr__: our own __setattr__ needs these to exist.
         object.__setattr__(self, "_param_names", [])
@@ -246,7 +250,10 @@ class Module:
 
         Values (NumPy/CuPy arrays or Tensors) are copied into the existing arrays, on
         their current device and in their current dtype; Parameter objects stay the
-        same. Nothing is changed unless every check passes.
+        same. Nothing is changed unless every check passes. Keys for state a layer's
+        PyTorch twin keeps and minidl's does not (``bn1.num_batches_tracked``, PyTorch's
+        batch-norm step counter) are accepted and skipped, so a torchvision state_dict
+        loads strictly as it is.
 
         Args:
             state_dict: a mapping name -> array, e.g. from ``state_dict()``.
@@ -261,7 +268,9 @@ class Module:
                 every shape mismatch with both shapes.
         """
         items = {key: (module, name, array) for key, module, name, array in self._state_items()}
-        values = {key: (value.data if isinstance(value, Tensor) else value) for key, value in state_dict.items()}
+        foreign = self._foreign_keys(state_dict, items)
+        values = {key: (value.data if isinstance(value, Tensor) else value) for key, value in state_dict.items()
+                  if key not in foreign}
         missing = [key for key in items if key not in values]
         unexpected = [key for key in values if key not in items]
         mismatched = [f"{key}: checkpoint {tuple(np.shape(values[key]))} vs model {tuple(items[key][2].shape)}"
@@ -286,6 +295,16 @@ class Module:
             with backend.device_context(device):  # the cast and the copy run on target's GPU
                 target[...] = source.astype(target.dtype, copy=False)  # in place: same array
         return IncompatibleKeys(missing, unexpected)
+
+    def _foreign_keys(self, state_dict, items) -> set:
+        """The keys of ``state_dict`` that name a module's ``_foreign_state`` (and nothing of ours)."""
+        modules = dict(self.named_modules())
+        foreign = set()
+        for key in state_dict:
+            owner, _, attribute = key.rpartition(".")
+            if key not in items and attribute in getattr(modules.get(owner), "_foreign_state", ()):
+                foreign.add(key)
+        return foreign
 
     # ---- calling and printing -------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -331,6 +350,12 @@ class Sequential(Module):
             x = module(x)
         return x
 
+    def shape_info(self, shape):
+        """The output shape of the children applied in order to per-sample ``shape``; no formula."""
+        for module in self.children():
+            shape, _ = module.shape_info(shape)
+        return tuple(shape), ""
+
     def __getitem__(self, index: int) -> Module:
         return list(self.children())[index]
 
@@ -339,3 +364,4 @@ class Sequential(Module):
 
     def __iter__(self):
         return self.children()
+

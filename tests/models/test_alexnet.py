@@ -5,6 +5,7 @@ import pytest
 import minidl
 import minidl.functional as F
 import minidl.nn as nn
+from minidl import viz
 from minidl.models import AlexNet
 
 
@@ -172,3 +173,44 @@ def test_tiny_cifar_model_gradients_match_finite_differences():
     checked = [model.conv1.bias, model.conv2.weight, model.bn3.weight, model.bn4.bias, model.conv5.bias,
                model.fc6.bias, model.fc7.weight, model.fc8.bias]
     assert check_gradients(lambda *_: model(x), checked)
+
+
+def test_torchvision_variant_layers_keys_and_counts():
+    model = AlexNet(variant="torchvision")
+    assert model.num_classes == 1000 and model.input_size == 224
+    assert counts(model) == (61_100_840, 0)   # torchvision's alexnet
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert list(shapes) == [f"features.{i}.{kind}" for i in (0, 3, 6, 8, 10) for kind in ("weight", "bias")] + \
+        [f"classifier.{i}.{kind}" for i in (1, 4, 6) for kind in ("weight", "bias")]
+    assert shapes["features.0.weight"] == (64, 3, 11, 11) and shapes["features.3.weight"] == (192, 64, 5, 5)
+    assert shapes["classifier.1.weight"] == (4096, 9216) and shapes["classifier.6.weight"] == (1000, 4096)
+    assert [name for name, _ in model.named_children()] == ["features", "avgpool", "flatten", "classifier"]
+    assert isinstance(model.classifier[0], nn.Dropout) and isinstance(model.classifier[3], nn.Dropout)
+    assert model.classifier[0].rng is not model.classifier[3].rng
+    text = model.summary(print_fn=None)
+    assert "features.0 (Conv2d)" in text and "floor((224 + 4 - 11) / 4) + 1 = 55" in text
+    assert "features.12 (MaxPool2d)" in text and "(None, 256, 6, 6)" in text and "adaptive 6x6 -> 6x6" in text
+    assert "classifier.6 (Linear)" in text and "Total params: 61,100,840" in text
+    rows = viz.layer_rows(model)   # one stream: no groups
+    assert [row["name"] for row in rows][1:3] == ["features.0", "features.1"] and rows[-1]["shape"] == (1000,)
+    assert {row["streams"] for row in rows} == {1} and sum(row["params"] for row in rows) == 61_100_840
+    # the other variants keep their layers and keys
+    assert list(AlexNet(variant="cifar").state_dict())[:2] == ["conv1.weight", "conv1.bias"]
+
+
+def test_torchvision_variant_sizes_and_errors():
+    model = AlexNet(variant="torchvision", num_classes=10).eval()
+    with minidl.no_grad():
+        for size in ((63, 63), (100, 80), (224, 224)):
+            assert model(minidl.tensor(np.zeros((2, 3) + size, np.float32))).shape == (2, 10)
+    assert "(None, 256, 1, 1)" in model.summary((3, 63, 63), print_fn=None)
+    with pytest.raises(ValueError, match=r"H, W >= 63 \(ImageNet's 224\), got \(1, 3, 62, 224\)"):
+        model(minidl.tensor(np.zeros((1, 3, 62, 224), np.float32)))
+    with pytest.raises(ValueError, match="widths and kernel_sizes apply to variant='cifar' only"):
+        AlexNet(variant="torchvision", widths=(8,) * 7)
+    # training mode: both dropouts act, every parameter gets a gradient
+    model.train()
+    x = minidl.tensor(np.random.default_rng(0).normal(size=(2, 3, 67, 67)).astype(np.float32))
+    loss = F.softmax_cross_entropy(model(x), minidl.tensor(np.array([1, 2])))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
