@@ -184,8 +184,19 @@ class Sum(Function):
         return xp.broadcast_to(gy, self.in_shape).copy()
 
 
+def _is_basic(index) -> bool:
+    """Whether ``index`` selects by slices, ints, None and Ellipsis only (NumPy's basic indexing)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts)
+
+
 class GetItem(Function):
-    """x[index] for basic and integer-array indexing; backward scatters with add."""
+    """x[index] for basic and integer-array indexing.
+
+    Backward puts gy where forward read it. A basic index (slices, ints) reads every
+    element at most once, so that is one assignment; an integer array may repeat an
+    element, whose gradients must add up (``add.at``, a slower unbuffered scatter).
+    """
 
     def __init__(self, index):
         self.index = index
@@ -197,7 +208,10 @@ class GetItem(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         gx = xp.zeros(self.in_shape, self.in_dtype)
-        xp.add.at(gx, self.index, gy)  # handles repeated indices; off the hot path
+        if _is_basic(self.index):
+            gx[self.index] = gy
+        else:
+            xp.add.at(gx, self.index, gy)  # repeated indices add up
         return gx
 
 

@@ -100,3 +100,13 @@ def test_sum_to_inverts_broadcasting():
     np.testing.assert_array_equal(sum_to(g, (2, 1)), np.full((2, 1), 12.0))
     np.testing.assert_array_equal(sum_to(g, (3,)), np.full((3,), 8.0))
     assert sum_to(g, (4, 2, 3)) is g
+
+
+def test_getitem_gradients_for_basic_and_repeated_indices(rng):
+    x = minidl.tensor(rng.standard_normal((2, 3, 5, 4)), requires_grad=True)
+    check_gradients(lambda x: x[:, 1:, ::2, ::-3], [x])               # basic: one assignment
+    x.grad = None
+    check_gradients(lambda x: x[np.array([0, 1, 0, 0])], [x])          # repeated rows: gradients add up
+    y = minidl.tensor(np.arange(4.0), requires_grad=True)
+    y[np.array([2, 2, 2])].sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [0, 0, 3, 0])
