@@ -93,10 +93,11 @@ class ProgressLog(Callback):
     def on_epoch_end(self, trainer, row):
         if not trainer.is_main:
             return
-        improved = trainer.state["best_epoch"] == row["epoch"]
+        improved = trainer.state["best_epoch"] == row["epoch"] and trainer.val_loader is not None
+        val = "no validation" if trainer.val_loader is None else \
+            f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% top-5 {100 * row['val_top5']:.2f}%"
         self.log(f"epoch {row['epoch']}/{trainer.epochs}: train loss {row['train_loss']:.4f} acc "
-                 f"{100 * row['train_acc']:.2f}% | val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% "
-                 f"top-5 {100 * row['val_top5']:.2f}% | lr {row['lr']:.4g} | {clock(row['seconds'])}, "
+                 f"{100 * row['train_acc']:.2f}% | {val} | lr {row['lr']:.4g} | {clock(row['seconds'])}, "
                  f"{row['images_per_s']:.0f} img/s" + (" | best" if improved else ""))
 
 

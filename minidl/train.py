@@ -316,7 +316,9 @@ class Trainer:
         state["history"].append(row)
         if self.schedule is not None:
             self.schedule.step_epoch(val["acc"])
-        if state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]:
+        if self.val_loader is None:   # no validation: the latest weights are the best known (best.npz)
+            state["best_epoch"] = row["epoch"]
+        elif state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]:
             state["best_val_acc"], state["best_epoch"] = val["acc"], row["epoch"]
         state["epoch"], state["step"], state["running"] = state["epoch"] + 1, 0, _fresh_running()
         self._call("on_epoch_end", row)

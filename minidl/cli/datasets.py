@@ -21,7 +21,7 @@ import numpy as np
 from ..data import (DataLoader, DatasetError, FolderSplits, build_transform, channel_mean_std, folder_loaders,
                          load_cifar10, load_image_folder)
 from ..distributed.launch import rank0_first
-from ..models.alexnet import INPUT_SIZE
+from .models import input_size
 
 # run settings of folder runs and their defaults (a resume must not change them)
 FOLDER_SETTINGS = {"val_fraction": 0.1, "test_fraction": 0.1, "normalize": "channel", "mean": None, "std": None}
@@ -107,7 +107,7 @@ def load_folder(args, settings: dict, main: bool = True):
         print(f"skipped {len(splits.skipped)} file(s) under {args.data_dir} that are hidden or not images (e.g. "
               f"{splits.skipped[0]})", file=sys.stderr, flush=True)
     if settings["normalize"] == "channel" and settings["mean"] is None:
-        mean, std = channel_mean_std(splits.train, INPUT_SIZE[settings["variant"]], seed=settings["seed"],
+        mean, std = channel_mean_std(splits.train, input_size(settings), seed=settings["seed"],
                                      workers=args.workers, on_bad_image=args.on_bad_image,
                                      bad_paths=splits.unreadable, **({} if main else {"log": _quiet}))
         settings["mean"], settings["std"] = [round(v, 6) for v in mean], [round(v, 6) for v in std]
@@ -130,12 +130,13 @@ def describe(settings: dict, test) -> list:
 
 
 def make_loaders(settings: dict, data, device, shard=None, **folder_options):
-    """Train, validation and test loaders; the transform resizes to the variant's input size.
+    """Train, validation and test loaders; the transform resizes to the model's input size.
 
     ``shard=(rank, size)`` serves this process its slice of every global batch.
     ``folder_options`` (workers, on_bad_image) go to the loaders of a folder; CIFAR-10 has none.
+    The validation loader is None when there are no validation images (``--val-size 0``).
     """
-    size = INPUT_SIZE[settings["variant"]]
+    size = input_size(settings)
     if isinstance(data, FolderSplits):
         return folder_loaders(data, size, settings["batch_size"], augment=settings["augment"], seed=settings["seed"],
                               device=device, shard=shard, mean=settings["mean"], std=settings["std"],
@@ -155,8 +156,9 @@ def make_loaders(settings: dict, data, device, shard=None, **folder_options):
     train = DataLoader(train_images, train_labels, batch, shuffle=True,
                        transform=build_transform(size, augment=settings["augment"], pixel_mean=mean), **common)
     evaluation = build_transform(size, augment=False, pixel_mean=mean)
-    val = DataLoader(*first(data.val_images, data.val_labels, settings["limit_val"]), batch, shuffle=False,
-                     transform=evaluation, **common)
+    val_images, val_labels = first(data.val_images, data.val_labels, settings["limit_val"])
+    val = DataLoader(val_images, val_labels, batch, shuffle=False, transform=evaluation, **common) \
+        if len(val_images) else None
     test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
                       transform=evaluation, **common)
     return train, val, test

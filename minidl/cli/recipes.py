@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.alexnet import INPUT_SIZE
-from ..optim import CosineLR, OneCycleLR, ReduceLROnPlateau, StepLR
+from ..optim import SGD, Adam, AdamW, CosineLR, MultiStepLR, OneCycleLR, ReduceLROnPlateau, RMSprop, StepLR
 from . import datasets
 
 
@@ -38,13 +38,37 @@ RECIPES = {
     "cifar": dict(epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
                   schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None),
 }
-RUN_SETTINGS = ("variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                "augment", "preprocess", "clip_grad_norm", "init", "seed", "val_size", "limit_train", "limit_val",
-                "limit_test", "widths", "dataset", *datasets.FOLDER_SETTINGS)
-LENGTH_DEPENDENT = ("onecycle", "cosine", "step")  # schedules whose curve depends on the run's length
+# The ResNets: He et al.'s CIFAR recipe (2016, section 4.2): SGD with momentum 0.9, weight
+# decay 1e-4, batch 128, lr 0.1 divided by 10 at 50% and 75% of training (their 32k and 48k
+# of 64k iterations), crops (pad 4) and flips; all 50,000 training images (the split only
+# chose the length). torchvision's ImageNet nets: the same optimizer at 224x224, cosine.
+CIFAR_RESNET = dict(epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False,
+                    schedule="multistep", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None,
+                    val_size=0)
+IMAGENET_NET = dict(epochs=30, batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=False,
+                    schedule="cosine", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None)
+MODEL_RECIPES = {**{name: CIFAR_RESNET for name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
+                 "resnet18": IMAGENET_NET, "resnet34": IMAGENET_NET}
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+RUN_SETTINGS = ("model", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
+                "augment", "preprocess", "clip_grad_norm", "init", "optimizer", "label_smoothing", "seed", "val_size",
+                "limit_train", "limit_val", "limit_test", "widths", "dataset", *datasets.FOLDER_SETTINGS)
+LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep")  # schedules whose curve depends on the run's length
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
-# settings of runs from before they existed: CIFAR-10, standardised, never clipped
-OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0, "init": None}
+# settings of runs from before they existed: an AlexNet on CIFAR-10, standardised, never clipped, SGD
+OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0, "init": None,
+                    "model": "alexnet", "optimizer": "sgd", "label_smoothing": 0.0}
+
+
+def build_optimizer(settings: dict, params):
+    """The run's optimizer: SGD with the recipe's momentum, or Adam, AdamW, RMSprop (--optimizer)."""
+    name, lr, decay = settings.get("optimizer", "sgd"), settings["lr"], settings["weight_decay"]
+    if name == "sgd":
+        return SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=decay, nesterov=settings["nesterov"],
+                   max_grad_norm=settings["clip_grad_norm"] or None)
+    if name == "rmsprop":
+        return RMSprop(params, lr=lr, momentum=settings["momentum"], weight_decay=decay)
+    return (Adam if name == "adam" else AdamW)(params, lr=lr, weight_decay=decay)
 
 
 def widths(text):
@@ -65,11 +89,15 @@ def recipe_help() -> str:
                      f"{'on' if r['augment'] else 'off'}, {r['preprocess']}"
                      f"{', clip ' + str(r['clip_grad_norm']) if r['clip_grad_norm'] else ''}"
                      f"{', ' + r['init'] + ' init' if r['init'] else ''}")
+    for name, r in (("resnet20 .. resnet110", CIFAR_RESNET), ("resnet18, resnet34", IMAGENET_NET)):
+        lines.append(f"  {name}: {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']} ({r['schedule']}), "
+                     f"momentum {r['momentum']}, weight decay {r['weight_decay']}, augment on"
+                     + (", all 50,000 training images (--val-size 0)" if r.get("val_size") == 0 else ""))
     return "\n".join(lines) + """
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
   annealing), cosine (from lr to 0 over the run), step (x0.1 every third of the
-  epochs), plateau (x0.1 when the validation accuracy has not improved for 2
+  epochs), multistep (x0.1 at half and three quarters of the epochs), plateau (x0.1 when the validation accuracy has not improved for 2
   epochs), constant.
 
 resuming: --resume continues <out>/checkpoint.npz with the settings it was started
@@ -104,9 +132,14 @@ def resolve_settings(args, stored: dict | None) -> dict:
                                  f"{stored['completed_epochs']} epochs")
             settings["epochs"] = given["epochs"]
         return settings
-    variant = given["variant"] or "seed"
-    settings = {"variant": variant, **RECIPES[variant], "seed": DEFAULT_SEED, "val_size": DEFAULT_VAL_SIZE,
-                "limit_train": None, "limit_val": None, "limit_test": None, "widths": None, "dataset": "cifar10"}
+    model = given["model"] or "alexnet"
+    if model != "alexnet" and given["variant"] is not None:
+        raise UsageError(f"--variant chooses the AlexNet; it does not apply to --model {model}")
+    variant = (given["variant"] or "seed") if model == "alexnet" else None
+    recipe = RECIPES[variant] if model == "alexnet" else MODEL_RECIPES[model]
+    settings = {"model": model, "variant": variant, "val_size": DEFAULT_VAL_SIZE, **recipe, "seed": DEFAULT_SEED,
+                "optimizer": "sgd", "label_smoothing": 0.0, "limit_train": None, "limit_val": None,
+                "limit_test": None, "widths": None, "dataset": "cifar10"}
     problem = datasets.settings_problem(given, settings)
     if problem:
         raise UsageError(problem)
@@ -115,8 +148,12 @@ def resolve_settings(args, stored: dict | None) -> dict:
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
     if settings["init"] is not None and variant != "paper":
         raise UsageError(f"--init applies to --variant paper only, not {variant}")
-    if settings["nesterov"] and settings["momentum"] == 0:
-        raise UsageError("--nesterov needs --momentum > 0")
+    if settings["nesterov"] and (settings["momentum"] == 0 or settings["optimizer"] != "sgd"):
+        raise UsageError("--nesterov needs --optimizer sgd and --momentum > 0")
+    if settings["clip_grad_norm"] and settings["optimizer"] != "sgd":
+        raise UsageError(f"--clip-grad-norm works with --optimizer sgd, not {settings['optimizer']}")
+    if not 0.0 <= settings["label_smoothing"] < 1.0:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {settings['label_smoothing']}")
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
     return settings
@@ -132,6 +169,8 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
         return CosineLR(optimizer, total_steps=total, min_lr=0.0, warmup_steps=0)
     if name == "step":
         return StepLR(optimizer, step_size_epochs=max(1, epochs // 3), gamma=0.1)
+    if name == "multistep":   # He et al.'s: x0.1 at 50% and 75% of the epochs
+        return MultiStepLR(optimizer, milestones=sorted({max(1, epochs // 2), max(1, epochs * 3 // 4)}), gamma=0.1)
     if name == "plateau":
         return ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=2)
     return None

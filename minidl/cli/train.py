@@ -1,7 +1,8 @@
-"""``minidl train``: train AlexNet on CIFAR-10 (or a folder of your own images), on a GPU or the CPU.
+"""``minidl train``: train AlexNet or a ResNet on CIFAR-10 (or a folder of your own images), on a GPU or the CPU.
 
-    minidl train --device cuda                  # the "seed" model, 224x224
+    minidl train --device cuda                  # the "seed" AlexNet, 224x224
     minidl train --variant cifar --device cpu   # minutes on a laptop
+    minidl train --model resnet20               # He et al.'s CIFAR ResNet-20 and recipe
     minidl train --variant cifar --resume       # continue a stopped run
     mpiexec -n 2 minidl train --variant cifar   # data-parallel, 2 processes
     minidl train --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
@@ -30,25 +31,32 @@ from ..data import DatasetError
 from ..distributed import DataParallel, DistributedError
 from ..distributed.launch import StartupError, agree, device_for, share_cpu_cores
 from ..distributed.world import launcher_rank
-from ..models import AlexNet
-from ..models.alexnet import CIFAR_WIDTHS, INPUT_SIZE
-from ..optim import SGD
+from .. import functional as F
+from ..models.alexnet import CIFAR_WIDTHS
 from ..train import NonFiniteLossError, Trainer
 from . import datasets
 from .common import count, error
+from .models import MODELS, build_model, input_size, run_name
 from .recipes import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_SEED, DEFAULT_VAL_SIZE, LENGTH_DEPENDENT, OLD_RUN_DEFAULTS,
-                      RECIPES, UsageError, make_schedule, recipe_help, resolve_settings, widths)
+                      OPTIMIZERS, RECIPES, UsageError, build_optimizer, make_schedule, recipe_help, resolve_settings,
+                      widths)
 
 PROG = "minidl train"
 EXIT_ERROR, EXIT_NONFINITE, EXIT_INTERRUPTED = 1, 3, 130
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Train AlexNet on CIFAR-10 (or your own images) with minidl.",
-                                epilog=recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description="Train AlexNet or a ResNet on CIFAR-10 (or your own images) "
+                                "with minidl.", epilog=recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--model", choices=MODELS, default=None, help="alexnet (default; --variant picks which), He et "
+                   "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224)")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
-                   help="seed (224x224, the tutorial's model; default), paper (227x227), cifar (32x32)")
+                   help="AlexNet: seed (224x224, the tutorial's model; default), paper (227x227), cifar (32x32)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default; --momentum, --nesterov), adam, adamw, "
+                   "rmsprop (--momentum)")
+    p.add_argument("--label-smoothing", type=count(float, 0.0), help="cross-entropy against targets smoothed by "
+                   "this much (PyTorch's label_smoothing; default 0)")
     p.add_argument("--epochs", type=count(int, 1), help="number of epochs (default: per variant)")
     p.add_argument("--batch-size", type=count(int, 1), help="images per step (default: per variant)")
     p.add_argument("--lr", type=count(float, 0.0), help="learning rate; the peak for onecycle (default: per variant)")
@@ -70,12 +78,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(N(0, 0.01), biases 1) or He-normal convs and PyTorch-default dense layers (default: he)")
     p.add_argument("--data-dir", help="a directory holding cifar-10-batches-py/, or where to download it "
                                       "(default: ~/.cache/minidl); with --dataset folder, the image folder")
-    p.add_argument("--out", help="output directory (default: runs/alexnet_<variant>)")
+    p.add_argument("--out", help="output directory (default: runs/alexnet_<variant> or runs/<model>)")
     p.add_argument("--seed", type=count(int, 0),
                    help=f"seed of weights, data order, augmentation, dropout (default {DEFAULT_SEED})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
-    p.add_argument("--val-size", type=count(int, 1), help="first N training images held out for validation "
-                                                         f"(default {DEFAULT_VAL_SIZE})")
+    p.add_argument("--val-size", type=count(int, 0), help="first N training images held out for validation "
+                                                         f"(default {DEFAULT_VAL_SIZE}; the ResNets 0: none)")
     p.add_argument("--limit-train", type=count(int, 1), help="use only the first N training images")
     p.add_argument("--limit-val", type=count(int, 1), help="use only the first N validation images")
     p.add_argument("--limit-test", type=count(int, 1), help="use only the first N test images")
@@ -104,16 +112,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
     """The run's summary, printed by the main process before the first epoch."""
     s, (train, val, test) = settings, loaders
-    size = INPUT_SIZE[s["variant"]]
+    size = input_size(s)
     params = sum(int(p.data.size) for p in model.parameters())
-    lines = [f"minidl {__version__}: AlexNet variant {s['variant']!r} ({size}x{size}) on {device}",
-             f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), momentum "
-             f"{s['momentum']}{' nesterov' if s['nesterov'] else ''}, weight decay {s['weight_decay']}, augment "
+    name = f"AlexNet variant {s['variant']!r}" if s["model"] == "alexnet" else s["model"]
+    optimizer = s["optimizer"] if s["optimizer"] != "sgd" else f"SGD, momentum {s['momentum']}" + \
+        (" nesterov" if s["nesterov"] else "")
+    lines = [f"minidl {__version__}: {name} ({size}x{size}) on {device}",
+             f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), {optimizer}, "
+             f"weight decay {s['weight_decay']}, "
+             f"{'label smoothing ' + str(s['label_smoothing']) + ', ' if s['label_smoothing'] else ''}augment "
              f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
              f"{s['init'] + ' init, ' if s['init'] else ''}"
              f"seed {s['seed']}",
-             f"  data: {train.num_samples} train / {val.num_samples} validation / {test.num_samples} test images, "
+             f"  data: {train.num_samples} train / {val.num_samples if val else 0} validation / "
+             f"{test.num_samples} test images, "
              f"{len(train)} steps per epoch", *datasets.describe(s, test),
              f"  model: {params:,} parameters; output: {out}"]
     if world.size > 1:
@@ -147,7 +160,7 @@ def read_checkpoint(args, out: Path):
 
 
 def _out(args) -> Path:
-    return Path(args.out or f"runs/alexnet_{args.variant or 'seed'}")
+    return Path(args.out or f"runs/{run_name({'model': args.model, 'variant': args.variant})}")
 
 
 def start_world(args):
@@ -195,17 +208,19 @@ def run(args) -> int:
         loaders = datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run
                                         else None, workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
-        model = AlexNet(num_classes=len(settings["class_names"]), variant=settings["variant"], seed=settings["seed"],
-                        widths=settings["widths"], init=settings["init"]).to(device)
+        model = build_model(settings, len(settings["class_names"])).to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
-        optimizer = SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                        weight_decay=settings["weight_decay"], nesterov=settings["nesterov"],
-                        max_grad_norm=settings["clip_grad_norm"] or None)
+        optimizer = build_optimizer(settings, model.parameters())
         schedule = make_schedule(settings, optimizer, len(train))
+        smoothing = settings["label_smoothing"]
+        loss_fn = (lambda logits, labels: F.cross_entropy(logits, labels, label_smoothing=smoothing)) \
+            if smoothing else None
         trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
+                          loss_fn=loss_fn,
                           settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                          plots=not args.no_plots, callbacks=[] if args.no_plots else [FilterPlot()],
+                          plots=not args.no_plots,
+                          callbacks=[] if args.no_plots or settings["model"] != "alexnet" else [FilterPlot()],
                           parallel=parallel)
         if checkpoint is not None:
             def rebuild(opt):
@@ -222,10 +237,10 @@ def run(args) -> int:
             trainer.fit()
             results = trainer.test(test)
     if world.is_main:
+        best = "no validation set" if results["best_val_acc"] is None else \
+            f"best validation accuracy {100 * results['best_val_acc']:.2f}% at epoch {results['best_epoch']}"
         print(f"test: loss {results['test_loss']:.4f}, accuracy {100 * results['test_acc']:.2f}%, top-5 "
-              f"{100 * results['test_top5']:.2f}% (final weights; best validation accuracy "
-              f"{100 * (results['best_val_acc'] or 0):.2f}% at epoch {results['best_epoch']}); files in {out}",
-              flush=True)
+              f"{100 * results['test_top5']:.2f}% (final weights; {best}); files in {out}", flush=True)
     return 0
 
 

@@ -4,13 +4,13 @@
     sgd.py            SGD: PyTorch's rule (momentum, Nesterov, weight decay), readable in a few lines
     adam.py           Adam (amsgrad, L2 or decoupled weight decay) and AdamW: torch.optim's rule
     rmsprop.py        RMSprop (momentum, centered): torch.optim's rule
-    lr_scheduler.py   StepLR, CosineLR, OneCycleLR, ReduceLROnPlateau, on every group of any optimizer
+    lr_scheduler.py   StepLR, MultiStepLR, CosineLR, OneCycleLR, ReduceLROnPlateau, on every group of any optimizer
 """
 from .adam import Adam, AdamW
-from .lr_scheduler import CosineLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
+from .lr_scheduler import CosineLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Adam", "AdamW", "CosineLR", "LRScheduler", "OneCycleLR", "Optimizer", "RMSprop", "ReduceLROnPlateau",
+__all__ = ["Adam", "AdamW", "CosineLR", "LRScheduler", "MultiStepLR", "OneCycleLR", "Optimizer", "RMSprop", "ReduceLROnPlateau",
            "SGD", "StepLR"]

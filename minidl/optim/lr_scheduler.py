@@ -105,6 +105,32 @@ class StepLR(LRScheduler):
         return base_lr * self.gamma ** (t // self.step_size)
 
 
+class MultiStepLR(LRScheduler):
+    """lr = base_lr * gamma ** (how many of ``milestones`` the epochs done have reached), per group.
+
+    PyTorch's MultiStepLR stepped once per epoch: He et al.'s ResNet schedule is
+    ``MultiStepLR(optimizer, milestones=[epochs // 2, epochs * 3 // 4])``.
+    """
+
+    _state_keys, _clock = ("epoch",), "epoch"
+
+    def __init__(self, optimizer, milestones, gamma=0.1):
+        super().__init__(optimizer)
+        milestones = list(milestones)
+        if not milestones or any(not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1
+                                 for m in milestones) or milestones != sorted(milestones):
+            raise ValueError(f"MultiStepLR: milestones must be increasing epoch counts >= 1, got {milestones!r}")
+        self.milestones = [int(m) for m in milestones]
+        self.gamma = check_number("MultiStepLR: gamma", gamma, 0.0, False)
+        self.epoch = 0
+
+    def step_epoch(self, metric=None) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        return base_lr * self.gamma ** sum(t >= m for m in self.milestones)
+
+
 class CosineLR(LRScheduler):
     """Linear warmup, then cosine decay from each group's base_lr to min_lr over the remaining steps.
 

@@ -249,10 +249,13 @@ def test_help_texts_come_from_the_codes_constants():
     from minidl.models.alexnet import CIFAR_WIDTHS
     text = " ".join(cli.build_parser().format_help().split())  # argparse wraps lines
     assert f"(default {','.join(map(str, CIFAR_WIDTHS))})" in text
-    assert f"(default {cli.DEFAULT_VAL_SIZE})" in text and f"default {cli.DEFAULT_CHECKPOINT_EVERY})" in text
+    assert f"(default {cli.DEFAULT_VAL_SIZE};" in text and f"default {cli.DEFAULT_CHECKPOINT_EVERY})" in text
+    from minidl.models.alexnet import INPUT_SIZE
     for variant, recipe in cli.RECIPES.items():
-        assert f"{variant:5s} ({cli.INPUT_SIZE[variant]}x" in cli.build_parser().epilog
+        assert f"{variant:5s} ({INPUT_SIZE[variant]}x" in cli.build_parser().epilog
         assert f"lr {recipe['lr']} ({recipe['schedule']})" in cli.build_parser().epilog
+    from minidl.cli.recipes import CIFAR_RESNET
+    assert f"resnet20 .. resnet110: {CIFAR_RESNET['epochs']} epochs" in cli.build_parser().epilog
 
 
 
