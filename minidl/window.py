@@ -306,3 +306,18 @@ def adaptive_bounds(size: int, out: int) -> list:
     divides ``size`` they are the non-overlapping windows of size / out cells.
     """
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def padded_place(shape: tuple, pad: tuple) -> tuple:
+    """(out_shape, out_index, in_index) for ``pad`` over the last len(pad) // 2 axes of ``shape``.
+
+    ``out[out_index] = x[in_index]`` copies what survives of x (negative pads crop it).
+    """
+    out_shape, out_index, in_index = list(shape), [slice(None)] * len(shape), [slice(None)] * len(shape)
+    for k in range(len(pad) // 2):
+        axis = len(shape) - 1 - k
+        before, after = pad[2 * k], pad[2 * k + 1]
+        out_shape[axis] = shape[axis] + before + after
+        out_index[axis] = slice(max(before, 0), max(before, 0) + shape[axis] + min(before, 0) + min(after, 0))
+        in_index[axis] = slice(max(-before, 0), shape[axis] - max(-after, 0))
+    return tuple(out_shape), tuple(out_index), tuple(in_index)

@@ -202,12 +202,13 @@ class GetItem(Function):
         self.index = index
 
     def forward(self, x):
-        self.in_shape, self.in_dtype = x.shape, x.dtype
+        self.save_for_backward(x)   # held by the graph anyway; backward gives gx x's memory layout
         return x[self.index]
 
     def backward(self, gy):
+        (x,) = self.saved_arrays
         xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.in_shape, self.in_dtype)
+        gx = xp.zeros_like(x)
         if _is_basic(self.index):
             gx[self.index] = gy
         else:

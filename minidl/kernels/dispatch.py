@@ -35,6 +35,8 @@ layout) and the shapes:
     Adam update      chunks of all parameters in one region     the reference
                      (cpu/adam.py; AdamW too)
     resize_bilinear  the reference                              one raw kernel
+    pad              channels-last input: channels-last output  the reference
+                     (cpu/layout.py)
     conv2d + relu,   (inference, functional/fused.py) the ReLU in  the same, in the raw paths' output
       relu + max_    the convolution's output pass; pooling as
       pool2d         a running maximum from 0, no argmax kept
@@ -65,7 +67,7 @@ from .cpu.adam import FusedAdam
 from .cpu.average_pooling import GlobalAvgPool2d, SlicedAvgPool2d
 from .cpu.conv import ChannelsLastConv2d
 from .cpu.elementwise import flat_memory
-from .cpu.layout import is_channels_last
+from .cpu.layout import ChannelsLastPad, channels_last_ordered, is_channels_last
 from .cpu.linear import SplitLinear
 from .cpu.pooling import SlicedMaxPool2d
 from .cpu.sgd import FusedSGD
@@ -325,3 +327,8 @@ def leaky_relu(x, negative_slope: float):
 def gelu(x, approximate: str):
     """Chunked GELU on the CPU for an array in a contiguous layout, else None."""
     return ChunkedGELU(approximate) if _elementwise(x) else None
+
+
+def pad(x, pad: tuple, value: float):
+    """A channels-last 4-D input (or a strided view of one) padded into channels-last memory on the CPU."""
+    return ChannelsLastPad(pad, value) if _fast(x) == "cpu" and channels_last_ordered(x) else None

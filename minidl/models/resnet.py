@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, nn
 from .. import functional as F
-from ..autograd import Tensor
+from .. import nn
 from ..nn import init
 from .meta import cifar10_meta, imagenet_meta
 from .summary import summarize
@@ -54,8 +53,8 @@ class ZeroPadShortcut(nn.Module):
 
     y = x[:, :, ::stride, ::stride] with (out - in) // 2 zero channels before and the
     rest after (the reimplementations' ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))``).
-    No parameters. Plain autograd: the slice's backward scatters the gradient back
-    into the sampled pixels, the concatenation's drops the zeros' share.
+    No parameters. Plain autograd: the slice's backward puts the gradient back on the
+    sampled pixels, the padding's drops the zeros' share.
 
     Shapes: (N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride)).
     """
@@ -75,11 +74,7 @@ class ZeroPadShortcut(nn.Module):
             x = x[:, :, ::s, ::s]
         if self.pad_before == self.pad_after == 0:
             return x
-        n, _, h, w = x.shape
-        xp = backend.get_array_module(x.data)
-        with backend.device_context(x.device):  # CuPy makes arrays on the current GPU
-            zeros = [Tensor(xp.zeros((n, c, h, w), x.dtype)) for c in (self.pad_before, self.pad_after)]
-        return F.concat([zeros[0], x, zeros[1]], axis=1)
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
 
     def shape_info(self, shape):
         if len(shape) != 3 or shape[0] != self.in_channels:

@@ -217,3 +217,22 @@ def test_trainer_runs_resnet20_and_resumes_exactly(tmp_path):
     for key, value in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
     assert (tmp_path / "straight" / "best.npz").exists()
+
+
+def test_the_residual_stream_stays_channels_last_on_the_cpu(monkeypatch):
+    # The option-A shortcut pads the subsampled map: the padding must keep channels-last memory,
+    # or every later layer pays a layout copy (and backward its gradients' too).
+    import minidl.kernels
+    from minidl.functional.fast_path import FastPath
+    from support.arrays import is_channels_last
+    monkeypatch.delenv("MINIDL_KERNELS", raising=False)
+    seen = []
+    original = FastPath.forward
+    monkeypatch.setattr(FastPath, "forward", lambda self, *a: seen.append((self.op, a[0])) or original(self, *a))
+    model = resnet20()
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    with minidl.kernels.use("fast"):
+        model(x)
+    convs = [a for op, a in seen if op == "Conv2d"]
+    assert len(convs) == 19 and all(is_channels_last(a) for a in convs[1:])   # all but the stem's images
+    assert all(is_channels_last(a) for op, a in seen if op in ("ReLU", "BatchNorm") and a.ndim == 4)

@@ -22,7 +22,10 @@ kernels keep NCHW (their CUDA kernels index it).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ... import backend
+from ...window import padded_place
 
 
 def is_channels_last(x) -> bool:
@@ -34,6 +37,13 @@ def is_channels_last(x) -> bool:
     return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
+def channels_last_ordered(x) -> bool:
+    """Whether (N, C, H, W) ``x`` walks its channels fastest: channels-last, or a strided view of it
+    (``x[:, :, ::2, ::2]`` of a channels-last array). Copies of it are best made channels-last."""
+    return x.ndim == 4 and x.shape[1] > 1 and x.strides[1] <= min(x.strides[2], x.strides[3]) and \
+        not x.flags.c_contiguous
+
+
 def nhwc(x):
     """The (N, H, W, C) contiguous array behind ``x`` (N, C, H, W): a view if channels-last, else a copy."""
     xp = backend.get_array_module(x)
@@ -43,3 +53,26 @@ def nhwc(x):
 def as_nchw(x_nhwc):
     """A contiguous (N, H, W, C) array seen with the (N, C, H, W) shape: a view."""
     return x_nhwc.transpose(0, 3, 1, 2)
+
+
+class ChannelsLastPad:
+    # x (N,C,H,W) channels-last -> y (N, C+cb+ca, H+hb+ha, W+wb+wa), channels-last too, the rest ``value``.
+    # The reference's output is NCHW: at a ResNet's shortcut that would turn the whole
+    # residual stream NCHW, and every later layer would pay a layout copy.
+    algorithm = "channels-last"   # what minidl.viz shows for the call
+
+    def __init__(self, pad: tuple, value: float):
+        self.pad, self.value = pad, value
+
+    def forward(self, x):
+        out_shape, self.out_index, self.in_index = padded_place(x.shape, self.pad)
+        n, c, h, w = out_shape
+        y = as_nchw(np.full((n, h, w, c), self.value, dtype=x.dtype))
+        y[self.out_index] = x[self.in_index]
+        self.x = x
+        return y
+
+    def backward(self, gy, needs):
+        gx = np.zeros_like(self.x)   # x's layout
+        gx[self.in_index] = gy[self.out_index]
+        return (gx,)
