@@ -158,11 +158,13 @@ def profile_child(args) -> dict:
     device, _, _, _ = common.setup(args, torch_wanted=False)
     spec = _spec(args)
     runner = MinidlRunner(spec, device, *make_batch(spec, args.batch_size))
-    runner.train_step()
+    for _ in range(2):   # warm up: first-touch of the work buffers, the worker threads
+        runner.train_step()
     phases = {"train": profile_phase(runner.train_step, runner.model, runner.optimizer, args.breakdown_steps)}
     runner.model.eval()
-    runner.infer_fused()   # builds the fused model, warms it up
-    runner.infer()
+    for _ in range(2):
+        runner.infer_fused()   # the first builds the fused model
+        runner.infer()
     phases["infer"] = profile_phase(runner.infer, runner.model, None, args.breakdown_steps)
     phases["infer_fused"] = profile_phase(runner.infer_fused, runner.fused, None, args.breakdown_steps)
     return {"steps": args.breakdown_steps, "threads": cpu_threads.num_threads(), "phases": phases}
