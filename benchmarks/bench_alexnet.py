@@ -37,16 +37,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
 from common import format_table, median, sync, time_alternating  # noqa: E402
 from per_layer import layer_pass, measure_per_layer, per_layer_table  # noqa: E402
+from processes import (ChildProcess, cuda_peak_tracker, current_rss, peak_rss, reset_peak,  # noqa: E402
+                       run_memory_child, serve, timed)
 
 import numpy as np  # noqa: E402
 
@@ -138,7 +137,7 @@ def _child_argv(args) -> list:
     return argv + (["--tf32"] if args.tf32 else [])
 
 
-class ProcessRunner:
+class ProcessRunner(ChildProcess):
     """A framework's runner in a child process (``--runner-child``), driven one command at a time.
 
     Commands: train, infer (each answered with the seconds it took in the child),
@@ -147,40 +146,24 @@ class ProcessRunner:
     """
 
     def __init__(self, name, args):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--runner-child", name] + _child_argv(args)
-        self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self._ask("ready")
+        super().__init__(name, [Path(__file__).resolve(), "--runner-child", name] + _child_argv(args),
+                         who="bench_alexnet")
         self.last_loss = float("nan")
 
-    def _ask(self, command: str) -> dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"bench_alexnet: the {self.name} process stopped (exit {self.proc.wait()}); "
-                               "its error is above")
-        return json.loads(line)
-
     def train_step(self) -> float:
-        return self._ask("train")["seconds"]
+        return self.seconds("train")
 
     def infer(self) -> float:
-        return self._ask("infer")["seconds"]
+        return self.seconds("infer")
 
     def set_training(self, training: bool) -> None:
-        self._ask("train_mode" if training else "eval_mode")
+        self.ask("train_mode" if training else "eval_mode")
 
     def finish(self) -> None:
-        self.last_loss = self._ask("finish")["loss"]
+        self.last_loss = self.ask("finish")["loss"]
 
     def layer_pass(self) -> dict:
-        return {name: tuple(t) for name, t in self._ask("layers")["times"].items()}
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self._ask("quit")
-        self.proc.wait()
+        return {name: tuple(t) for name, t in self.ask("layers")["times"].items()}
 
 
 def runner_child(framework, args) -> None:
@@ -194,11 +177,6 @@ def runner_child(framework, args) -> None:
         runner = MinidlRunner(args.variant, device, images, labels)
         threads_used = cpu_threads.num_threads()
 
-    def timed(fn) -> float:
-        start = time.perf_counter()
-        fn()  # runs once and synchronises its device
-        return time.perf_counter() - start
-
     actions = {"train": lambda: {"seconds": timed(runner.train_step)},
                "infer": lambda: {"seconds": timed(runner.infer)},
                "train_mode": lambda: runner.model.train() and {},
@@ -207,12 +185,7 @@ def runner_child(framework, args) -> None:
                "layers": lambda: {"times": layer_pass(runner)},
                "ready": lambda: {"threads": threads_used, "settings": threads,
                                  "version": torch.__version__ if torch is not None else None}}
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "quit":
-            print("{}", flush=True)
-            return
-        print(json.dumps(actions[command]() or {}), flush=True)
+    serve(actions)
 
 
 # ---- speed ------------------------------------------------------------------------------
@@ -238,47 +211,6 @@ def measure_speed(runners, batch, warmup, iters) -> dict:
 
 
 # ---- peak memory (one child process per framework) -------------------------------------
-def _current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM, the peak resident set size (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss(reset_ok: bool) -> int:
-    if reset_ok:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-
-
-def _cuda_peak_tracker(framework, device):
-    """Start tracking the GPU high-water mark; returns a function giving (peak_bytes, reserved_bytes)."""
-    if framework == "torch":
-        import torch
-        torch.cuda.reset_peak_memory_stats(device.index)
-        return lambda: (torch.cuda.max_memory_allocated(device.index), torch.cuda.max_memory_reserved(device.index))
-    cupy = backend.get_array_module(backend.to_device(np.zeros(1), device))
-    pool = cupy.get_default_memory_pool()
-    peak = [pool.used_bytes(), pool.total_bytes()]
-
-    def malloc(size):
-        memory = pool.malloc(size)
-        peak[0], peak[1] = max(peak[0], pool.used_bytes()), max(peak[1], pool.total_bytes())
-        return memory
-    cupy.cuda.set_allocator(malloc)
-    return lambda: (peak[0], peak[1])
-
-
 def memory_child(framework, args) -> dict:
     """Runs in a child process: setup, inference, then training; reports peak bytes of each phase."""
     device = backend.parse_device(args.device)
@@ -289,24 +221,24 @@ def memory_child(framework, args) -> dict:
         common.precision_settings(device, args.tf32, torch)
     images, labels = make_batch(args.variant, args.batch_size)
     if device.type == "cuda":
-        tracker = _cuda_peak_tracker(framework, device)
-    base = _current_rss()
+        tracker = cuda_peak_tracker(framework, device)
+    base = current_rss()
     runner = (TorchRunner if framework == "torch" else MinidlRunner)(args.variant, device, images, labels)
     sync(device)
     result = {"method": "cuda allocator high-water mark" if device.type == "cuda" else "VmHWM - RSS after imports",
-              "setup_bytes": (_current_rss() - base) if device.type == "cpu" else tracker()[0]}
+              "setup_bytes": (current_rss() - base) if device.type == "cpu" else tracker()[0]}
     runner.model.eval()
-    reset_ok = _reset_peak()
+    reset_ok = reset_peak()
     for _ in range(2):
         runner.infer()
     if device.type == "cpu":
-        result["infer_peak_bytes"] = _peak_rss(reset_ok) - base
+        result["infer_peak_bytes"] = peak_rss(reset_ok) - base
     runner.model.train()
-    reset_ok = _reset_peak()
+    reset_ok = reset_peak()
     for _ in range(3):
         runner.train_step()
     if device.type == "cpu":
-        result["train_peak_bytes"] = _peak_rss(reset_ok) - base
+        result["train_peak_bytes"] = peak_rss(reset_ok) - base
         result["peak_reset"] = reset_ok
     else:  # on the GPU the train phase includes the inference one: weights + activations + grads
         result["train_peak_bytes"], result["reserved_peak_bytes"] = tracker()
@@ -318,10 +250,7 @@ def measure_memory(framework, args) -> dict:
            "--batch-size", str(args.batch_size), "--variant", args.variant, "--threads", str(args.threads)]
     if args.tf32:
         cmd.append("--tf32")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.memory_timeout)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["exit %d" % proc.returncode]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_memory_child(cmd[1:], args.memory_timeout)
 
 
 # ---- command line -------------------------------------------------------------------------
