@@ -145,6 +145,39 @@ class BasicBlock(nn.Module):
                              f"{tuple(shape)}; a block that changes the shape needs a downsample")
         return ends[0], "relu(bn2 + " + ("x)" if self.downsample is None else "downsample(x))")
 
+    def fused_for_inference(self):
+        """This block for inference (``nn.fuse_for_inference``): bn1 and bn2 folded into conv1 and
+        conv2, the first ReLU in conv1's output pass. Its downsample has been rewritten already."""
+        return FusedBasicBlock(self)
+
+
+class FusedBasicBlock(nn.Module):
+    """A BasicBlock with its batch norms folded (``nn.fuse_for_inference``; evaluation only).
+
+    forward: relu(conv2(conv1(x)) + downsample(x)), where conv1 is conv1 + bn1 + relu and
+    conv2 is conv2 + bn2, each one convolution (``nn.FusedConv2d``).
+
+    Shapes: as the block it was made from.
+    """
+
+    def __init__(self, block: BasicBlock):
+        super().__init__()
+        self.conv1 = nn.FusedConv2d(block.conv1, block.bn1, relu=True)
+        self.conv2 = nn.FusedConv2d(block.conv2, block.bn2)
+        self.downsample, self.relu = block.downsample, nn.ReLU()
+        self.stride = block.stride
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + identity)
+
+    def paths(self):
+        """(main, shortcut, after), as ``BasicBlock.paths``."""
+        shortcut = [] if self.downsample is None else [("downsample", self.downsample)]
+        return [("conv1", self.conv1), ("conv2", self.conv2)], shortcut, [("relu", self.relu)]
+
+    shape_info = BasicBlock.shape_info
+
 
 class ResNet(nn.Module):
     """A ResNet of basic blocks; build one with ``resnet20`` .. ``resnet110``, ``resnet18``, ``resnet34``.
@@ -169,6 +202,8 @@ class ResNet(nn.Module):
     Shapes: x (N, 3, H, W) -> logits (N, num_classes); any H, W >= 1 (global average
     pooling), nominally ``input_size`` (224 or 32).
     """
+
+    runs_children_in_order = True   # forward is its children in order (nn.fuse_for_inference reads it)
 
     def __init__(self, layers, num_classes=1000, *, stem="imagenet", widths=None, shortcut=None,
                  zero_init_residual=False, seed=0, arch=None):

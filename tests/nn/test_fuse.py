@@ -4,6 +4,7 @@ import pytest
 
 import minidl
 import minidl.nn as nn
+from minidl.gradcheck import check_gradients
 from minidl.models import AlexNet
 
 
@@ -68,9 +69,25 @@ def test_gradients_through_a_fused_model_are_those_of_the_unfused_ops():
                                            nn.BatchNorm2d(4, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2)))
     fast = nn.fuse_for_inference(model)
     x = minidl.tensor(rng.standard_normal((2, 2, 6, 6)), requires_grad=True)
-    minidl.gradcheck.check_gradients(fast, [x])
+    check_gradients(fast, [x])
 
 
 def test_errors():
     with pytest.raises(TypeError, match="fuse_for_inference: expected a minidl Module"):
         nn.fuse_for_inference(lambda x: x)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_resnets_fused_fold_every_batch_norm_and_give_their_evaluation_logits(kernel_mode, stem):
+    from minidl.models.resnet import FusedBasicBlock, ResNet
+    # option A shortcuts for the CIFAR stem, option B (1x1 conv + batch norm, folded too) for ImageNet's
+    model = _with_statistics(ResNet((2, 1), 10, stem=stem, widths=(16, 32), seed=2))
+    size = 32 if stem == "cifar" else 48
+    x = np.random.default_rng(5).standard_normal((3, 3, size, size)).astype(np.float32)
+    fast = nn.fuse_for_inference(model)
+    want = _logits(model.eval(), x)
+    np.testing.assert_allclose(_logits(fast, x), want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+    kinds = [type(m).__name__ for m in fast.modules()]
+    assert "BatchNorm2d" not in kinds and kinds.count("FusedBasicBlock") == 3
+    assert all(type(b) is FusedBasicBlock for stage in (fast.layer1, fast.layer2) for b in stage.children())
+    assert fast.summary(print_fn=None).count("FusedConv2d") >= 6     # summaries still open the blocks
