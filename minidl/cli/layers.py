@@ -222,13 +222,17 @@ def load_image(args):
     return data.test_images[args.index:args.index + 1], f"test image {args.index}", label
 
 
-def prepare(image, settings, device):
-    """The model's input from a uint8 image: the run's evaluation transform, and the steps in words."""
+def prepare(image, settings, device, from_file: bool):
+    """The model's input from a uint8 image (``from_file``: ``read_image``'s): the run's evaluation transform,
+    and the steps in words."""
     size = input_size(settings)
     x = backend.to_device(image, device)
-    steps = []
+    steps, decoded = [], ""
     if settings.get("dataset") in DECODED:
-        if image.shape[-1] != size:  # a CIFAR-10 image for a model fed crops decoded at its size
+        if from_file:
+            decoded = (f" (decoded as the shorter side to {settings.get('resize_size') or round(size * 8 / 7)}, "
+                       f"the central {size}x{size})")
+        elif image.shape[-1] != size:  # a CIFAR-10 image for a model fed crops decoded at its size
             x = resize_bilinear(x, size)
             steps.append(f"bilinear resize -> {size}x{size}")
         steps.append("standardised per image" if settings.get("normalize") == "image" else
@@ -238,7 +242,7 @@ def prepare(image, settings, device):
                      "the training images' mean subtracted")
         if size != image.shape[-1]:
             steps.append(f"bilinear resize -> {size}x{size}")
-    return evaluation_transform(settings)(x), " -> ".join(steps)
+    return evaluation_transform(settings)(x), decoded + "".join(f" -> {step}" for step in steps)
 
 
 # ---- the walk ----------------------------------------------------------------------
@@ -306,10 +310,10 @@ def run(args) -> int:
         model = model.to(device).eval()  # eval: BN uses running statistics, dropout is off
         if image is None:
             image = read_image(args.image, settings)[None]
-        x, story = prepare(image, settings, device)
+        x, story = prepare(image, settings, device, from_file=args.image is not None)
         known = label is not None and tuple(names) == CIFAR10_CLASSES   # the image's label is one of the classes
         print(f"\ninput: {title}" + (f" (label: {CIFAR10_CLASSES[label]})" if label is not None else "") +
-              f"; uint8 {tuple(image.shape)} -> {story} -> {tuple(x.shape)}\n"
+              f"; uint8 {tuple(image.shape)}{story} -> {tuple(x.shape)}\n"
               f"       {stats_line(backend.to_numpy(x))}")
         out = None if args.no_plots else Path(args.out)
         if out is not None:
