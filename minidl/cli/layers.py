@@ -325,7 +325,8 @@ def run(args) -> int:
                 print("matplotlib is not installed: skipping the images (pip install matplotlib)")
         streams = any(isinstance(m, nn.Conv2d) and m.groups == 2 for m in model.modules())
         if out is not None:
-            shown = [("as read" if args.image else "32x32 as stored", image[0].transpose(1, 2, 0))]
+            side = image.shape[-1]
+            shown = [(f"{side}x{side} as decoded" if args.image else "32x32 as stored", image[0].transpose(1, 2, 0))]
             if x.shape[-1] != image.shape[-1]:
                 big = resize_bilinear(image, x.shape[-1])[0] / 255.0
                 shown.append((f"bilinear resize to {x.shape[-1]}x{x.shape[-1]}", np.clip(big, 0, 1).transpose(1, 2, 0)))

@@ -191,10 +191,11 @@ def run(args, prog: str = PROG) -> int:
                 failed += 1
         if images:
             probs = class_probabilities(model, evaluation_transform(settings), np.stack(images), device)
-    width = max(map(len, names))
-    for path, row in zip(paths, probs if images else ()):
+    tops = [top_k(row, names, args.top) for row in (probs if images else ())]
+    width = max((len(name) for top in tops for name, _ in top), default=0)   # one column for every image
+    for path, top in zip(paths, tops):
         print(f"{path}:")
-        for rank, (name, p) in enumerate(top_k(row, names, args.top), start=1):
+        for rank, (name, p) in enumerate(top, start=1):
             print(f"  {rank}. {name:<{width}}  {100 * p:6.2f}%")
     return 1 if failed else 0
 

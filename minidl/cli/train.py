@@ -126,7 +126,7 @@ def describe(settings, device, loaders, model, out, resumed, args, world, weight
              f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), {optimizer}, "
              f"weight decay {s['weight_decay']}, "
              f"{'label smoothing ' + str(s['label_smoothing']) + ', ' if s['label_smoothing'] else ''}augment "
-             f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
+             f"{'on' if s['augment'] else 'off'}{', ' + s['preprocess'] if s['dataset'] == 'cifar10' else ''}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
              f"{s['init'] + ' init, ' if s['init'] else ''}"
              f"seed {s['seed']}",
