@@ -72,7 +72,8 @@ def describe(module, in_shape, out_shape, streams: bool = False) -> str:
         if c == 3:
             return text + " groups=1: every filter sees all 3 colour channels of the image."
         if streams:
-            return text + f" groups=1: every filter sees all {c} channels, so here the two streams exchange information."
+            return text + (f" groups=1: every filter sees all {c} channels, so here the two streams exchange "
+                           "information.")
         return text + (f" A 1x1 convolution mixes the {c} channels at each pixel." if kh == kw == 1 else "")
     if isinstance(module, nn.BatchNorm2d):
         fresh = (not backend.to_numpy(module.running_mean).any()
@@ -133,8 +134,8 @@ def describe_more(module, in_shape, out_shape) -> str:
     if isinstance(module, ZeroPadShortcut):
         return (f"Shortcut, He et al.'s option A: one pixel in {module.stride} along each axis of the block's input "
                 f"(x[:, :, ::{module.stride}, ::{module.stride}]), its {module.in_channels} channels framed by "
-                f"{module.pad_before} + {module.pad_after} channels of zeros to give {module.out_channels}. No parameters:"
-                " the block's input reaches its output unchanged, only sampled and padded.")
+                f"{module.pad_before} + {module.pad_after} channels of zeros to give {module.out_channels}. No "
+                "parameters: the block's input reaches its output unchanged, only sampled and padded.")
     return ""
 
 

@@ -160,7 +160,8 @@ def fake(monkeypatch):
 
 def _assert_on_gpu1_only(fake):
     assert not fake.cross_device, "arrays of another GPU used from the current one:\n" + "\n".join(
-        f"{op}: arrays on {devices}, current {current}\n{where}" for op, devices, current, where in fake.cross_device[:3])
+        f"{op}: arrays on {devices}, current {current}\n{where}"
+        for op, devices, current, where in fake.cross_device[:3])
 
 
 def test_predict_runs_on_the_models_gpu(fake, tmp_path, photo, capsys):
