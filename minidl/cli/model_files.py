@@ -1,7 +1,7 @@
 """Weight files at the command line: a run's checkpoint, a ``.safetensors`` or a PyTorch ``.pth``, into a model.
 
     state, settings = read_weights("runs/resnet20/best.npz")   # settings: the run's, or None for bare weights
-    note = fit_weights(model, state, "fc", "resnet18.pth", "--model resnet18", replace_classifier=True)
+    note = fit_weights(model, state, "fc", "resnet18.pth", "resnet18", replace_classifier=True)
     model, class_names, settings = model_from_weights("resnet18.pth", model="resnet18")
 
 What each file holds:
@@ -36,12 +36,10 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import imagenet
 from ..weights import TORCH_ONLY_SUFFIX, load_torch, read_safetensors
 from .models import build_model, classifier_name, describe_model, model_name, published_normalization
+from .recipes import OLD_RUN_DEFAULTS
 
 TORCH_SUFFIXES = (".pth", ".pt")
-DATASETS = ("cifar10", "folder", "imagenet")   # the data sets whose evaluation transform predict knows
 WRAPPER_PREFIX = "module."                      # what torch.nn.DataParallel puts before every key
-# settings of runs from before they existed: an AlexNet on CIFAR-10, standardised
-OLD_SETTINGS = {"model": "alexnet", "dataset": "cifar10", "preprocess": "standardize"}
 
 
 class InputError(Exception):
@@ -75,7 +73,7 @@ def _read_checkpoint(path):
         raise InputError(f"--weights: {exc}") from None
     settings, weights = state.get("settings"), state.get("model")
     if isinstance(settings, dict) and _is_state_dict(weights) and ("model" in settings or "variant" in settings):
-        return dict(weights), dict(OLD_SETTINGS, **settings)
+        return dict(weights), dict(OLD_RUN_DEFAULTS, **settings)
     if _is_state_dict(weights):
         return dict(weights), None
     if _is_state_dict(state):

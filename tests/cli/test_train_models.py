@@ -6,7 +6,6 @@ itself (270k parameters) on 24 or 32 images a run, a few steps each. An interrup
 is made by a KeyboardInterrupt at a chosen step (what Ctrl-C raises), then resumed.
 """
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from support.cifar_fixture import write_cifar10
 from support.commands import ROOT, minidl_command
+from support.mpi import MPIEXEC, needs_mpi
 from support.runs import assert_identical, final, history
 from minidl.checkpoint import load_checkpoint
 from minidl.cli import train as cli
@@ -23,18 +23,6 @@ from minidl.cli.recipes import CIFAR_RESNET
 from minidl.train import Trainer
 
 MPI_SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
-MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
-
-
-def _have_mpi() -> bool:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return os.access(MPIEXEC, os.X_OK)
-
-
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="mpi4py or mpiexec missing (pip install -e '.[distributed]')")
 
 
 @pytest.fixture(scope="module")
