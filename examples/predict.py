@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Classify your own images with a trained AlexNet: the top-5 classes and their probabilities.
+"""Classify your own images with a trained model: the top-5 classes and their probabilities.
 
     python examples/predict.py cat.jpg truck.png --weights runs/alexnet_cifar/best.npz
+    python examples/predict.py cat.jpg --weights resnet18-f37072fd.pth --model resnet18   # torchvision's weights
 
 The same as ``minidl predict`` (this script is its thin wrapper; the code is in
 minidl/cli/predict.py): the model comes from the checkpoint that

@@ -1,14 +1,16 @@
 """The ``minidl`` command: ``minidl train``, ``minidl predict``, ``minidl layers``.
 
     minidl train --variant cifar --device cpu                       # train AlexNet on CIFAR-10
+    minidl train --model resnet20                                   # or a ResNet
     minidl predict cat.jpg --weights runs/alexnet_cifar/best.npz     # classify your own images
     minidl layers --data-dir ~/data                                 # one image, layer by layer
 
 Installed as a console script (``[project.scripts]`` in pyproject.toml); ``python -m
 minidl`` runs the same. One module per subcommand, each with ``main(argv, prog)``
 returning the exit code: ``train`` (with ``recipes``, the run's settings, and
-``datasets``, its data), ``predict`` and ``layers``; ``common`` holds what they
-share. Every failure is one line on stderr and a non-zero exit code, never a
+``datasets``, its data), ``predict`` and ``layers`` (with ``layer_pictures``);
+``models`` (which model, building it), ``model_files`` (weight files into a model) and
+``common`` hold what they share. Every failure is one line on stderr and a non-zero exit code, never a
 traceback. The scripts in examples/ call these same functions.
 """
 from __future__ import annotations
@@ -19,9 +21,9 @@ import sys
 
 # name -> (module, one line of help)
 COMMANDS = {
-    "train": ("train", "train AlexNet on CIFAR-10 or a folder of your own images"),
-    "predict": ("predict", "classify your own images with a trained checkpoint (top-5 classes)"),
-    "layers": ("layers", "one CIFAR-10 image through the seed AlexNet, layer by layer"),
+    "train": ("train", "train AlexNet or a ResNet on CIFAR-10 or a folder of your own images"),
+    "predict": ("predict", "classify your own images with a trained checkpoint or a .pth (top-5 classes)"),
+    "layers": ("layers", "one image through a network (the seed AlexNet by default), layer by layer"),
 }
 
 

@@ -1,10 +1,14 @@
-"""``minidl predict``: classify your own images with a trained AlexNet (top-5 classes, probabilities).
+"""``minidl predict``: classify your own images with a trained model (top-5 classes, probabilities).
 
     minidl predict cat.jpg truck.png --weights runs/alexnet_cifar/best.npz
+    minidl predict cat.jpg --weights runs/resnet20/best.npz
+    minidl predict cat.jpg --weights resnet18-f37072fd.pth --model resnet18     # torchvision's ImageNet weights
 
-The model (variant, widths, number of classes) comes from the checkpoint, which
-``minidl train`` writes (checkpoint.npz or best.npz). Each image is
-prepared the way the training images were:
+The model (AlexNet variant and widths, ResNet, number of classes) comes from the
+checkpoint, which ``minidl train`` writes (checkpoint.npz or best.npz; runs from
+before ``--model`` are AlexNets). Bare weights, a ``.safetensors``, a PyTorch ``.pth``
+or an ``.npz`` state_dict, need ``--model`` (and ``--variant`` for an AlexNet); see
+``model_files``. Each image is prepared the way the training images were:
 
 1. decoded by Pillow (JPEG, PNG, BMP, GIF, WebP, TIFF, ...), turned upright from
    its EXIF orientation, made RGB (grayscale and palette images are expanded,
@@ -12,17 +16,23 @@ prepared the way the training images were:
 2. made a 32x32 CIFAR-10-sized image: the largest centred square, resized with
    Pillow's bilinear filter (which averages over the covered pixels when
    shrinking);
-3. given exactly the variant's evaluation transform from training: per-image
-   standardisation, then the bilinear resize to the variant's input size
-   (224 for seed, 227 for paper; cifar stays 32).
+3. given exactly the run's evaluation transform from training: per-image
+   standardisation (or the paper's mean subtraction), then the bilinear resize to
+   the model's input size (224 for seed and the ImageNet ResNets, 227 for paper;
+   cifar and the CIFAR ResNets stay 32).
 
 A run trained on a folder of images (``--dataset folder``) instead gets that
 run's evaluation crop (shorter side to 8/7 of the input size, the central square,
 decoded as its training did, ``minidl.data.ResizeCenterCrop``) and normalisation
 (the per-channel mean/std or per-image standardisation its settings record).
+Bare weights of torchvision's ImageNet models (resnet18, resnet34, AlexNet variant
+"torchvision") get ImageNet's: shorter side 256, the central 224, ImageNet's mean/std;
+bare weights of the other models CIFAR-10's steps above.
 
 Class names come from the checkpoint's settings ("class_names") when the run
-stored them, else they are CIFAR-10's. Needs Pillow: ``pip install -e ".[images]"``.
+stored them, else from the model (``model.meta``: CIFAR-10's for 10 classes, ImageNet's
+for the 1,000 of torchvision's models). The model's GPU (``--device cuda:N``) is
+current while it is built and run. Needs Pillow: ``pip install -e ".[images]"``.
 
 Exit codes: 0 every image classified, 1 an error (one line on stderr per bad
 image or for a bad weights file; good images are still classified), 2 bad arguments.
@@ -37,79 +47,39 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, no_grad
-from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import ResizeCenterCrop, build_transform, decode_crop, normalize, per_image_standardization
+from ..data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES  # noqa: F401  (public: the default names)
 from ..data.image_ops import UnreadableImage
-from ..models import AlexNet
-from ..models.alexnet import INPUT_SIZE
 from .common import error, unexpected
+from .model_files import InputError, model_from_weights
+from .models import MODELS, VARIANTS, input_size
 
 PROG = "minidl predict"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SOURCE_SIZE = 32  # CIFAR-10's images: what every variant's training transform starts from
+SOURCE_SIZE = 32  # CIFAR-10's images: what every CIFAR run's training transform starts from
 BATCH = 32
-
-
-class InputError(Exception):
-    """A bad image or weights file: the message is the one line the user sees."""
+DECODED = ("folder", "imagenet")  # data sets whose images are cropped to the input size while decoding
 
 
 # ---- the model ---------------------------------------------------------------------
-def load_model(path, device="cpu"):
-    """The AlexNet of a training checkpoint, in eval mode, and its class names.
+def load_model(path, device="cpu", model=None, variant=None):
+    """The model of a weights file (see ``model_files.model_from_weights``), in eval mode on ``device``.
 
     Returns:
         (model, class_names, settings).
     Raises:
-        InputError naming the file when it is missing, not a minidl checkpoint, or
-        not the checkpoint of a training run.
+        InputError naming the file.
     """
-    if Path(path).is_file():
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":  # every .npz is a zip; a cut-off one still starts like this
-                raise InputError(f"--weights: {path} is not a minidl checkpoint (not an .npz file)")
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise InputError(f"--weights: {exc}") from None
-    settings = state.get("settings")
-    weights = state.get("model")
-    if not isinstance(settings, dict) or not isinstance(weights, dict) or "variant" not in settings:
-        raise InputError(f"--weights: {path} is a minidl checkpoint but not one of a training run (no model and "
-                         "settings in it); use checkpoint.npz or best.npz of a `minidl train` run")
-    dataset = settings.get("dataset", "cifar10")
-    if dataset not in ("cifar10", "folder"):
-        # Only the CIFAR-10 pipeline is known here; another data set's evaluation
-        # transform must be added below before its runs can be classified exactly.
-        raise InputError(f"--weights: {path} was trained on the {dataset!r} data set; minidl predict knows the "
-                         "evaluation transforms of CIFAR-10 and image-folder runs only")
-    fc8 = weights.get("fc8.weight")
-    if fc8 is None or fc8.ndim != 2:
-        raise InputError(f"--weights: {path} holds no AlexNet weights (no fc8.weight)")
-    num_classes = int(fc8.shape[0])
-    names = settings.get("class_names")
-    if names is None:
-        if num_classes != len(CIFAR10_CLASSES):
-            raise InputError(f"--weights: {path} has {num_classes} classes but no class names in its settings")
-        names = CIFAR10_CLASSES
-    if len(names) != num_classes:
-        raise InputError(f"--weights: {path} names {len(names)} classes but its model has {num_classes}")
-    try:
-        model = AlexNet(num_classes=num_classes, variant=settings["variant"], widths=settings.get("widths"),
-                        kernel_sizes=settings.get("kernel_sizes"))
-        model.load_state_dict(weights)
-    except ValueError as exc:
-        raise InputError(f"--weights: {path} does not fit the model its settings describe: {exc}") from None
-    return model.to(device).eval(), [str(name) for name in names], settings
+    net, names, settings = model_from_weights(path, model, variant)
+    return net.to(backend.parse_device(device)).eval(), names, settings
 
 
 def evaluation_transform(settings):
-    """The variant's transform for validation and test images in training (no augmentation)."""
-    if settings.get("dataset") == "folder":  # the crop happened while decoding (read_image)
+    """The run's transform for validation and test images in training (no augmentation)."""
+    if settings.get("dataset") in DECODED:  # the crop happened while decoding (read_image)
         if settings.get("normalize") == "image":
             return per_image_standardization
         return lambda x: normalize(x, settings["mean"], settings["std"])
-    return build_transform(INPUT_SIZE[settings["variant"]], augment=False, pixel_mean=settings.get("pixel_mean"))
+    return build_transform(input_size(settings), augment=False, pixel_mean=settings.get("pixel_mean"))
 
 
 # ---- the images --------------------------------------------------------------------
@@ -131,8 +101,8 @@ def _rgb(image):
 def read_image(path, settings=None) -> np.ndarray:
     """The image at ``path`` as a CIFAR-sized (3, 32, 32) uint8 array (see the module docstring).
 
-    For a run trained on a folder (``settings["dataset"] == "folder"``): its
-    evaluation crop, (3, S, S) at the variant's input size S.
+    For a run trained on a folder (``settings["dataset"] == "folder"``), and bare
+    ImageNet weights: its evaluation crop, (3, S, S) at the model's input size S.
 
     Raises:
         InputError naming the file when it is missing or Pillow cannot decode it.
@@ -143,11 +113,11 @@ def read_image(path, settings=None) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
-    if settings is not None and settings.get("dataset") == "folder":
-        size = INPUT_SIZE[settings["variant"]]
+    if settings is not None and settings.get("dataset") in DECODED:
+        size = input_size(settings)
         out = np.empty((3, size, size), np.uint8)
         try:
-            decode_crop(str(path), ResizeCenterCrop(size), None, out)
+            decode_crop(str(path), ResizeCenterCrop(size, settings.get("resize_size")), None, out)
         except UnreadableImage as exc:
             raise InputError(f"{path}: the image cannot be decoded ({exc.reason})") from None
         return out
@@ -185,10 +155,15 @@ def top_k(probs, names, k: int = 5) -> list:
 
 
 def parse_args(argv, prog: str = PROG):
-    p = argparse.ArgumentParser(prog=prog, description="Classify your own images with a trained AlexNet: the "
+    p = argparse.ArgumentParser(prog=prog, description="Classify your own images with a trained model: the "
                                 "top-5 classes and their probabilities.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--weights", required=True, help="a checkpoint of `minidl train` (e.g. best.npz)")
+    p.add_argument("--weights", required=True, help="a checkpoint of `minidl train` (e.g. best.npz), or bare "
+                   "weights (.safetensors, a PyTorch .pth, an .npz state_dict) with --model")
+    p.add_argument("--model", choices=MODELS, help="the model bare weights are for (a training checkpoint names "
+                   "its own)")
+    p.add_argument("--variant", choices=VARIANTS, help="--model alexnet: which AlexNet (default seed; torchvision "
+                   "for torchvision's published weights)")
     p.add_argument("--top", type=int, default=5, help="how many classes to show per image (default 5)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
@@ -202,22 +177,26 @@ def run(args, prog: str = PROG) -> int:
         import PIL  # noqa: F401  (only to say what to install)
     except ImportError:
         raise InputError("reading images needs Pillow: pip install -e \".[images]\"") from None
-    model, names, settings = load_model(args.weights, args.device)
-    failed = 0
-    images, paths = [], []
-    for path in args.images:
-        try:
-            images.append(read_image(path, settings))
-            paths.append(path)
-        except InputError as exc:
-            error(prog, str(exc))
-            failed += 1
-    if images:
-        probs = class_probabilities(model, evaluation_transform(settings), np.stack(images), args.device)
-        for path, row in zip(paths, probs):
-            print(f"{path}:")
-            for rank, (name, p) in enumerate(top_k(row, names, args.top), start=1):
-                print(f"  {rank}. {name:<{max(map(len, names))}}  {100 * p:6.2f}%")
+    device = backend.parse_device(args.device)
+    with backend.device_context(device):  # the model's GPU is current while it is built and run
+        model, names, settings = load_model(args.weights, device, args.model, args.variant)
+        failed = 0
+        images, paths = [], []
+        for path in args.images:
+            try:
+                images.append(read_image(path, settings))
+                paths.append(path)
+            except InputError as exc:
+                error(prog, str(exc))
+                failed += 1
+        if images:
+            probs = class_probabilities(model, evaluation_transform(settings), np.stack(images), device)
+    tops = [top_k(row, names, args.top) for row in (probs if images else ())]
+    width = max((len(name) for top in tops for name, _ in top), default=0)   # one column for every image
+    for path, top in zip(paths, tops):
+        print(f"{path}:")
+        for rank, (name, p) in enumerate(top, start=1):
+            print(f"  {rank}. {name:<{width}}  {100 * p:6.2f}%")
     return 1 if failed else 0
 
 

@@ -13,12 +13,18 @@ import argparse
 from ..models.alexnet import INPUT_SIZE
 from ..optim import SGD, Adam, AdamW, CosineLR, MultiStepLR, OneCycleLR, ReduceLROnPlateau, RMSprop, StepLR
 from . import datasets
+from .models import published_normalization
 
 
 class UsageError(Exception):
     """A problem with the command line that argparse cannot see (e.g. a resume conflict)."""
 
 
+# torchvision's ImageNet nets (resnet18, resnet34, AlexNet variant "torchvision"): SGD with
+# momentum 0.9, weight decay 1e-4, lr 0.01 with a cosine decay, at 224x224, crops and flips;
+# lr 0.01 suits fine-tuning their published weights (--weights) as well as a short run from scratch
+IMAGENET_NET = dict(epochs=30, batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=False,
+                    schedule="cosine", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None)
 # One recipe per variant: the defaults of every flag left unset. Edit here to retune.
 RECIPES = {
     # the tutorial's model and preprocessing (standardise, resize to 224); its plain
@@ -37,27 +43,27 @@ RECIPES = {
     # reach 82.6% test in 16 minutes on 2 cores (7 epochs: 77%, still underfitting)
     "cifar": dict(epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
                   schedule="onecycle", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None),
+    # torchvision's single-stream AlexNet, the one its published ImageNet weights are for
+    "torchvision": IMAGENET_NET,
 }
 # The ResNets: He et al.'s CIFAR recipe (2016, section 4.2): SGD with momentum 0.9, weight
 # decay 1e-4, batch 128, lr 0.1 divided by 10 at 50% and 75% of training (their 32k and 48k
 # of 64k iterations), crops (pad 4) and flips; all 50,000 training images (the split only
-# chose the length). torchvision's ImageNet nets: the same optimizer at 224x224, cosine.
+# chose the length).
 CIFAR_RESNET = dict(epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False,
                     schedule="multistep", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None,
                     val_size=0)
-IMAGENET_NET = dict(epochs=30, batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=False,
-                    schedule="cosine", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None)
 MODEL_RECIPES = {**{name: CIFAR_RESNET for name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
                  "resnet18": IMAGENET_NET, "resnet34": IMAGENET_NET}
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RUN_SETTINGS = ("model", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "preprocess", "clip_grad_norm", "init", "optimizer", "label_smoothing", "seed", "val_size",
-                "limit_train", "limit_val", "limit_test", "widths", "dataset", *datasets.FOLDER_SETTINGS)
+                "limit_train", "limit_val", "limit_test", "widths", "weights", "dataset", *datasets.FOLDER_SETTINGS)
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep")  # schedules whose curve depends on the run's length
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
 # settings of runs from before they existed: an AlexNet on CIFAR-10, standardised, never clipped, SGD
 OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0, "init": None,
-                    "model": "alexnet", "optimizer": "sgd", "label_smoothing": 0.0}
+                    "model": "alexnet", "optimizer": "sgd", "label_smoothing": 0.0, "weights": None}
 
 
 def build_optimizer(settings: dict, params):
@@ -97,8 +103,8 @@ def recipe_help() -> str:
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
   annealing), cosine (from lr to 0 over the run), step (x0.1 every third of the
-  epochs), multistep (x0.1 at half and three quarters of the epochs), plateau (x0.1 when the validation accuracy has not improved for 2
-  epochs), constant.
+  epochs), multistep (x0.1 at half and three quarters of the epochs), plateau (x0.1 when the
+  validation accuracy has not improved for 2 epochs), constant.
 
 resuming: --resume continues <out>/checkpoint.npz with the settings it was started
   with; flags that would change them are refused, except --epochs, which may be
@@ -106,7 +112,16 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
   length and continue from the current step on the new curve (the lr jumps to the
   new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
   --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
-  weights and results bit-identical to an uninterrupted one.
+  weights and results bit-identical to an uninterrupted one. A run started from --weights keeps the
+  setting; a resume does not read the file again (the checkpoint holds the trained weights).
+
+fine-tuning: --weights FILE starts from a minidl checkpoint (.npz), a .safetensors or a PyTorch
+  .pth/.pt (a state_dict, or a checkpoint dict with one under "state_dict" or "model"). Every
+  layer must match the model, key for key and shape for shape, except the classifier (the last
+  dense layer: fc8, classifier.6, fc): with another number of classes (your folders') it starts
+  fresh. Folder runs from weights of torchvision's ImageNet models (resnet18, resnet34,
+  --variant torchvision) normalise with ImageNet's mean/std unless --mean/--std or --normalize
+  say otherwise; CIFAR-10 runs keep per-image standardisation.
 
 exit codes: 0 done, 1 error, 2 bad arguments, 3 loss became NaN/inf, 130 interrupted."""
 
@@ -139,15 +154,23 @@ def resolve_settings(args, stored: dict | None) -> dict:
     recipe = RECIPES[variant] if model == "alexnet" else MODEL_RECIPES[model]
     settings = {"model": model, "variant": variant, "val_size": DEFAULT_VAL_SIZE, **recipe, "seed": DEFAULT_SEED,
                 "optimizer": "sgd", "label_smoothing": 0.0, "limit_train": None, "limit_val": None,
-                "limit_test": None, "widths": None, "dataset": "cifar10"}
+                "limit_test": None, "widths": None, "weights": None, "dataset": "cifar10"}
     problem = datasets.settings_problem(given, settings)
     if problem:
         raise UsageError(problem)
     settings.update({key: value for key, value in given.items() if value is not None})
+    published = published_normalization(settings)
+    if settings["weights"] and settings["dataset"] == "folder" and published and given["normalize"] is None \
+            and given["mean"] is None:
+        # pretrained weights of torchvision's ImageNet models expect ImageNet's statistics
+        settings["mean"], settings["std"] = published
     if settings["widths"] is not None and variant != "cifar":
         raise UsageError(f"--widths applies to --variant cifar only, not {variant}")
     if settings["init"] is not None and variant != "paper":
         raise UsageError(f"--init applies to --variant paper only, not {variant}")
+    if settings["optimizer"] != "sgd":  # a recipe's SGD-only entries do not apply (asked for, they are errors)
+        settings["nesterov"] = settings["nesterov"] and bool(given["nesterov"])
+        settings["clip_grad_norm"] = settings["clip_grad_norm"] if given["clip_grad_norm"] else 0.0
     if settings["nesterov"] and (settings["momentum"] == 0 or settings["optimizer"] != "sgd"):
         raise UsageError("--nesterov needs --optimizer sgd and --momentum > 0")
     if settings["clip_grad_norm"] and settings["optimizer"] != "sgd":

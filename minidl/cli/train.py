@@ -6,6 +6,7 @@
     minidl train --variant cifar --resume       # continue a stopped run
     mpiexec -n 2 minidl train --variant cifar   # data-parallel, 2 processes
     minidl train --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
+    minidl train --dataset folder --data-dir photos/ --model resnet18 --weights resnet18-f37072fd.pth  # fine-tune
 
 Everything the run produces goes to --out: history.csv, checkpoint.npz, best.npz,
 results.json and (with matplotlib) curves.png and filters.png. The settings come
@@ -36,7 +37,8 @@ from ..models.alexnet import CIFAR_WIDTHS
 from ..train import NonFiniteLossError, Trainer
 from . import datasets
 from .common import count, error
-from .models import MODELS, build_model, input_size, run_name
+from .model_files import InputError, fit_weights, read_weights
+from .models import MODELS, build_model, classifier_name, describe_model, input_size, run_name
 from .recipes import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_SEED, DEFAULT_VAL_SIZE, LENGTH_DEPENDENT, OLD_RUN_DEFAULTS,
                       OPTIMIZERS, RECIPES, UsageError, build_optimizer, make_schedule, recipe_help, resolve_settings,
                       widths)
@@ -52,7 +54,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODELS, default=None, help="alexnet (default; --variant picks which), He et "
                    "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224)")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
-                   help="AlexNet: seed (224x224, the tutorial's model; default), paper (227x227), cifar (32x32)")
+                   help="AlexNet: seed (224x224, the tutorial's model; default), paper (227x227), cifar (32x32), "
+                        "torchvision (224x224, torchvision's single-stream AlexNet)")
+    p.add_argument("--weights", help="start from these weights: a minidl checkpoint (.npz), a .safetensors or a "
+                   "PyTorch .pth; a classifier with another number of classes starts fresh (fine-tuning)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default; --momentum, --nesterov), adam, adamw, "
                    "rmsprop (--momentum)")
     p.add_argument("--label-smoothing", type=count(float, 0.0), help="cross-entropy against targets smoothed by "
@@ -64,7 +69,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=count(float, 0.0), help="L2 weight decay (default: per variant)")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="Nesterov momentum (default: per variant)")
-    p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "plateau", "constant"],
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "multistep", "plateau", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crops (pad 4) and horizontal flips while training; for folders random-resized "
@@ -109,19 +114,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def describe(settings, device, loaders, model, out, resumed, args, world) -> str:
+def describe(settings, device, loaders, model, out, resumed, args, world, weights_note=None) -> str:
     """The run's summary, printed by the main process before the first epoch."""
     s, (train, val, test) = settings, loaders
     size = input_size(s)
     params = sum(int(p.data.size) for p in model.parameters())
-    name = f"AlexNet variant {s['variant']!r}" if s["model"] == "alexnet" else s["model"]
+    name = describe_model(s)
     optimizer = s["optimizer"] if s["optimizer"] != "sgd" else f"SGD, momentum {s['momentum']}" + \
         (" nesterov" if s["nesterov"] else "")
     lines = [f"minidl {__version__}: {name} ({size}x{size}) on {device}",
              f"  {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} ({s['schedule']}), {optimizer}, "
              f"weight decay {s['weight_decay']}, "
              f"{'label smoothing ' + str(s['label_smoothing']) + ', ' if s['label_smoothing'] else ''}augment "
-             f"{'on' if s['augment'] else 'off'}, {s['preprocess']}"
+             f"{'on' if s['augment'] else 'off'}{', ' + s['preprocess'] if s['dataset'] == 'cifar10' else ''}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
              f"{s['init'] + ' init, ' if s['init'] else ''}"
              f"seed {s['seed']}",
@@ -129,6 +134,9 @@ def describe(settings, device, loaders, model, out, resumed, args, world) -> str
              f"{test.num_samples} test images, "
              f"{len(train)} steps per epoch", *datasets.describe(s, test),
              f"  model: {params:,} parameters; output: {out}"]
+    if s.get("weights"):
+        lines.append(f"  weights: {'started' if resumed is not None else 'starting'} from {s['weights']}"
+                     + (f"; {weights_note}" if weights_note else ""))
     if world.size > 1:
         comm = "mpi" if device.type == "cpu" or args.comm == "mpi" else "nccl"
         lines.append(f"  data parallel: {world.size} processes ({world.local_size} on this host), {comm}, "
@@ -180,6 +188,26 @@ def start_world(args):
     return world, device, world.bcast_object(checkpoint)
 
 
+def start_from_weights(model, settings, world):
+    """Load the run's --weights into the fresh ``model`` (every process; a failure stops all of them).
+
+    Returns:
+        None, or the line saying that the classifier starts fresh (another number of classes).
+    """
+    note = error_text = source = None
+    if settings.get("weights"):
+        try:
+            state, source = read_weights(settings["weights"])
+            note = fit_weights(model, state, classifier_name(settings), settings["weights"], describe_model(settings),
+                               replace_classifier=True)
+        except InputError as exc:
+            error_text = str(exc)
+            if source is not None and describe_model(source) != describe_model(settings):
+                error_text += f" (the file is a run of {describe_model(source)})"
+    agree(world, error_text)
+    return note
+
+
 def run(args) -> int:
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"  # CuPy reads it before its first float32 matrix product
@@ -208,7 +236,9 @@ def run(args) -> int:
         loaders = datasets.make_loaders(settings, data, device, shard=(world.rank, world.size) if parallel_run
                                         else None, workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
-        model = build_model(settings, len(settings["class_names"])).to(device)
+        model = build_model(settings, len(settings["class_names"]))
+        weights_note = start_from_weights(model, settings, world) if checkpoint is None else None
+        model = model.to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
         optimizer = build_optimizer(settings, model.parameters())
@@ -230,7 +260,7 @@ def run(args) -> int:
             trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild if longer else None)
         if world.is_main:
             print(describe(settings, device, loaders, model, out, trainer.state if checkpoint is not None else None,
-                           args, world), flush=True)
+                           args, world, weights_note), flush=True)
         # A diverging run is stopped by the trainer with one clear message (exit code 3);
         # NumPy's per-operation overflow warnings on the way there would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

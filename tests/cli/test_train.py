@@ -4,8 +4,6 @@ Runs that must be real processes (end to end, SIGKILL) go through subprocess
 (``python -m minidl train``); argument and setup errors call ``main`` in-process,
 which is what the command runs.
 """
-import csv
-import json
 import os
 import random
 import shutil
@@ -18,11 +16,11 @@ import pytest
 
 from support.commands import ROOT, minidl_command
 from support.cifar_fixture import closed_port, write_cifar10
+from support.runs import assert_identical, final
 from minidl.backend import is_cuda_available
 from minidl.checkpoint import load_checkpoint, save_checkpoint
 
 COMMAND = minidl_command("train")
-TIMING = ("seconds", "images_per_s")
 
 from minidl.cli import train as cli  # noqa: E402
 
@@ -51,29 +49,6 @@ def _cli(args, **env):
                           cwd=ROOT, timeout=120)
 
 
-def _final(out):
-    """(final checkpoint state, results.json, history rows without timing columns) of a run."""
-    results = json.loads((out / "results.json").read_text())
-    with open(out / "history.csv") as f:
-        history = [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
-    return load_checkpoint(out / "checkpoint.npz"), results, history
-
-
-def _assert_identical(a, b):
-    (state_a, results_a, history_a), (state_b, results_b, history_b) = a, b
-    assert list(state_a["model"]) == list(state_b["model"])
-    for key in state_a["model"]:
-        assert np.array_equal(state_a["model"][key], state_b["model"][key]), key  # bit-identical weights
-    assert state_a["optim"]["state"].keys() == state_b["optim"]["state"].keys()
-    for i, s in state_a["optim"]["state"].items():
-        assert np.array_equal(s["momentum_buffer"], state_b["optim"]["state"][i]["momentum_buffer"])
-    assert state_a["optim"]["param_groups"] == state_b["optim"]["param_groups"]
-    assert state_a["rngs"] == state_b["rngs"] and state_a["schedule"] == state_b["schedule"]
-    for key in ("test_loss", "test_acc", "test_top5", "best_val_acc", "best_epoch", "settings"):
-        assert results_a[key] == results_b[key], key
-    assert history_a == history_b
-
-
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
     """An uninterrupted run (with plots), shared by the tests below."""
@@ -89,7 +64,7 @@ def test_end_to_end_run_writes_every_file(reference):
     assert "Traceback" not in done.stderr
     for name in ("history.csv", "checkpoint.npz", "best.npz", "results.json"):
         assert (out / name).is_file(), name
-    state, results, history = _final(out)
+    state, results, history = final(out)
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
     assert 0.0 <= results["test_acc"] <= results["test_top5"] <= 1.0 and np.isfinite(results["test_loss"])
     assert results["settings"]["batch_size"] == 8 and results["settings"]["schedule"] == "onecycle"
@@ -145,7 +120,7 @@ def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path, reference, mom
     resumed = _cli(args + ["--resume"])
     assert resumed.returncode == 0, (pause, resumed.stderr)
     assert "resuming at epoch" in resumed.stdout
-    _assert_identical(_final(reference[0]), _final(out))
+    assert_identical(final(reference[0]), final(out))
 
 
 def test_resume_with_more_epochs_trains_longer(reference, data_dir, tmp_path):
@@ -154,7 +129,7 @@ def test_resume_with_more_epochs_trains_longer(reference, data_dir, tmp_path):
     done = _cli(["--out", str(out), "--data-dir", str(data_dir), "--resume", "--epochs", "4",
                  "--no-progress", "--no-plots"])
     assert done.returncode == 0, done.stderr
-    state, results, history = _final(out)
+    state, results, history = final(out)
     assert len(history) == 4 and results["epochs"] == 4 and results["settings"]["epochs"] == 4
     assert state["trainer"]["global_step"] == 32
     before = load_checkpoint(reference[0] / "checkpoint.npz")["model"]

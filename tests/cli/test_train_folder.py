@@ -8,12 +8,10 @@ import csv
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from support.commands import ROOT, minidl_command  # noqa: E402
+from support.mpi import MPIEXEC, needs_mpi  # noqa: E402
 from support.folder_fixture import photo, write_image_folder  # noqa: E402
 from minidl.checkpoint import load_checkpoint  # noqa: E402
 
@@ -136,11 +135,7 @@ def test_predict_classifies_with_the_folder_runs_crop_normalisation_and_names(ph
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
-MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
-
-
-@pytest.mark.skipif(not os.access(MPIEXEC, os.X_OK) or __import__("importlib").util.find_spec("mpi4py") is None,
-                    reason="mpi4py or mpiexec missing (pip install -e '.[distributed]')")
+@needs_mpi
 def test_two_processes_train_on_a_folder_like_one(tmp_path):
     root = tmp_path / "clean"  # no broken file: a skipped image would leave the two shards uneven
     write_image_folder(root, {name: 8 for name in CLASSES}, size=(40, 30), ext="jpg")
