@@ -29,7 +29,7 @@ ALLOWED = {
     "optim": KERNELS | {"autograd"},
     "viz": LAYERS | {"checkpoint"},
     "models": LAYERS | {"viz", "data"},
-    "metrics": OPS,
+    "metrics": LAYERS,                    # evaluate runs nn.fuse_for_inference(model)
     "plots": BASE | {"checkpoint"},
     "_progress": set(),
     "data": KERNELS | {"autograd", "checkpoint"},

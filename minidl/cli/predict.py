@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
+from .. import nn
 from ..autograd import Tensor, no_grad
 from ..data import ResizeCenterCrop, build_transform, decode_crop, normalize, per_image_standardization
 from ..data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES  # noqa: F401  (public: the default names)
@@ -190,7 +191,8 @@ def run(args, prog: str = PROG) -> int:
                 error(prog, str(exc))
                 failed += 1
         if images:
-            probs = class_probabilities(model, evaluation_transform(settings), np.stack(images), device)
+            fast = nn.fuse_for_inference(model)   # batch norms folded, ReLUs fused: the same logits, fewer passes
+            probs = class_probabilities(fast, evaluation_transform(settings), np.stack(images), device)
     tops = [top_k(row, names, args.top) for row in (probs if images else ())]
     width = max((len(name) for top in tops for name, _ in top), default=0)   # one column for every image
     for path, top in zip(paths, tops):

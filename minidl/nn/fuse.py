@@ -168,6 +168,22 @@ def _fuse(module: Module) -> Module:
     return module
 
 
+def _copy_for_inference(model: Module) -> Module:
+    """A deep copy of ``model`` without what only training needs (the gradients, and the gradient
+    hooks: a data-parallel reducer's, which would drag its communicator in), and sharing, not
+    copying, a SyncBatchNorm's process group (a communicator cannot be copied)."""
+    memo = {}                                 # deepcopy takes a memo entry as the copy
+    for p in model.parameters():
+        for owned in (p.grad, p._grad_hooks):
+            if owned is not None:
+                memo[id(owned)] = None
+    for m in model.modules():
+        group = getattr(m, "process_group", None)
+        if group is not None:
+            memo[id(group)] = group
+    return copy.deepcopy(model, memo)
+
+
 def fuse_for_inference(model: Module) -> Module:
     """A new module computing ``model``'s evaluation-mode outputs with fewer passes (module doc).
 
@@ -178,7 +194,7 @@ def fuse_for_inference(model: Module) -> Module:
     """
     if not isinstance(model, Module):
         raise TypeError(f"fuse_for_inference: expected a minidl Module, got {type(model).__name__}")
-    copied = copy.deepcopy(model)
+    copied = _copy_for_inference(model)
     copied.eval()
     fused_model = _fuse(copied)
     for p in fused_model.parameters():   # for inference: nothing asks autograd to record a graph

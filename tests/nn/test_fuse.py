@@ -91,3 +91,26 @@ def test_resnets_fused_fold_every_batch_norm_and_give_their_evaluation_logits(ke
     assert "BatchNorm2d" not in kinds and kinds.count("FusedBasicBlock") == 3
     assert all(type(b) is FusedBasicBlock for stage in (fast.layer1, fast.layer2) for b in stage.children())
     assert fast.summary(print_fn=None).count("FusedConv2d") >= 6     # summaries still open the blocks
+
+
+def test_the_copy_leaves_gradients_and_hooks_behind_and_shares_a_process_group():
+    class Group:                                  # stands in for a communicator, which cannot be copied
+        def all_reduce(self, values, op):
+            return values
+
+        def __deepcopy__(self, memo):
+            raise AssertionError("the process group was copied")
+
+    rng = np.random.default_rng(6)
+    group = Group()
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.SyncBatchNorm(3, track_running_stats=False,
+                                                                         process_group=group),
+                          nn.Flatten(), nn.Linear(12, 2, rng=rng))
+    dense = model[3]                              # a layer the rewrite keeps as it is
+    dense.weight.grad = np.ones_like(dense.weight.data)
+    dense.weight.register_post_accumulate_grad_hook(lambda leaf: None)
+    fast = nn.fuse_for_inference(model)
+    assert type(fast[3]) is nn.Linear and fast[3].weight is not dense.weight
+    assert fast[3].weight.grad is None and fast[3].weight._grad_hooks is None
+    assert fast[1].process_group is group         # unfoldable (no running statistics), so it stays, synchronised
+    assert dense.weight.grad is not None and dense.weight._grad_hooks    # the model keeps its own
