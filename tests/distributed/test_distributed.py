@@ -92,9 +92,11 @@ def test_two_processes_train_exactly_like_one_in_float64(exactness_runs):
         np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10) if name != "no_sync_bn" else None
         return _worst_relative_error(got, reference)
 
-    assert set(script.CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn"}
+    assert set(script.CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn", "factors", "factors_no_overlap"}
     assert worst_relative_error("sync_overlap") < 1e-10       # buckets reduced during backward
     assert worst_relative_error("sync_no_overlap") < 1e-10    # all at the end
+    assert worst_relative_error("factors") < 1e-10            # dense weights' gradients from shared factors
+    assert worst_relative_error("factors_no_overlap") < 1e-10
     assert worst_relative_error("no_sync_bn") > 1e-3          # per-process statistics: another run
 
 
@@ -104,9 +106,10 @@ def test_a_process_without_rows_takes_part_and_contributes_nothing(exactness_run
     # the gradient buckets, the metric sums) and in validation; still the one-process run.
     script = _exactness_module()
     reference, metrics = script.train(None, short=True)
-    got = np.load(exactness_runs / "short_last_batch.npz")
-    np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10)
-    assert _worst_relative_error(got, reference) < 1e-10
+    for name in ("short_last_batch", "short_factors"):
+        got = np.load(exactness_runs / f"{name}.npz")
+        np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10, err_msg=name)
+        assert _worst_relative_error(got, reference) < 1e-10, name
 
 
 # ---- the world and start-up, in-process ------------------------------------------------
