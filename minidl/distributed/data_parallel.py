@@ -129,9 +129,14 @@ class DataParallel:
         """The context for the forward of rows ``start..`` of a global batch of ``total`` rows.
 
         ``nn.batch_slice(start, total)`` with several processes (Dropout draws the
-        global batch's mask and keeps these rows); nothing with one.
+        global batch's mask and keeps these rows; the dense layers split over the
+        host's processes compute their outputs together); nothing with one.
         """
-        return nn.batch_slice(start, total) if self.world.size > 1 else contextlib.nullcontext()
+        if self.world.size == 1:
+            return contextlib.nullcontext()
+        if self.factors is not None:   # the split dense layers' forward runs within the step
+            self.factors.prepare(total)
+        return nn.batch_slice(start, total)
 
     def backward(self, loss, outputs, rows: int, total: int) -> None:
         """Backward of this process's share of the global batch's mean loss; then the reducer's wait.
