@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from support.cifar_fixture import write_cifar10
-from minidl import backend
 from minidl.checkpoint import load_checkpoint
 import minidl.distributed.world as world_module
-from minidl.distributed.launch import StartupError, agree, device_for
+from minidl.distributed.launch import StartupError, agree
 from minidl.distributed.world import DistributedError, World
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,18 +151,6 @@ def test_agree_stops_every_process_with_the_first_failure_or_disagreement():
         agree(_FakeWorld([("other", None)], size=2), "bad flag")
     with pytest.raises(StartupError, match="rank 2 disagrees with rank 0 on seed: 1 vs 0"):
         agree(_FakeWorld([(None, {"seed": 0}), (None, {"seed": 1})], size=3), None, {"seed": 0})
-
-
-def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
-    monkeypatch.setattr(backend, "cuda_device_count", lambda: 1)
-    monkeypatch.setattr(backend, "is_cuda_available", lambda: True)
-    monkeypatch.setattr(backend, "parse_device", lambda spec: backend.Device(spec))
-    assert device_for("cuda", World(rank=2, size=3, local_rank=0, local_size=1)) == backend.Device("cuda:0")
-    with pytest.raises(DistributedError, match="local rank 1 on its host, which has only 1 GPU"):
-        device_for("cuda", World(rank=1, size=2, local_rank=1, local_size=2))
-    with pytest.raises(DistributedError, match="pass --device cuda"):
-        device_for("cuda:1", World(rank=0, size=2, local_rank=0, local_size=2))
-    assert device_for("cpu", World(rank=1, size=2, local_rank=1, local_size=2)) == backend.CPU
 
 
 # ---- the command line under mpiexec ----------------------------------------------------
