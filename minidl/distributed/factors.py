@@ -165,8 +165,8 @@ class FactorSharing:
     def publish(self, index: int, x, gy) -> None:
         """This process's factors of layer ``index``: inputs x (n, in) and output gradients gy (n, out).
 
-        x is written only when forward did not write it; None and None for a layer
-        that backward did not reach (no rows).
+        x is None when this step's split forward wrote it already; both are None for
+        a layer that backward did not reach (no rows).
         """
         if self.published[index]:
             raise RuntimeError(f"{type(self.layers[index]).__name__}: run twice in one step; a layer split over "
@@ -176,7 +176,7 @@ class FactorSharing:
         n = 0 if gy is None else gy.shape[0]
         self._check_rows(n)
         if n:
-            if not self.forwarded[index]:
+            if x is not None:
                 xs[:n] = x
             np.multiply(gy, gs.dtype.type(1.0 / self.size), out=gs[:n])   # the mean over processes, as the buckets
         self.counts[self.rank][index] = n
@@ -235,7 +235,8 @@ class _SplitLinear(Function):
         self.fast = dispatch.linear(x) is not None   # the CPU's split products, else the reference's
         self.x, self.weight = x, weight
         y = self.sharing.forward(self.index, x, weight, bias)
-        if y is None:   # outside DataParallel.batch: this process's rows alone, as F.linear
+        self.split = y is not None   # then the inputs are in shared memory already
+        if y is None:   # outside DataParallel.batch (or run twice): this process's rows alone, as F.linear
             y = matmul(x, weight.T) if self.fast else x @ weight.T
             if bias is not None:
                 y += bias
@@ -248,7 +249,7 @@ class _SplitLinear(Function):
         if need_x:
             gx = matmul(gy, self.weight) if self.fast else gy @ self.weight
         assert gx is None or gx.shape == self.x.shape
-        self.sharing.publish(self.index, self.x, gy)
+        self.sharing.publish(self.index, None if self.split else self.x, gy)
         self.x = self.weight = None
         if len(self.needs_input_grad) == 2:
             return gx, None

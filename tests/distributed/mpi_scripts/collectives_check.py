@@ -84,7 +84,8 @@ for overlap in (True, False):
 # dense layers split over the processes of the host (DataParallel's shared factors): outputs and
 # gradients of the global batch, with uneven slices (rank r has r + 1 rows), a converted layer
 # that never runs (its weight gradient is zeros), forward inside DataParallel.batch (split by
-# output rows) and outside it (each process alone; the inputs then go over in backward)
+# output rows), outside it (each process alone; the inputs then go over in backward), and
+# twice within one step, backward through the second (which then runs alone)
 import minidl.functional as F  # noqa: E402
 import minidl.nn as nn  # noqa: E402
 from minidl.distributed import factors  # noqa: E402
@@ -104,7 +105,7 @@ class Net(nn.Module):
 factors.FACTOR_MIN_WEIGHTS = 1
 rows = [r + 1 for r in ranks]
 total, start = sum(rows), sum(rows[:world.rank])
-for inside_batch in (True, False):
+for mode in ("batch", "alone", "twice"):
     model, reference = Net(), Net()
     parallel = dist.DataParallel(model, world, share_factors=True)
     assert parallel.factors is not None and len(parallel.factors.layers) == 3
@@ -117,11 +118,11 @@ for inside_batch in (True, False):
         ((expected * minidl.tensor(c_all)).sum() / total).backward()
         mine = slice(start, start + rows[world.rank])
         x, c = minidl.tensor(x_all[mine]), minidl.tensor(c_all[mine])
-        if inside_batch:
-            with parallel.batch(start, total):
-                y = model(x)
-        else:
+        if mode == "alone":
             y = model(x)
+        else:
+            with parallel.batch(start, total):
+                y = model(x) if mode == "batch" else (model(x * 2.0), model(x))[1]   # another input first
         np.testing.assert_allclose(y.numpy(), expected.numpy()[mine], rtol=1e-13)
         parallel.backward((y * c).sum() / rows[world.rank], y, rows[world.rank], total)
         for (name, p), q in zip(model.named_parameters(), reference.parameters()):
