@@ -209,7 +209,10 @@ class FactorSharing:
 
         ``poll`` runs while waiting (the reducer's MPI requests progress there: a
         process must never wait here while another needs it to move an all-reduce on).
+        Outside a step (no ``prepare`` since the last ``finish``) there is nothing to do.
         """
+        if not self.open:
+            return
         for index, published in enumerate(self.published):
             if not published:   # backward did not reach the layer: no rows from this process
                 self.publish(index, None, None)
