@@ -64,7 +64,8 @@ def worker(args) -> None:
     images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, steps * batch)
     model = AlexNet(num_classes=10, variant=args.variant, seed=0)
-    parallel = distributed.DataParallel(model, world, bucket_bytes=int(args.bucket_mb * 2**20)) \
+    share = {"auto": None, "on": True, "off": False}[args.share_factors]
+    parallel = distributed.DataParallel(model, world, bucket_bytes=int(args.bucket_mb * 2**20), share_factors=share) \
         if world.size > 1 else None
     transform = build_transform(INPUT_SIZE[args.variant], augment=True)
     shard = None if parallel is None else parallel.shard
@@ -139,7 +140,8 @@ def allreduce_times(parallel, world) -> dict:
 
 def run_job(args, variant: str, processes: int) -> dict:
     command = [sys.executable, __file__, "--worker", "--variant", variant, "--batch-size", str(args.batch[variant]),
-               "--steps", str(args.steps[variant]), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb)]
+               "--steps", str(args.steps[variant]), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
+               "--share-factors", args.share_factors]
     if processes > 1:
         command = [args.mpiexec, "-n", str(processes)] + command
     env = dict(os.environ, **ONE_THREAD)
@@ -158,6 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per job (default: 8 cifar, 4 seed)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bucket-mb", type=float, default=25.0)
+    p.add_argument("--share-factors", choices=["auto", "on", "off"], default="auto",
+                   help="DataParallel(share_factors=...): the large dense layers split over the host's processes "
+                        "(auto: on one host), or all-reduced in buckets (off)")
     p.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     p.add_argument("--json", type=Path)
     # worker mode (internal)

@@ -8,7 +8,10 @@ On CUDA it compiles and launches one of minidl's own raw kernels (batch norm's
 centred affine map, through NVRTC, as training will) and runs one float32 matrix
 product (cuBLAS), each against NumPy. A missing or broken NVRTC or cuBLAS then shows
 here, in the first seconds of a device run, with the library named, instead of as
-a failure in every later step.
+a failure in every later step. Then it reports, without failing, which products a
+fresh CuPy runs in TensorFloat-32 under ``CUPY_TF32=1`` (what ``--tf32`` sets): its
+2-D GEMMs (the dense layers') and its batched matmul (the convolutions') are two
+code paths in CuPy, and by CuPy's source only the first honours the setting.
 """
 from __future__ import annotations
 
@@ -67,6 +70,33 @@ def check_cublas(device) -> str:
     return f"cuBLAS: float32 (192x160) @ (160x224), max |error| {error:.2e}{' (TF32 on)' if tf32 else ''}"
 
 
+_TF32_PROBE = r"""
+import sys
+import numpy as np, cupy
+cupy.cuda.Device(int(sys.argv[1])).use()
+one = np.float32(1 + 2.0 ** -12)   # TF32 keeps 10 mantissa bits: rounds to 1
+a, b = cupy.full((1, 4, 8), one, dtype=cupy.float32), cupy.ones((1, 8, 4), dtype=cupy.float32)
+exact = 8 * float(one)
+print(float((a[0] @ b[0])[0, 0]) != exact, float(cupy.matmul(a, b)[0, 0, 0]) != exact)
+"""
+
+
+def check_tf32(device) -> str:
+    """Which products a fresh CuPy runs in TF32 under CUPY_TF32=1 (information, never a failure)."""
+    import subprocess
+    cupy = sys.modules.get("cupy")
+    if getattr(cupy, "__file__", None) is None:
+        return "TF32: not probed (no real CuPy)"
+    done = subprocess.run([sys.executable, "-c", _TF32_PROBE, str(device.index)], capture_output=True, text=True,
+                          env=dict(os.environ, CUPY_TF32="1"), timeout=120)
+    if done.returncode != 0:
+        return f"TF32: probe failed ({done.stderr.strip().splitlines()[-1:]})"
+    two_d, batched = (word == "True" for word in done.stdout.split())
+    say = {True: "TF32", False: "float32"}
+    return (f"TF32 under CUPY_TF32=1 (--tf32): 2-D products (dense layers) {say[two_d]}, batched matmul "
+            f"(convolutions) {say[batched]}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default cuda)")
@@ -87,6 +117,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # report every library's failure, then fail the step
             print(f"gpu_env: {library} check failed on {device}: {type(exc).__name__}: {exc}", file=sys.stderr)
             failed = True
+    print(check_tf32(device), flush=True)
     return 1 if failed else 0
 
 

@@ -3,7 +3,20 @@
 This is the only module in minidl that imports CuPy, and it imports it lazily, so
 a CPU-only install never needs it. Everything else asks this module which array
 library an array belongs to (``get_array_module``) and derives the device from
-the arrays it is given; there is no global "current device".
+the arrays it is given; there is no global "current device" in minidl.
+
+CuPy has one, per thread: it allocates and launches on the thread's current GPU.
+A process makes its GPU current once (``use_device``), in its main thread and in
+every thread it starts that runs GPU work; ``device_context`` then switches only
+for an array of another GPU. A ``with cupy.cuda.Device(i):`` block switches back
+to the previous device when it ends, which in a new thread is GPU 0: that creates
+a context on GPU 0 (hundreds of MB; an error on GPUs in exclusive-process mode)
+from every process of a multi-GPU run, so minidl never leaves a switch that way.
+
+Streams: every thread launches on its current stream (CuPy's default: the legacy
+default stream, or one per thread with ``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1``).
+Work on a stream of its own (``new_stream``: NCCL's collectives, the data
+prefetch) is ordered with the rest by events (``record_event``, ``wait_event``).
 """
 from __future__ import annotations
 
@@ -135,13 +148,68 @@ def device_of(array) -> Device:
 
 
 def device_context(device: Device):
-    """A context that makes ``device`` current for CuPy; a no-op for the CPU.
+    """A context in which ``device`` is CuPy's current GPU; a no-op for the CPU or a GPU already current.
 
-    Kernels launched inside run on that GPU, so arrays on cuda:1 are computed on cuda:1.
+    Kernels launched inside run on that GPU, so arrays on cuda:1 are computed on
+    cuda:1. When the device is current already (the process's own GPU, made current
+    by ``use_device``) nothing switches, and so nothing switches back at the end.
     """
     if device.type == "cpu":
         return contextlib.nullcontext()
-    return _import_cupy().cuda.Device(device.index)
+    cupy = _import_cupy()
+    if int(cupy.cuda.runtime.getDevice()) == device.index:
+        return contextlib.nullcontext()
+    return cupy.cuda.Device(device.index)
+
+
+def use_device(device: "str | Device") -> None:
+    """Make ``device`` the calling thread's current GPU for good (``cupy.cuda.Device(i).use()``).
+
+    For the main thread of a process and each thread it starts for GPU work: no
+    context on any other GPU, and no switch back when a block ends. A no-op for the CPU.
+    """
+    device = Device(device)
+    if device.type == "cuda":
+        _import_cupy().cuda.Device(device.index).use()
+
+
+def device_identity(index: int) -> str:
+    """The PCI address (domain:bus:device) of visible GPU ``index``: which physical GPU it is.
+
+    Two processes whose launcher gave each its own GPU (``CUDA_VISIBLE_DEVICES``) both
+    see it as GPU 0; the address tells them apart.
+    """
+    props = _import_cupy().cuda.runtime.getDeviceProperties(int(index))
+    return f"{props['pciDomainID']:04x}:{props['pciBusID']:02x}:{props['pciDeviceID']:02x}"
+
+
+def new_stream(device: Device):
+    """A CUDA stream of its own on ``device``, non-blocking: it never waits for the legacy default stream.
+
+    (A blocking stream would wait for every kernel of the legacy default stream and
+    make it wait in turn: nothing would overlap.)
+    """
+    cupy = _import_cupy()
+    with device_context(device):
+        return cupy.cuda.Stream(non_blocking=True)
+
+
+def stream_context(stream):
+    """A context in which ``stream`` (from ``new_stream``) is the current stream; a no-op for None."""
+    return contextlib.nullcontext() if stream is None else stream
+
+
+def record_event(stream=None):
+    """An event recorded on ``stream`` (default: the current one): it completes when the work queued there so far has."""
+    cupy = _import_cupy()
+    event = cupy.cuda.Event(disable_timing=True)
+    event.record(stream)
+    return event
+
+
+def wait_event(event, stream=None) -> None:
+    """Make ``stream`` (default: the current one) wait on the GPU for ``event``; the host does not wait."""
+    (stream if stream is not None else _import_cupy().cuda.get_current_stream()).wait_event(event)
 
 
 def to_device(array, device: "str | Device"):
@@ -159,7 +227,7 @@ def to_device(array, device: "str | Device"):
     cupy = _import_cupy()
     if isinstance(array, cupy.ndarray) and array.device.id == device.index:
         return array
-    with cupy.cuda.Device(device.index):
+    with device_context(device):
         return cupy.asarray(array)
 
 
@@ -179,9 +247,8 @@ def is_array(obj) -> bool:
 def synchronize(device: Device) -> None:
     """Wait for queued GPU work on ``device`` to finish (for honest timings); no-op on CPU."""
     if device.type == "cuda":
-        cupy = _import_cupy()
-        with cupy.cuda.Device(device.index):
-            cupy.cuda.runtime.deviceSynchronize()
+        with device_context(device):
+            _import_cupy().cuda.runtime.deviceSynchronize()
 
 
 # One compiled kernel per (source, name, options, GPU): compiling takes a moment

@@ -234,14 +234,15 @@ class Trainer:
     def fit(self) -> list:
         """Train from the current position to ``epochs``; returns the history rows.
 
-        The model's device is made current for the whole run, so everything the step
-        allocates (gradients, metric sums, scalars) lands on it, also on cuda:N.
+        The model's device is made this thread's current GPU (``backend.use_device``,
+        for good: switching back would make a context on GPU 0), so everything the
+        step allocates (gradients, metric sums, scalars) lands on it, also on cuda:N.
         """
         self._call("on_fit_start")
-        with backend.device_context(self._device()):
-            while self.state["epoch"] < self.epochs:
-                self._train_epoch()
-                self._end_epoch()
+        backend.use_device(self._device())
+        while self.state["epoch"] < self.epochs:
+            self._train_epoch()
+            self._end_epoch()
         self._call("on_fit_end")
         return self.state["history"]
 
@@ -339,8 +340,8 @@ class Trainer:
             epochs, the settings and the history.
         """
         self._step_parallel.sync_buffers()
-        with backend.device_context(self._device()):
-            metrics = self._evaluate(test_loader)
+        backend.use_device(self._device())
+        metrics = self._evaluate(test_loader)
         results = {"test_loss": metrics["loss"], "test_acc": metrics["acc"], "test_top5": metrics["top5"],
                    "best_val_acc": self.state["best_val_acc"], "best_epoch": self.state["best_epoch"],
                    "epochs": self.state["epoch"], "settings": self.settings, "history": self.state["history"]}

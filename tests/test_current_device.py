@@ -167,3 +167,37 @@ def test_batch_norm_statistics_stay_float32_when_products_run_in_tf32(fake, rng)
     np.testing.assert_allclose(backend.to_numpy(y.data), xhat, atol=1e-4)
     np.testing.assert_allclose(backend.to_numpy(gamma.grad.data), (gy0 * xhat).sum(axis=(0, 2, 3)), rtol=2e-3)
     assert_all_on_gpu1(fake, y.data, x.grad.data)
+
+
+def test_the_convolutions_hand_cupys_batched_matmul_no_view_of_the_column_matrix(fake, rng):
+    """CuPy's batched matmul copies each non-contiguous operand: a transposed column matrix is a full copy.
+
+    The GPU kernel's products take the column matrix as it lies (its weight gradient
+    is computed transposed, col @ gy^T); only weight-sized operands may be copied.
+    """
+    if minidl.kernels.mode() == "reference":
+        pytest.skip("the references are written for reading; the GPU runs the fast kernels")
+    x = on_gpu1(fake, rng.standard_normal((2, 4, 9, 9)).astype(np.float32), requires_grad=True)
+    w = on_gpu1(fake, rng.standard_normal((6, 2, 3, 3)).astype(np.float32), requires_grad=True)
+    for stride in (1, 2):   # the input gradient by correlation (stride 1) and by col2im
+        y = F.conv2d(x, w, stride=stride, padding=1, groups=2)
+        y.backward(np.ones(y.shape, np.float32))
+    copies = [(shape, nbytes) for shape, nbytes in fake.matmul_copies if nbytes > w.data.nbytes]
+    assert copies == [] and fake.matmul_copies, fake.matmul_copies
+    assert_all_on_gpu1(fake, x.grad.data, w.grad.data)
+
+
+def test_tf32_rounds_the_dense_layers_products_and_not_the_convolutions(fake, rng):
+    """With CUPY_TF32=1 CuPy runs its 2-D GEMMs in TF32 but its batched matmul in float32 (docs/gpu.md)."""
+    if minidl.kernels.mode() == "reference":
+        pytest.skip("the fast kernels' products: batched matmul for convolutions")
+    x0 = (1 + 2.0 ** -12 * rng.integers(1, 8, (2, 3, 4, 4))).astype(np.float32)   # bits that TF32 drops
+    w0 = np.full((2, 3, 1, 1), 1 + 2.0 ** -11, np.float32)
+    results = {}
+    for tf32 in (False, True):
+        fake.tf32 = tf32
+        conv = F.conv2d(on_gpu1(fake, x0), on_gpu1(fake, w0))
+        dense = F.linear(on_gpu1(fake, x0.reshape(2, 48)), on_gpu1(fake, np.full((2, 48), 1 + 2.0 ** -11, np.float32)))
+        results[tf32] = backend.to_numpy(conv.data), backend.to_numpy(dense.data)
+    np.testing.assert_array_equal(results[True][0], results[False][0])   # convolutions: float32 either way
+    assert not np.array_equal(results[True][1], results[False][1])       # dense layers: rounded to TF32

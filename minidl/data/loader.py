@@ -19,6 +19,14 @@ the device, transform there) in a background thread while the consumer trains on
 the current batch. The thread stops when the epoch ends, when the consumer stops
 early (the generator is closed or garbage collected, or raises), and an exception
 inside it is re-raised in the consumer.
+
+On a GPU the thread makes the loader's GPU its current device once and queues its
+copies and transforms on a CUDA stream of its own, so they overlap the training
+kernels. Each batch comes with an event: the consumer's stream waits for it (also
+under ``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1``, where the two threads' default
+streams are not ordered at all), copies the batch into its own stream's memory, and
+hands the thread's memory back only after that copy (CuPy's pool gives memory freed
+by the consumer back to the thread's stream, which must not overwrite it early).
 """
 from __future__ import annotations
 
@@ -200,6 +208,7 @@ class DataLoader(SeededBatches):
         """The same batches, built ahead in a worker thread; the thread never outlives this generator."""
         ready: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
         stop = threading.Event()
+        stream = backend.new_stream(self.device) if self.device.type == "cuda" else None
 
         def put(item) -> bool:
             # a bounded put that gives up once the consumer is gone, so the worker cannot hang
@@ -213,10 +222,13 @@ class DataLoader(SeededBatches):
 
         def work():
             try:
-                # CuPy's current device is per thread: make ours the loader's device
-                with backend.device_context(self.device):
+                # CuPy's current device is per thread: this thread's is the loader's, for good
+                backend.use_device(self.device)
+                with backend.stream_context(stream):
                     for b in indices:
-                        if stop.is_set() or not put(("batch", self.make_batch(epoch, b, order))):
+                        batch = self.make_batch(epoch, b, order)
+                        done = None if stream is None else backend.record_event(stream)
+                        if stop.is_set() or not put(("batch", (batch, done))):
                             return
                 put(("done", None))
             except BaseException as exc:  # hand every failure to the consumer
@@ -231,7 +243,22 @@ class DataLoader(SeededBatches):
                     return
                 if kind == "error":
                     raise payload
-                yield payload
+                batch, done = payload
+                yield batch if done is None else self._take_over(batch, done, stream)
         finally:
             stop.set()
             worker.join()
+
+    def _take_over(self, batch, done, stream):
+        """A batch the worker built on ``stream``, on the consumer's current stream and in its memory.
+
+        The consumer's stream waits for the worker's copies and transform (``done``);
+        the copies land in memory of the consumer's stream; the worker's stream waits
+        for the copies before it may reuse the memory they read.
+        """
+        x, y = batch
+        with backend.device_context(self.device):
+            backend.wait_event(done)
+            x, y = x.data.copy(), y.copy()
+            backend.wait_event(backend.record_event(), stream)
+        return Tensor(x), y

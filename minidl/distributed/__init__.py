@@ -14,9 +14,11 @@ dropout masks, batch-norm statistics, metrics), up to float rounding in the sums
     loss.backward(); reducer.wait(); optimizer.step()
 
 Modules: ``world`` (who is who), ``collectives`` (all-reduce and broadcast over the
-``_mpi`` and ``_nccl`` transports), ``reducer`` (gradient buckets), ``data_parallel``
-(what the trainer needs: sharded batches, sync batch norm, global dropout masks,
-reduced metrics). Only these modules import mpi4py and CuPy's NCCL, lazily.
+``_mpi`` and ``_nccl`` transports), ``reducer`` (gradient buckets), ``factors`` (large
+dense layers split over the processes of one host, through ``_shm``'s shared memory),
+``data_parallel`` (what the trainer needs: sharded batches, sync batch norm, global
+dropout masks, reduced metrics), ``launch`` (devices, start-up, failures). Only these
+modules import mpi4py and CuPy's NCCL, lazily.
 """
 from .collectives import all_reduce, broadcast, iall_reduce
 from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer

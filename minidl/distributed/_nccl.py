@@ -6,13 +6,19 @@ a kernel on a CUDA stream. A communicator needs a shared unique id; rank 0 makes
 one and MPI broadcasts it (the bootstrap), then every rank joins with its rank on
 its own GPU (cuda:<local rank>).
 
-Collectives run on the array's current stream, so they are ordered with the kernels
-around them: a reduction launched during backward needs no host wait, and the
-optimizer kernels queued after it read its result. ``Request.wait`` is therefore a
-no-op for the host.
+Every collective of a communicator runs on one CUDA stream of its own, beside the
+stream that computes (``backend.new_stream``: non-blocking, so the legacy default
+stream and it never wait for each other): a bucket's all-reduce, started during
+backward, then runs while backward's kernels go on. Events order it: the collective
+waits for the work the computing stream had queued when it was called (the kernels
+that wrote the array), and the computing stream waits for the collective before
+what it queues after ``wait()`` (the optimizer step) or, for a blocking call, before
+the caller's next kernel. The host waits for none of it. One stream for all of a
+communicator's collectives keeps them in the order every process calls them.
 
-This path has been written against the same interface as the MPI one and checked
-without a GPU only by reading; it has not yet run on NCCL hardware.
+This path has been written against CuPy's documented NCCL and stream interface and
+checked without a GPU on a fake CuPy that records every kernel's stream
+(tests/test_current_device.py); it has not yet run on NCCL hardware.
 """
 from __future__ import annotations
 
@@ -28,6 +34,10 @@ def _nccl():
     except ImportError as exc:
         raise RuntimeError("NCCL collectives need CuPy built with NCCL (cupy.cuda.nccl could not be "
                            f"imported: {exc}); use --comm mpi") from None
+    if not getattr(nccl, "available", True):
+        raise RuntimeError("NCCL collectives need the NCCL library, which this CuPy cannot load "
+                           "(cupy.cuda.nccl.available is False); install it (pip install nvidia-nccl-cu12) "
+                           "or use --comm mpi")
     return nccl
 
 
@@ -41,8 +51,17 @@ def _dtype_code(nccl, dtype) -> int:
     return code
 
 
+def nccl_available() -> bool:
+    """Whether CuPy can run NCCL here (its wheels import ``cupy.cuda.nccl`` but may lack the library)."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return False
+    return bool(getattr(nccl, "available", True))
+
+
 class NCCLTransport:
-    """Collectives over one NCCL communicator on ``device``.
+    """Collectives over one NCCL communicator on ``device``, on a stream of their own.
 
     Args:
         world: the World (its MPI communicator carries the bootstrap id).
@@ -55,23 +74,35 @@ class NCCLTransport:
         self.device = device
         with backend.device_context(device):
             self.comm = nccl.NcclCommunicator(world.size, uid, world.rank)
+        self.stream = backend.new_stream(device)
 
-    @staticmethod
-    def _stream() -> int:
-        from cupy.cuda import get_current_stream
-        return get_current_stream().ptr
+    def _launch(self, collective):
+        """Queue ``collective(stream_ptr)`` on the communication stream after the current stream's work so far.
 
-    def all_reduce(self, array, op: str = "sum") -> None:
-        nccl = self._nccl
-        code = {"sum": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}[op]
+        Returns:
+            the event of its end.
+        """
         with backend.device_context(self.device):
-            self.comm.allReduce(array.data.ptr, array.data.ptr, array.size, _dtype_code(nccl, array.dtype), code,
-                                self._stream())
+            backend.wait_event(backend.record_event(), self.stream)   # after the kernels that wrote the array
+            collective(self.stream.ptr)
+            return backend.record_event(self.stream)
+
+    def _ordered(self, done) -> None:
+        with backend.device_context(self.device):
+            backend.wait_event(done)   # the current stream's next kernels read the result
 
     def iall_reduce(self, array, op: str = "sum") -> Request:
-        self.all_reduce(array, op)   # queued on the stream: the host does not wait
-        return Request()
+        """Start an in-place all-reduce; its Request's ``wait()`` orders the current stream after it."""
+        nccl = self._nccl
+        code = {"sum": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}[op]
+        done = self._launch(lambda stream: self.comm.allReduce(array.data.ptr, array.data.ptr, array.size,
+                                                               _dtype_code(nccl, array.dtype), code, stream))
+        return Request(finish=lambda: self._ordered(done))
+
+    def all_reduce(self, array, op: str = "sum") -> None:
+        self.iall_reduce(array, op).wait()   # the host never waits: the current stream does
 
     def broadcast(self, array, root: int = 0) -> None:
-        with backend.device_context(self.device):
-            self.comm.bcast(array.data.ptr, array.size, _dtype_code(self._nccl, array.dtype), root, self._stream())
+        done = self._launch(lambda stream: self.comm.bcast(array.data.ptr, array.size,
+                                                           _dtype_code(self._nccl, array.dtype), root, stream))
+        self._ordered(done)

@@ -2,14 +2,19 @@
 
 Each call picks its transport from the array: host (NumPy) arrays go through MPI;
 GPU (CuPy) arrays through NCCL, or through MPI when the world was initialised with
-``gpu_comm="mpi"``. In a world of one process every call returns at once, so code
-written for N processes runs unchanged on one.
+``gpu_comm="mpi"``. With ``gpu_comm="auto"`` the first GPU collective decides, on
+every process alike: NCCL when every process's CuPy can load it (CuPy's wheels do
+not bring the NCCL library), else MPI, and rank 0 says so in one line. In a world
+of one process every call returns at once, so code written for N processes runs
+unchanged on one.
 
 Every process must make the same calls in the same order with arrays of the same
 shape and dtype: that is what a collective is. A call that one process skips leaves
 the others waiting.
 """
 from __future__ import annotations
+
+import sys
 
 from .. import backend
 from ._mpi import MPITransport, Request
@@ -18,10 +23,28 @@ from .world import World, get_world as _current_world
 OPS = ("sum", "max", "min")
 
 
+def resolve_gpu_comm(world: World) -> str:
+    """``world.gpu_comm`` with "auto" settled to "nccl" or "mpi" (collective while it is "auto").
+
+    NCCL when every process's CuPy can load it; else MPI (CUDA-aware when the MPI
+    library reports it, else staged through host memory), said in one line by rank 0.
+    """
+    if world.gpu_comm == "auto":
+        from ._nccl import nccl_available
+        everywhere = all(world.allgather_object(nccl_available()))
+        world.gpu_comm = "nccl" if everywhere else "mpi"
+        if not everywhere and world.is_main:
+            how = "CUDA-aware" if MPITransport(world.comm).cuda_aware else "staged through host memory"
+            print(f"minidl: CuPy cannot load NCCL on every process; --comm auto reduces GPU arrays with MPI "
+                  f"instead ({how}); install NCCL (pip install nvidia-nccl-cu12) for NCCL", file=sys.stderr,
+                  flush=True)
+    return world.gpu_comm
+
+
 def transport(array, world: World):
     """The transport that reduces ``array`` in ``world`` (created on first use)."""
     device = backend.device_of(array)
-    if device.type == "cpu" or world.gpu_comm == "mpi":
+    if device.type == "cpu" or resolve_gpu_comm(world) == "mpi":
         if "mpi" not in world._transports:
             world._transports["mpi"] = MPITransport(world.comm)
         return world._transports["mpi"]

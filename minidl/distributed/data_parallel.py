@@ -29,6 +29,9 @@ The pieces that make N processes run the one-process run (minidl's promise):
 * gradients: each process's loss is its slice's mean loss times slice size *
   processes / global batch (1 for equal slices; ``backward`` does it), so that the
   reducer's mean over processes is the gradient of the global batch's mean loss;
+  when every process runs on one host, the large dense layers' weight gradients
+  are formed from every process's factors in shared memory instead of all-reduced
+  (``factors.py``: the same products one process computes, far fewer bytes);
 * a process whose slice is empty (a last batch smaller than the number of
   processes) still runs forward and backward on its empty slice, so it takes part
   in every collective (sync batch norm's sums, the gradient buckets), and
@@ -40,6 +43,7 @@ from __future__ import annotations
 import contextlib
 
 from .. import nn
+from . import factors as _factors
 from .collectives import all_reduce, broadcast
 from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer
 from .world import DistributedError, World, get_world as _current_world
@@ -56,6 +60,12 @@ class DataParallel:
             batch-norm layers are replaced, in place, by ``nn.SyncBatchNorm`` layers
             over ``world`` that keep their parameters and buffers) or per process.
         bucket_bytes, overlap: see ``GradientReducer``.
+        share_factors: form the weight gradients of the dense layers with at least
+            ``FACTOR_MIN_WEIGHTS`` weights from every process's factors in the host's
+            shared memory (``factors.py``) instead of all-reducing them: True, False,
+            or None (the default) for "when it can": every process on one host, the
+            model on the CPU. Such layers become ``FactorSharedLinear`` (same
+            parameters, names and state_dict keys) and must run once per step.
 
     In a world of one process nothing is changed and every method reduces to the
     plain one-process step, so a training loop written with it runs bit-identically
@@ -63,17 +73,40 @@ class DataParallel:
     """
 
     def __init__(self, model, world: World | None = None, sync_bn: bool = True,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True):
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True, share_factors: bool | None = None):
         self.model, self.world, self.sync_bn = model, world or _current_world(), bool(sync_bn)
-        self.reducer = None
+        self.reducer = self.factors = None
         if self.world.size == 1:
             return
         self._check_same_model()
         self.broadcast_state()
         if self.sync_bn:  # the same Parameter objects: an optimizer built before keeps working
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=self.world)
-        self.reducer = GradientReducer(model.parameters(), bucket_bytes=bucket_bytes, overlap=overlap,
-                                       world=self.world)
+        shared = self._share_factors(share_factors)
+        self.reducer = GradientReducer([p for p in model.parameters() if id(p) not in shared], bucket_bytes=bucket_bytes,
+                                       overlap=overlap, world=self.world, factors=self.factors)
+
+    def _share_factors(self, wanted) -> set:
+        """Convert the large dense layers to FactorSharedLinear when wanted and possible; ids of their weights."""
+        one_host = self.world.local_size == self.world.size and self.world.comm is not None
+        on_cpu = all(p.device.type == "cpu" for p in self.model.parameters())
+        if wanted and not (one_host and on_cpu):
+            raise DistributedError("DataParallel(share_factors=True) needs every process on one host and the model "
+                                   "on the CPU; pass share_factors=False (or None: where it can)")
+        if wanted is False or not (one_host and on_cpu):
+            return set()
+        found = [(parent, name, child) for _, parent in self.model.named_modules()
+                 for name, child in parent.named_children()
+                 if type(child) is nn.Linear and child.weight.data.size >= _factors.FACTOR_MIN_WEIGHTS
+                 and child.weight.requires_grad]
+        if not found:
+            return set()
+        self.factors = _factors.FactorSharing(self.world, [child for _, _, child in found])
+        for index, (parent, name, child) in enumerate(found):
+            new = _factors.FactorSharedLinear.convert(child, self.factors, index)
+            self.factors.layers[index] = new
+            setattr(parent, name, new)
+        return {id(child.weight) for _, _, child in found}
 
     # ---- who holds what -----------------------------------------------------------
     @property
@@ -96,9 +129,14 @@ class DataParallel:
         """The context for the forward of rows ``start..`` of a global batch of ``total`` rows.
 
         ``nn.batch_slice(start, total)`` with several processes (Dropout draws the
-        global batch's mask and keeps these rows); nothing with one.
+        global batch's mask and keeps these rows; the dense layers split over the
+        host's processes compute their outputs together); nothing with one.
         """
-        return nn.batch_slice(start, total) if self.world.size > 1 else contextlib.nullcontext()
+        if self.world.size == 1:
+            return contextlib.nullcontext()
+        if self.factors is not None:   # the split dense layers' forward runs within the step
+            self.factors.prepare(total)
+        return nn.batch_slice(start, total)
 
     def backward(self, loss, outputs, rows: int, total: int) -> None:
         """Backward of this process's share of the global batch's mean loss; then the reducer's wait.
@@ -119,6 +157,8 @@ class DataParallel:
         evenly): the reducer's mean over processes of these gradients is then the
         global batch's, also for a short last batch split unevenly.
         """
+        if self.factors is not None:
+            self.factors.prepare(total)
         if rows:
             scale = rows * self.world.size / total
             loss.backward(None if scale == 1.0 else scale)

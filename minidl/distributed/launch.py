@@ -17,6 +17,7 @@ Also here: which device and how many CPU threads each process takes.
 from __future__ import annotations
 
 import os
+import socket
 
 from .. import backend
 from ..kernels.cpu import threads as cpu_threads
@@ -75,31 +76,64 @@ def rank0_first(world: World, work, errors=(Exception,)):
 
 
 def device_for(spec: str, world: World) -> backend.Device:
-    """The device of this process: ``spec``, or ``cuda:<local rank>`` when several processes train.
+    """This process's device, made its current one (``backend.use_device``, in the calling thread).
 
-    Under MPI, ``cuda`` (or ``auto`` with GPUs present) means this process's own GPU,
-    the one whose index is its rank among the processes on its host.
+    One process: ``spec`` as ``backend.parse_device`` reads it. Under MPI, ``cuda``
+    (or ``auto`` with GPUs present) means this process's own GPU: the one whose index
+    is its rank among the processes on its host when every process sees all the
+    host's GPUs, or the one GPU it sees when its launcher gave each process its own
+    (``CUDA_VISIBLE_DEVICES`` per rank, e.g. Slurm's ``--gpus-per-task=1``: every
+    process's GPU is then its cuda:0). Either way the processes of a host must end
+    on different physical GPUs: each reports its GPU's PCI address, and two the same
+    stop the run. With CUDA and ``--comm auto`` this also settles NCCL or MPI
+    (``collectives.resolve_gpu_comm``).
+
+    Collective with several processes: every process calls it, and every process
+    raises the same error.
 
     Raises:
-        DistributedError for an explicit ``cuda:N`` with several processes, or when
-        this host has fewer GPUs than processes; backend.DeviceError as parse_device.
+        DistributedError for an explicit ``cuda:N`` with several processes, for
+        processes that would share a GPU; backend.DeviceError as parse_device.
     """
     if world.size == 1:
-        return backend.parse_device(spec)
+        device = backend.parse_device(spec)
+        backend.use_device(device)
+        return device
     text = str(spec).strip().lower()
-    if text.startswith("cuda:"):
-        raise DistributedError(f"--device {spec}: with {world.size} processes each takes its own GPU, "
-                               "cuda:<local rank>; pass --device cuda")
-    if text == "auto" and not backend.is_cuda_available():
-        return backend.CPU
-    if text in ("cuda", "auto"):
-        count = backend.cuda_device_count()
-        if world.local_rank >= count:
-            backend.parse_device("cuda")  # a clear DeviceError when CuPy or the driver is missing
-            raise DistributedError(f"rank {world.rank} is local rank {world.local_rank} on its host, which "
-                                   f"has only {count} GPU(s); start at most {count} processes per host")
-        return backend.parse_device(f"cuda:{world.local_rank}")
-    return backend.parse_device(spec)
+    device, error, identity = None, None, None
+    try:
+        if text.startswith("cuda:"):
+            raise DistributedError(f"--device {spec}: with {world.size} processes each takes its own GPU; pass "
+                                   "--device cuda")
+        if text == "auto" and not backend.is_cuda_available():
+            device = backend.CPU
+        elif text in ("cuda", "auto"):
+            count = backend.cuda_device_count()
+            if count == 0:
+                backend.parse_device("cuda")  # a clear DeviceError when CuPy or the driver is missing
+            # all the host's GPUs visible: take the local rank's; fewer (one per process): take ours
+            device = backend.parse_device(f"cuda:{world.local_rank if count >= world.local_size else 0}")
+            identity = backend.device_identity(device.index)
+        else:
+            device = backend.parse_device(spec)
+    except (backend.DeviceError, DistributedError) as exc:
+        error = str(exc)
+    reports = world.allgather_object((error, socket.gethostname(), identity))
+    for rank, (message, _, _) in enumerate(reports):
+        if message:
+            raise DistributedError(message if rank == 0 else f"rank {rank}: {message}")
+    taken = {}
+    for rank, (_, host, gpu) in enumerate(reports):
+        if gpu is not None and (host, gpu) in taken:
+            raise DistributedError(f"ranks {taken[host, gpu]} and {rank} would share the GPU at {gpu} on {host}: "
+                                   "start at most one process per GPU (per host: as many as it has GPUs), or "
+                                   "give each process its own (CUDA_VISIBLE_DEVICES)")
+        taken[host, gpu] = rank
+    backend.use_device(device)
+    if device.type == "cuda":
+        from .collectives import resolve_gpu_comm
+        resolve_gpu_comm(world)
+    return device
 
 
 def share_cpu_cores(world: World) -> int:

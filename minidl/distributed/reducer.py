@@ -94,6 +94,9 @@ class GradientReducer:
         overlap: start each bucket's all-reduce during backward as soon as it is
             ready (True) or all of them in ``wait()`` (False).
         world: the World (default: the current one).
+        factors: a ``FactorSharing`` that forms the gradients of some dense layers'
+            weights instead (those weights must not be among ``params``); it is
+            driven from the same hooks and finished in ``wait()``.
 
     Use: one backward per step, then ``wait()``, then the optimizer step.
     ``stats`` holds the last step's facts: seconds blocked in ``wait()``, and how
@@ -101,15 +104,15 @@ class GradientReducer:
     """
 
     def __init__(self, params, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True,
-                 world: World | None = None):
+                 world: World | None = None, factors=None):
         if bucket_bytes <= 0:
             raise ValueError(f"GradientReducer: bucket_bytes must be positive, got {bucket_bytes}")
         self.world = world or _current_world()
-        self.overlap = bool(overlap)
+        self.overlap, self.factors = bool(overlap), factors
         params = [p for p in params if p.requires_grad]
-        if not params:
+        if not params and factors is None:
             raise ValueError("GradientReducer: got no parameter that requires grad")
-        self.buckets = self._make_buckets(params[::-1], bucket_bytes)
+        self.buckets = self._make_buckets(params[::-1], bucket_bytes) if params else []
         self._bucket_of = {id(p): b for b in self.buckets for p in b.params}
         self._next = 0  # the next bucket to start
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in params]
@@ -138,8 +141,14 @@ class GradientReducer:
         bucket.pending -= 1
         if self.overlap:
             self._start_ready()
-            for b in self.buckets[:self._next]:  # let MPI move the buckets in flight along
-                b.request.test()
+            self._poll()
+            if self.factors is not None:
+                self.factors.progress()
+
+    def _poll(self) -> None:
+        """Let MPI move the buckets in flight along (MPI progresses a request only inside MPI calls)."""
+        for b in self.buckets[:self._next]:
+            b.request.test()
 
     def _start_ready(self, everything: bool = False) -> None:
         """Start buckets in order while the next one is complete (or all of them)."""
@@ -159,6 +168,8 @@ class GradientReducer:
         self.stats["started_in_backward"] = self._next
         self.stats["bytes_started_in_backward"] = sum(b.nbytes for b in self.buckets[:self._next])
         self._start_ready(everything=True)
+        if self.factors is not None:   # keeps the buckets moving while it waits for the other processes
+            self.factors.finish(poll=self._poll)
         for bucket in self.buckets:
             bucket.request.wait()
             bucket.unpack()

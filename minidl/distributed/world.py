@@ -10,7 +10,7 @@ exactly as before.
     world = init()                 # once, early; later calls return the same world
     world.rank, world.size         # this process, and how many there are
     world.local_rank               # this process among those on the same host
-                                   # (it picks the GPU: cuda:<local_rank>)
+                                   # (it picks the GPU: launch.device_for)
 
 Only the main thread of a process talks to MPI: minidl's CPU worker threads and
 data prefetch threads never do.
@@ -115,7 +115,8 @@ def init(gpu_comm: str = "auto") -> World:
     Args:
         gpu_comm: how CuPy arrays are reduced: "nccl", "mpi" (CUDA-aware MPI when
             the library reports it, else staged through host buffers) or "auto"
-            (NCCL). Host arrays always go through MPI.
+            (NCCL where every process's CuPy can load it, else MPI, said in one
+            line: ``collectives.resolve_gpu_comm``). Host arrays always go through MPI.
     Returns:
         the World (the same object on later calls).
     Raises:

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from support.cifar_fixture import write_cifar10
-from minidl import backend
 from minidl.checkpoint import load_checkpoint
 import minidl.distributed.world as world_module
-from minidl.distributed.launch import StartupError, agree, device_for
+from minidl.distributed.launch import StartupError, agree
 from minidl.distributed.world import DistributedError, World
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,9 +91,11 @@ def test_two_processes_train_exactly_like_one_in_float64(exactness_runs):
         np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10) if name != "no_sync_bn" else None
         return _worst_relative_error(got, reference)
 
-    assert set(script.CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn"}
+    assert set(script.CONFIGS) == {"sync_overlap", "sync_no_overlap", "no_sync_bn", "factors", "factors_no_overlap"}
     assert worst_relative_error("sync_overlap") < 1e-10       # buckets reduced during backward
     assert worst_relative_error("sync_no_overlap") < 1e-10    # all at the end
+    assert worst_relative_error("factors") < 1e-10            # dense weights' gradients from shared factors
+    assert worst_relative_error("factors_no_overlap") < 1e-10
     assert worst_relative_error("no_sync_bn") > 1e-3          # per-process statistics: another run
 
 
@@ -104,9 +105,10 @@ def test_a_process_without_rows_takes_part_and_contributes_nothing(exactness_run
     # the gradient buckets, the metric sums) and in validation; still the one-process run.
     script = _exactness_module()
     reference, metrics = script.train(None, short=True)
-    got = np.load(exactness_runs / "short_last_batch.npz")
-    np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10)
-    assert _worst_relative_error(got, reference) < 1e-10
+    for name in ("short_last_batch", "short_factors"):
+        got = np.load(exactness_runs / f"{name}.npz")
+        np.testing.assert_allclose(got["metrics"], metrics, rtol=1e-10, err_msg=name)
+        assert _worst_relative_error(got, reference) < 1e-10, name
 
 
 # ---- the world and start-up, in-process ------------------------------------------------
@@ -149,18 +151,6 @@ def test_agree_stops_every_process_with_the_first_failure_or_disagreement():
         agree(_FakeWorld([("other", None)], size=2), "bad flag")
     with pytest.raises(StartupError, match="rank 2 disagrees with rank 0 on seed: 1 vs 0"):
         agree(_FakeWorld([(None, {"seed": 0}), (None, {"seed": 1})], size=3), None, {"seed": 0})
-
-
-def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
-    monkeypatch.setattr(backend, "cuda_device_count", lambda: 1)
-    monkeypatch.setattr(backend, "is_cuda_available", lambda: True)
-    monkeypatch.setattr(backend, "parse_device", lambda spec: backend.Device(spec))
-    assert device_for("cuda", World(rank=2, size=3, local_rank=0, local_size=1)) == backend.Device("cuda:0")
-    with pytest.raises(DistributedError, match="local rank 1 on its host, which has only 1 GPU"):
-        device_for("cuda", World(rank=1, size=2, local_rank=1, local_size=2))
-    with pytest.raises(DistributedError, match="pass --device cuda"):
-        device_for("cuda:1", World(rank=0, size=2, local_rank=0, local_size=2))
-    assert device_for("cpu", World(rank=1, size=2, local_rank=1, local_size=2)) == backend.CPU
 
 
 # ---- the command line under mpiexec ----------------------------------------------------

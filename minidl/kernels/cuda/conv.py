@@ -58,13 +58,27 @@ class RawIm2colConv2d(ConvolutionKernel):
                 xp.maximum(y[part], 0, out=y[part])
         return y
 
+    def _gy_columns(self, gy):
+        """gy (n, O, OH, OW) as G matrices (G, n*OH*OW, O/G), a contiguous copy: gy_matrices transposed."""
+        xp = backend.get_array_module(gy)
+        n, o, oh, ow = gy.shape
+        grouped = gy.reshape(n, self.groups, o // self.groups, oh, ow).transpose(1, 0, 3, 4, 2)
+        return xp.ascontiguousarray(grouped).reshape(self.groups, n * oh * ow, o // self.groups)
+
     def _weight_grad(self, gy):
-        """gw = sum over slices of gy @ col(x).T, per group, in slice order: (O, C/G, KH, KW)."""
+        """gw = sum over slices of gy @ col(x).T, per group, in slice order: (O, C/G, KH, KW).
+
+        Computed transposed, gw.T = col @ gy.T: CuPy's batched matmul copies every
+        non-contiguous operand, and col.T would be a copy of the whole column matrix
+        (C*KH*KW x n*OH*OW) per slice. Here col is the left operand as it lies, gy is
+        copied into (G, n*OH*OW, O/G) (one copy of gy per slice, as before), and
+        only the weight-sized product is read transposed when it is added up.
+        """
         xp = backend.get_array_module(gy)
         gw = xp.zeros((self.groups, self.w_shape[0] // self.groups, self.weight[0].size), dtype=gy.dtype)
         for part in self._slices(self.x_shape[0], self.x_shape[1], gy.shape[2:], gy.itemsize):
-            col = self._col(self.x[part], self.kernel, self.stride, self.pads)
-            gw += xp.matmul(self._gy_matrices(gy[part]), col.transpose(0, 2, 1))
+            col = self._col(self.x[part], self.kernel, self.stride, self.pads)   # (G, C/G*KH*KW, n*OH*OW)
+            gw += xp.matmul(col, self._gy_columns(gy[part])).transpose(0, 2, 1)
         return gw.reshape(self.w_shape)
 
     def _input_grad_col2im(self, gy):

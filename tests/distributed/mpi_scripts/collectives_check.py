@@ -81,4 +81,53 @@ for overlap in (True, False):
                 assert reducer.stats["started_in_backward"] >= 1, reducer.stats
         reducer.remove()
 
+# dense layers split over the processes of the host (DataParallel's shared factors): outputs and
+# gradients of the global batch, with uneven slices (rank r has r + 1 rows), a converted layer
+# that never runs (its weight gradient is zeros), forward inside DataParallel.batch (split by
+# output rows), outside it (each process alone; the inputs then go over in backward), and
+# twice within one step, backward through the second (which then runs alone)
+import minidl.functional as F  # noqa: E402
+import minidl.nn as nn  # noqa: E402
+from minidl.distributed import factors  # noqa: E402
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(5, 7, rng=np.random.default_rng(1), dtype=np.float64)
+        self.fc2 = nn.Linear(7, 3, rng=np.random.default_rng(2), dtype=np.float64)
+        self.spare = nn.Linear(4, 6, rng=np.random.default_rng(3), dtype=np.float64)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+factors.FACTOR_MIN_WEIGHTS = 1
+rows = [r + 1 for r in ranks]
+total, start = sum(rows), sum(rows[:world.rank])
+for mode in ("batch", "alone", "twice"):
+    model, reference = Net(), Net()
+    parallel = dist.DataParallel(model, world, share_factors=True)
+    assert parallel.factors is not None and len(parallel.factors.layers) == 3
+    for step in range(2):  # the shared arrays are reused on the second step
+        x_all = np.random.default_rng([step, 7]).normal(size=(total, 5))
+        c_all = np.random.default_rng([step, 8]).normal(size=(total, 3))
+        for p in list(model.parameters()) + list(reference.parameters()):
+            p.grad = None
+        expected = reference(minidl.tensor(x_all))
+        ((expected * minidl.tensor(c_all)).sum() / total).backward()
+        mine = slice(start, start + rows[world.rank])
+        x, c = minidl.tensor(x_all[mine]), minidl.tensor(c_all[mine])
+        if mode == "alone":
+            y = model(x)
+        else:
+            with parallel.batch(start, total):
+                y = model(x) if mode == "batch" else (model(x * 2.0), model(x))[1]   # another input first
+        np.testing.assert_allclose(y.numpy(), expected.numpy()[mine], rtol=1e-13)
+        parallel.backward((y * c).sum() / rows[world.rank], y, rows[world.rank], total)
+        for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+            want = np.zeros(p.shape) if q.grad is None else q.grad.numpy()
+            np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-12, atol=1e-15, err_msg=name)
+    parallel.reducer.remove()
+
 print(f"ok {world.rank}", flush=True)

@@ -7,6 +7,10 @@ Every step sees a global batch of 8 (21 images: the last batch of 5 splits 2 + 3
 with random crops and flips, dropout, momentum and weight decay, and a validation
 pass, so every piece that makes N processes equal one is exercised.
 
+The ``factors`` configs form both dense layers' weight gradients from shared factors
+(``minidl/distributed/factors.py``; its size threshold lowered to reach these small
+layers), the others all-reduce every gradient in buckets.
+
 ``short=True`` (the SHORT configs): 17 images, so the last global batch holds 1
 image and one of 2 processes gets none, in training and in validation; the model
 has no BatchNorm1d (batch norm over 1 value per channel is undefined).
@@ -22,13 +26,17 @@ import minidl.nn as nn  # noqa: E402
 from minidl import distributed as dist  # noqa: E402
 from minidl.data import DataLoader  # noqa: E402
 from minidl.data.transforms import random_crop, random_horizontal_flip  # noqa: E402
+from minidl.distributed import factors  # noqa: E402
 from minidl.optim import SGD  # noqa: E402
 from minidl.train import Trainer  # noqa: E402
 
-CONFIGS = {"sync_overlap": dict(sync_bn=True, overlap=True, bucket_bytes=2000),
-           "sync_no_overlap": dict(sync_bn=True, overlap=False),
-           "no_sync_bn": dict(sync_bn=False, overlap=True, bucket_bytes=2000)}
-SHORT = {"short_last_batch": dict(sync_bn=True, overlap=True, bucket_bytes=2000)}
+CONFIGS = {"sync_overlap": dict(sync_bn=True, overlap=True, bucket_bytes=2000, share_factors=False),
+           "sync_no_overlap": dict(sync_bn=True, overlap=False, share_factors=False),
+           "no_sync_bn": dict(sync_bn=False, overlap=True, bucket_bytes=2000, share_factors=False),
+           "factors": dict(sync_bn=True, overlap=True, bucket_bytes=2000, share_factors=True),
+           "factors_no_overlap": dict(sync_bn=True, overlap=False, share_factors=True)}
+SHORT = {"short_last_batch": dict(sync_bn=True, overlap=True, bucket_bytes=2000, share_factors=False),
+         "short_factors": dict(sync_bn=True, overlap=True, bucket_bytes=2000, share_factors=True)}
 
 
 def augment(x, rng, rows=None):
@@ -46,7 +54,11 @@ def train(parallel_options, world=None, short=False):
                           nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), *features, nn.ReLU(),
                           nn.Dropout(0.5, rng=np.random.default_rng(3)),
                           nn.Linear(16, 10, rng=np.random.default_rng(4))).to(dtype=np.float64)
+    factors.FACTOR_MIN_WEIGHTS = 1   # both dense layers, where shared factors are on
     parallel = None if parallel_options is None else dist.DataParallel(model, world, **parallel_options)
+    if parallel is not None:
+        shared = {type(m).__name__ for m in model.modules()} & {"FactorSharedLinear"}
+        assert bool(shared) == parallel_options["share_factors"], shared
     shard = None if parallel is None else parallel.shard
     # short: 17 training images (8 + 8 + 1) and 9 validation images (4 + 4 + 1)
     n_train, first_val, val_batch = (17, 20, 4) if short else (21, 21, 3)
