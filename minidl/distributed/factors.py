@@ -36,6 +36,8 @@ step opens in ``prepare`` (``DataParallel.batch`` or ``backward``), closes in ``
 """
 from __future__ import annotations
 
+import copy
+
 import time
 
 import numpy as np
@@ -277,6 +279,18 @@ class FactorSharedLinear(nn.Linear):
         object.__setattr__(new, "_sharing", sharing)
         object.__setattr__(new, "_index", index)
         return new
+
+    def __deepcopy__(self, memo):
+        """A copy is the plain ``nn.Linear`` (copied parameters): the sharing belongs to the running
+        processes and their shared memory (``nn.fuse_for_inference`` copies a model this way)."""
+        plain = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(plain)
+        memo[id(self)] = plain
+        plain.in_features, plain.out_features = self.in_features, self.out_features
+        plain.weight = copy.deepcopy(self.weight, memo)
+        plain.bias = None if self.bias is None else copy.deepcopy(self.bias, memo)
+        plain.training = self.training
+        return plain
 
     def forward(self, x):
         if not (self.training and is_grad_enabled() and self.weight.requires_grad):
