@@ -138,7 +138,7 @@ def describe(settings, device, loaders, model, out, resumed, args, world, weight
         lines.append(f"  weights: {'started' if resumed is not None else 'starting'} from {s['weights']}"
                      + (f"; {weights_note}" if weights_note else ""))
     if world.size > 1:
-        comm = "mpi" if device.type == "cpu" or args.comm == "mpi" else "nccl"
+        comm = "mpi" if device.type == "cpu" else world.gpu_comm   # "auto" is settled by device_for
         lines.append(f"  data parallel: {world.size} processes ({world.local_size} on this host), {comm}, "
                      f"{s['batch_size'] // world.size} images each per step, "
                      f"batch norm {'synchronised' if args.sync_bn else 'per process'}, buckets of "
