@@ -14,9 +14,11 @@ fused ops are always correct; the fused fast paths (``minidl.kernels.dispatch``,
 """
 from __future__ import annotations
 
+import os
+
 from ..autograd import Tensor, is_grad_enabled
 from ..kernels import dispatch
-from .activation import relu
+from . import activation
 from .conv import conv2d, conv_geometry
 from .fast_path import FastPath
 from .pooling import max_pool2d, pool_geometry
@@ -36,13 +38,34 @@ def conv2d_relu(x, weight, bias=None, stride=1, padding=0, groups: int = 1) -> T
 
     Args and Shapes: as ``conv2d`` (a batch (N, C, H, W); no dilation).
     """
+    return conv2d_inference(x, weight, bias, stride, padding, groups, relu=True)
+
+
+def conv2d_inference(x, weight, bias=None, stride=1, padding=0, groups: int = 1, *, relu: bool = False,
+                     prepared=None) -> Tensor:
+    """A frozen layer's convolution: conv2d, or relu(conv2d) with ``relu``, for inference.
+
+    Args:
+        x, weight, bias, stride, padding, groups: as ``conv2d`` (a batch (N, C, H, W); no dilation).
+        relu: apply the ReLU in the convolution's output pass.
+        prepared: the layer's ``minidl.kernels.prepared_weights.PreparedWeights``, where a
+            kernel keeps the transformed weight it multiplies by (Winograd's), computed once
+            instead of every call; the layer must not change ``weight`` in place.
+    Shapes: as ``conv2d``.
+    """
+    def composed():
+        y = conv2d(x, weight, bias, stride, padding, groups)
+        return activation.relu(y) if relu else y
+
     if x.ndim != 4 or _needs_graph(x, weight, bias):
-        return relu(conv2d(x, weight, bias, stride, padding, groups))
+        return composed()
     kernel, stride, pads, dilation, out_hw = conv_geometry(x, weight, bias, stride, padding, groups, 1)
-    fast = dispatch.conv2d(_data(x), kernel, stride, pads, groups, out_hw, "auto", dilation, relu=True)
+    algorithm = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"   # as conv2d's default
+    fast = dispatch.conv2d(_data(x), kernel, stride, pads, groups, out_hw, algorithm, dilation, relu=relu,
+                           prepared=prepared)
     if fast is None:
-        return relu(conv2d(x, weight, bias, stride, padding, groups))
-    fn = FastPath("Conv2dReLU", fast)
+        return composed()
+    fn = FastPath("Conv2dReLU" if relu else "Conv2d", fast)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 
@@ -52,9 +75,9 @@ def relu_max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = Fa
     Args and Shapes: as ``max_pool2d`` (a batch (N, C, H, W); no dilation or indices).
     """
     if x.ndim != 4 or _needs_graph(x):
-        return max_pool2d(relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
+        return max_pool2d(activation.relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
     kernel, stride, pads, dilation = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
     fast = dispatch.max_pool2d(_data(x), kernel, stride, pads, dilation, relu=True)
     if fast is None:
-        return max_pool2d(relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
+        return max_pool2d(activation.relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
     return FastPath("ReLUMaxPool2d", fast)(x)

@@ -192,15 +192,18 @@ def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, 
 
 
 def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto",
-           dilation: tuple = (1, 1), relu: bool = False):
+           dilation: tuple = (1, 1), relu: bool = False, prepared=None):
     """The fast convolution for this call, or None for the reference (``minidl.functional.conv``).
 
     ``relu``: inference's conv + ReLU, the ReLU applied in the output pass (``functional.fused``).
+    ``prepared``: a frozen layer's ``PreparedWeights`` (inference), where the kernel keeps the
+    transform of the weight it multiplies by (Winograd's U) between calls.
     """
     chosen = conv_algorithm(x, kernel, stride, groups, out_hw, algorithm, dilation)
     on_cpu = device_type(x) == "cpu"
     if chosen.startswith("winograd"):
-        return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu, relu=relu)
+        return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu, relu=relu,
+                              prepared=prepared)
     if chosen == "im2col":
         if on_cpu:
             return ChannelsLastConv2d(kernel, stride, pads, groups, relu=relu)

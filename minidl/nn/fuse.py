@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import backend
 from ..functional import fused
+from ..kernels.prepared_weights import PreparedWeights
 from .activation import Identity
 from .batchnorm import _BatchNorm
 from .layers import Conv2d, Dropout, Linear, MaxPool2d, ReLU
@@ -60,8 +61,11 @@ def fold_batch_norm(weight, bias, bn):
 
 
 def _frozen(array) -> Parameter:
+    """A parameter for inference: no gradient, and read-only on the CPU (kernels keep transforms of it)."""
     p = Parameter(array)
     p.requires_grad = False
+    if isinstance(p.data, np.ndarray):
+        p.data.flags.writeable = False
     return p
 
 
@@ -72,6 +76,10 @@ def _foldable(bn) -> bool:
 
 class FusedConv2d(Conv2d):
     """A Conv2d with the batch norm after it folded in (if any) and, with ``relu``, its ReLU in the output pass.
+
+    Its weight is frozen: read-only on the CPU, and whatever the kernel multiplies by
+    instead of it (Winograd's transformed filters) is prepared on the first call and kept
+    (``PreparedWeights``). To change the weights, fuse the trained model again.
 
     Args:
         conv: the Conv2d; bn: the BatchNorm2d after it, or None; relu: whether a ReLU follows.
@@ -86,11 +94,11 @@ class FusedConv2d(Conv2d):
         self.weight = _frozen(weight)
         self.bias = None if bias is None else _frozen(bias)
         self.relu = relu
+        self.prepared = PreparedWeights()
 
     def forward(self, x):
-        if not self.relu:
-            return super().forward(x)
-        return fused.conv2d_relu(x, self.weight, self.bias, self.stride, self._padding_arg, self.groups)
+        return fused.conv2d_inference(x, self.weight, self.bias, self.stride, self._padding_arg, self.groups,
+                                      relu=self.relu, prepared=self.prepared)
 
     def extra_repr(self):
         return super().extra_repr() + (", relu" if self.relu else "")

@@ -52,17 +52,20 @@ class WinogradConv2d(ConvolutionKernel):
     # -> y (n, OH, OW, O) channels-last (cropped where m does not divide OH, OW)
     #
     # Args: tile m, kernel_size r; pads and groups as the convolution's; channels_last:
-    # whether y (and gx) stay in channels-last memory (the CPU) or become NCHW (a GPU).
+    # whether y (and gx) stay in channels-last memory (the CPU) or become NCHW (a GPU);
+    # relu: the ReLU in the output pass (inference); prepared: a frozen layer's
+    # PreparedWeights (kernels/prepared_weights.py), so that U is computed once, not per call.
     keep_for_backward = True   # FastPath sets it False under no_grad: the tiles are then not kept
 
     def __init__(self, tile: int, kernel_size: int, pads: tuple, groups: int, channels_last: bool = True,
-                 relu: bool = False):
+                 relu: bool = False, prepared=None):
         if (tile, kernel_size) not in POINTS:
             raise ValueError(f"WinogradConv2d: F({tile}x{tile}, {kernel_size}x{kernel_size}) is not supported; "
                              f"supported (tile, kernel): {sorted(POINTS)}")
         super().__init__((kernel_size, kernel_size), (1, 1), pads, groups, relu)
         self.m, self.r, self.channels_last = tile, kernel_size, channels_last
         self.a = tile + kernel_size - 1               # input tile side
+        self.prepared = prepared
         self.algorithm = f"winograd F({tile}x{tile}, {kernel_size}x{kernel_size})"
 
     def _geometry(self, x_shape):
@@ -77,7 +80,13 @@ class WinogradConv2d(ConvolutionKernel):
         return worker_slices(x, per_image, WINOGRAD_BYTES, th * tw, WINOGRAD_MIN_TILES)
 
     def _weight_transform(self, weight):
-        """U = G w G^T per filter, as (a*a, G, C/G, O/G) matrices."""
+        """U = G w G^T per filter, as (a*a, G, C/G, O/G) matrices (a frozen layer's: computed once)."""
+        if self.prepared is not None:
+            return self.prepared.get(weight, ("winograd", self.m, self.r, self.groups),
+                                     lambda: self._transform_weight(weight))
+        return self._transform_weight(weight)
+
+    def _transform_weight(self, weight):
         xp = backend.get_array_module(weight)
         _, g, _ = matrices(self.m, self.r, weight)
         o, cg = weight.shape[:2]
