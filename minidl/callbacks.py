@@ -196,7 +196,9 @@ class FreezeAfter(Callback):
     SGD leaves a weight exactly as it is, whatever its momentum and weight decay, and the
     gradients still flow as before, so data-parallel processes stay in step (changing
     ``requires_grad`` mid-run would leave a gradient bucket waiting). The decision is a
-    function of the epoch alone: a resumed run freezes at the same point.
+    function of the epoch alone: a resumed run freezes at the same point. Under
+    ``Lookahead`` the weights still move once more, to the slow average, at the next
+    synchronisation (airbench's average covers its frozen bias alike).
 
     Args:
         params: the Parameters to freeze; each of their groups must hold nothing else.
