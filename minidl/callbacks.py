@@ -25,8 +25,8 @@ and ``trainer.path(name)`` (a file in the run's ``out_dir``).
 
 The ones here are what ``Trainer``'s flags switch on (``progress``, ``out_dir``,
 ``checkpoint_every``, ``plots``), plus ``FilterPlot`` (conv1's filters, which the
-AlexNet command line adds) and ``FreezeAfter`` (airbench94's whitening bias). Callbacks carry no state into checkpoints: a resumed
-run rebuilds them.
+AlexNet command line adds) and ``FreezeAfter`` (airbench94's whitening bias).
+Callbacks carry no state into checkpoints: a resumed run rebuilds them.
 """
 from __future__ import annotations
 

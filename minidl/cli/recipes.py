@@ -106,11 +106,12 @@ def parameter_groups(settings: dict, model):
     return groups + ([{"params": later}] if later else [])
 
 
-def build_optimizer(settings: dict, params, total_steps: int | None = None):
+def build_optimizer(settings: dict, params, total_steps: int | None = None, model=None):
     """The run's optimizer: SGD with the recipe's momentum, or Adam, AdamW, RMSprop (--optimizer).
 
     With ``lookahead`` it is wrapped in ``Lookahead`` (every 5 steps; alpha falls from 1 to
-    1 - 0.95^5 = 0.23 as (step / total_steps)^3, airbench's ramp).
+    1 - 0.95^5 = 0.23 as (step / total_steps)^3, airbench's ramp), which also averages the
+    ``model``'s batch-norm statistics.
     """
     name, lr, decay = settings.get("optimizer", "sgd"), settings["lr"], settings["weight_decay"]
     if name == "sgd":
@@ -123,7 +124,8 @@ def build_optimizer(settings: dict, params, total_steps: int | None = None):
     if not settings.get("lookahead"):
         return optimizer
     total = max(1, total_steps or 1)
-    return Lookahead(optimizer, k=LOOKAHEAD_STEPS, alpha=lambda steps: 1.0 - 0.95 ** 5 * min(steps / total, 1.0) ** 3)
+    return Lookahead(optimizer, k=LOOKAHEAD_STEPS, alpha=lambda steps: 1.0 - 0.95 ** 5 * min(steps / total, 1.0) ** 3,
+                     module=model)
 
 
 def widths(text):

@@ -50,8 +50,8 @@ EXIT_ERROR, EXIT_NONFINITE, EXIT_INTERRUPTED = 1, 3, 130
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Train AlexNet, a ResNet or airbench94 on CIFAR-10 (or your "
-                                "own images) "
-                                "with minidl.", epilog=recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                "own images) with minidl.", epilog=recipe_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--model", choices=MODELS, default=None, help="alexnet (default; --variant picks which), He et "
                    "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224), "
@@ -258,7 +258,7 @@ def run(args) -> int:
         model = model.to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
-        optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train))
+        optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train), model)
         initial_lrs = [group["lr"] for group in optimizer.param_groups]
         schedule = make_schedule(settings, optimizer, len(train))
         smoothing = settings["label_smoothing"]

@@ -58,6 +58,7 @@ def test_airbench94_runs_with_its_recipe_and_writes_its_files(run, fixture, caps
     assert groups[1]["weight_decay"] == pytest.approx(groups[0]["weight_decay"] / 64)
     assert state["optim"]["lookahead"]["steps"] == 12 and len(state["optim"]["lookahead"]["slow"]) == \
         sum(len(g["params"]) for g in groups)
+    assert len(state["optim"]["lookahead"]["slow_buffers"]) == 12   # 6 batch norms' running mean and variance
     assert groups[2]["lr"] == 0.0   # the whitening bias, frozen after 3 epochs
 
 

@@ -83,6 +83,32 @@ def test_state_dict_resumes_exactly_through_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(opt2.slow[0], opt.slow[0])
 
 
+def test_a_modules_buffers_are_averaged_too_and_resume():
+    rng = np.random.default_rng(1)
+    bn = nn.BatchNorm1d(3, momentum=0.5, dtype=np.float64)
+    opt = Lookahead(SGD(bn.parameters(), lr=0.1), k=2, alpha=0.25, module=bn)
+    slow = bn.running_mean.copy()
+    for step in range(1, 7):
+        y = bn(minidl.tensor(rng.standard_normal((8, 3)) * 3 + 1))   # moves the running statistics
+        (y * y).sum().backward()
+        fast = bn.running_mean.copy()
+        opt.step()
+        bn.zero_grad()
+        if step % 2 == 0:   # the buffers follow the weights' rule
+            slow = slow + 0.25 * (fast - slow)
+            np.testing.assert_allclose(bn.running_mean, slow, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(bn.running_mean, fast)
+    state = opt.state_dict()
+    assert len(state["lookahead"]["slow_buffers"]) == 2
+    other = nn.BatchNorm1d(3, dtype=np.float64)
+    again = Lookahead(SGD(other.parameters(), lr=0.1), k=2, module=other)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.slow_buffers[0], opt.slow_buffers[0])
+    with pytest.raises(ValueError, match="slow buffers"):
+        Lookahead(SGD(other.parameters(), lr=0.1), k=2).load_state_dict(state)
+
+
 def test_errors():
     p = nn.Parameter(np.zeros(1))
     with pytest.raises(ValueError, match="Lookahead: k must be"):
