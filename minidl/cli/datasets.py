@@ -152,9 +152,8 @@ def make_loaders(settings: dict, data, device, shard=None, **folder_options):
     train_images, train_labels = first(data.train_images, data.train_labels, settings["limit_train"])
     normalisation = cifar_normalisation(settings, train_images)
     alternate = settings["augment"] and settings.get("flip") == "alternate"
-    augmentation = dict(crop_padding=settings.get("crop_padding", 4), padding_mode=settings.get("padding_mode",
-                                                                                                "constant"),
-                        flip=not alternate)
+    augmentation = dict(crop_padding=settings.get("crop_padding", 4), flip=not alternate,
+                        padding_mode=settings.get("padding_mode", "constant"))
     train = DataLoader(train_images, train_labels, batch, shuffle=True, alternate_flips=alternate,
                        transform=build_transform(size, augment=settings["augment"], **augmentation, **normalisation),
                        **common)

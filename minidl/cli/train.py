@@ -258,7 +258,8 @@ def run(args) -> int:
         model = model.to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
-        optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train), model)
+        optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train),
+                                    model)
         initial_lrs = [group["lr"] for group in optimizer.param_groups]
         schedule = make_schedule(settings, optimizer, len(train))
         smoothing = settings["label_smoothing"]

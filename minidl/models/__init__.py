@@ -15,5 +15,5 @@ from .meta import ModelMeta
 from .resnet import (BasicBlock, ResNet, ZeroPadShortcut, cifar_resnet, resnet18, resnet20, resnet32, resnet34,
                      resnet44, resnet56, resnet110)
 
-__all__ = ["Airbench94", "AlexNet", "BasicBlock", "ModelMeta", "ResNet", "ZeroPadShortcut", "cifar_resnet", "resnet18", "resnet20",
-           "resnet32", "resnet34", "resnet44", "resnet56", "resnet110", "airbench94", "whitening_filters"]
+__all__ = ["Airbench94", "AlexNet", "BasicBlock", "ModelMeta", "ResNet", "ZeroPadShortcut", "airbench94", "cifar_resnet",
+           "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet56", "resnet110", "whitening_filters"]
