@@ -25,8 +25,8 @@ and ``trainer.path(name)`` (a file in the run's ``out_dir``).
 
 The ones here are what ``Trainer``'s flags switch on (``progress``, ``out_dir``,
 ``checkpoint_every``, ``plots``), plus ``FilterPlot`` (conv1's filters, which the
-AlexNet command line adds). Callbacks carry no state into checkpoints: a resumed
-run rebuilds them.
+AlexNet command line adds) and ``FreezeAfter`` (airbench94's whitening bias).
+Callbacks carry no state into checkpoints: a resumed run rebuilds them.
 """
 from __future__ import annotations
 
@@ -185,3 +185,51 @@ def write_history(path, history: list) -> None:
     for row in history:
         writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+class FreezeAfter(Callback):
+    """Stop training ``params`` once ``epochs`` epochs are done: their parameter groups' lr becomes 0.
+
+    airbench94 trains its whitening layer's bias for the first few epochs only. The lr of
+    the groups holding ``params`` is set to 0 at every epoch start and after every step
+    (after the schedule has set the next step's rates), from epoch ``epochs`` on. With lr 0
+    SGD leaves a weight exactly as it is, whatever its momentum and weight decay, and the
+    gradients still flow as before, so data-parallel processes stay in step (changing
+    ``requires_grad`` mid-run would leave a gradient bucket waiting). The decision is a
+    function of the epoch alone: a resumed run freezes at the same point. Under
+    ``Lookahead`` the weights still move once more, to the slow average, at the next
+    synchronisation (airbench's average covers its frozen bias alike).
+
+    Args:
+        params: the Parameters to freeze; each of their groups must hold nothing else.
+        epochs: how many epochs they train, >= 0.
+    """
+
+    def __init__(self, params, epochs: int):
+        self.params, self.epochs = list(params), int(epochs)
+        if not self.params or self.epochs < 0:
+            raise ValueError(f"FreezeAfter: need parameters and epochs >= 0, got {len(self.params)} parameters and "
+                             f"{epochs} epochs")
+
+    def _groups(self, optimizer) -> list:
+        ids = {id(p) for p in self.params}
+        groups = [g for g in optimizer.param_groups if any(id(p) in ids for p in g["params"])]
+        if sum(len(g["params"]) for g in groups) != len(ids) or any(id(p) not in ids for g in groups
+                                                                    for p in g["params"]):
+            raise ValueError("FreezeAfter: the parameters to freeze must fill parameter groups of their own "
+                             "(and be in the optimizer)")
+        return groups
+
+    def _apply(self, trainer) -> None:
+        if trainer.state["epoch"] >= self.epochs:
+            for group in self._groups(trainer.optimizer):
+                group["lr"] = 0.0
+
+    def on_fit_start(self, trainer) -> None:
+        self._groups(trainer.optimizer)   # a wrong grouping fails before the first step
+
+    def on_epoch_start(self, trainer) -> None:
+        self._apply(trainer)
+
+    def on_step_end(self, trainer) -> None:
+        self._apply(trainer)

@@ -73,7 +73,46 @@ def batch_sums(loss, outputs, targets, ks=(1,)):
     return xp.concatenate([loss.data.astype(np.float64).reshape(1) * n, correct, xp.asarray([float(n)])])
 
 
-def evaluate(model, loader, parallel=None, loss_fn=None, fuse: bool = True) -> dict:
+TTA_LEVELS = (0, 1, 2)
+
+
+def tta_logits(net, x, level: int = 0):
+    """``net``'s logits for ``x`` averaged over test-time augmentations (airbench's levels).
+
+    level 0: net(x). level 1: the mean over x and its mirror image (left-right).
+    level 2: half the level-1 logits, plus half their mean over two translations of x by
+    one pixel (down-right and up-left, the border reflected): six passes in all.
+    A network trained on flipped and translated images has learnt to answer alike for
+    them; averaging its answers smooths out the errors it makes on one view.
+
+    Args:
+        net: a callable model; x: a Tensor (N, C, H, W) (gradients are not needed: call
+            under ``no_grad``).
+    Returns:
+        the logits Tensor (N, K).
+    """
+    # x (N,C,H,W) -> views (N,C,H,W) each -> logits (N,K) averaged
+    if level not in TTA_LEVELS:
+        raise ValueError(f"tta_logits: level must be one of {TTA_LEVELS}, got {level!r}")
+    data = x.data if isinstance(x, Tensor) else x
+    xp = backend.get_array_module(data)
+
+    def mirrored(images):
+        return (net(Tensor(images)) + net(Tensor(xp.ascontiguousarray(images[:, :, :, ::-1])))) * 0.5
+
+    if level == 0:
+        return net(x if isinstance(x, Tensor) else Tensor(x))
+    logits = mirrored(data)
+    if level == 2:
+        h, w = data.shape[2:]
+        padded = xp.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+        shifted = (mirrored(xp.ascontiguousarray(padded[:, :, :h, :w]))
+                   + mirrored(xp.ascontiguousarray(padded[:, :, 2:, 2:]))) * 0.5
+        logits = (logits + shifted) * 0.5
+    return logits
+
+
+def evaluate(model, loader, parallel=None, loss_fn=None, fuse: bool = True, tta: int = 0) -> dict:
     """Mean loss, top-1 and top-5 accuracy of ``model`` over one pass of ``loader``.
 
     Runs in eval mode (dropout off, BatchNorm on running statistics) under
@@ -88,11 +127,15 @@ def evaluate(model, loader, parallel=None, loss_fn=None, fuse: bool = True) -> d
         fuse: run ``nn.fuse_for_inference(model)``, a copy with the batch norms folded
             and the ReLUs fused (the same outputs to float32 rounding, fewer passes);
             False runs ``model`` itself.
+        tta: test-time augmentation, a level of ``tta_logits`` (0: none); the loss is
+            that of the averaged logits.
     Returns:
         {"loss": float, "acc": float, "top5": float}; accuracies are fractions in
         [0, 1], NaN when the outputs are not (N, K) class scores for integer labels.
     """
     loss_fn = F.softmax_cross_entropy if loss_fn is None else loss_fn
+    if tta not in TTA_LEVELS:
+        raise ValueError(f"evaluate: tta must be one of {TTA_LEVELS}, got {tta!r}")
     was_training = model.training
     model.eval()
     net = fuse_for_inference(model) if fuse else model
@@ -103,7 +146,7 @@ def evaluate(model, loader, parallel=None, loss_fn=None, fuse: bool = True) -> d
                 if int(y.shape[0]) == 0:  # this process holds none of a short last batch
                     batch = backend.get_array_module(x.data).zeros(4)
                 else:
-                    outputs = net(x)
+                    outputs = tta_logits(net, x, tta)
                     batch = batch_sums(loss_fn(outputs, y), outputs.data, y, (1, 5))
                 totals = batch if totals is None else totals + batch
     finally:

@@ -47,7 +47,7 @@ from .autograd import Tensor
 from .callbacks import HISTORY_FIELDS, Checkpoints, CurvePlot, History, ProgressLog, write_history
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .distributed import DataParallel, World
-from .metrics import batch_sums, correct_counts, count_correct, evaluate  # noqa: F401  (public here too)
+from .metrics import TTA_LEVELS, batch_sums, correct_counts, count_correct, evaluate  # noqa: F401  (public too)
 
 __all__ = ["Trainer", "fit", "evaluate", "count_correct", "NonFiniteLossError", "HISTORY_FIELDS"]
 
@@ -95,6 +95,8 @@ class Trainer:
         progress: show a progress bar (or plain lines without tqdm).
         plots: redraw curves.png after every epoch (needs matplotlib).
         log: where the line per epoch goes (default: print).
+        tta: test-time augmentation in validation and ``test`` (a level of
+            ``minidl.metrics.tta_logits``: 0 none, 1 mirror, 2 mirror and translate).
         parallel: a ``minidl.distributed.DataParallel`` for data-parallel training:
             the loaders are then sharded with ``parallel.shard``, every process
             runs the same steps on its slices, metrics are summed over all
@@ -109,9 +111,11 @@ class Trainer:
 
     def __init__(self, model, optimizer, train_loader, val_loader, *, epochs: int, loss_fn=None, callbacks=(),
                  schedule=None, out_dir=None, settings: dict | None = None, checkpoint_every: int = 0,
-                 progress: bool = True, plots: bool = True, log=print, parallel=None):
+                 progress: bool = True, plots: bool = True, log=print, parallel=None, tta: int = 0):
         if epochs < 0 or checkpoint_every < 0:
             raise ValueError(f"Trainer: epochs and checkpoint_every must be >= 0, got {epochs} and {checkpoint_every}")
+        if tta not in TTA_LEVELS:
+            raise ValueError(f"Trainer: tta must be one of {TTA_LEVELS}, got {tta!r}")
         if loss_fn is not None and not callable(loss_fn):
             raise ValueError(f"Trainer: loss_fn must be callable as loss_fn(outputs, targets), got {loss_fn!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
@@ -119,7 +123,7 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.out_dir = int(epochs), (os.fspath(out_dir) if out_dir is not None else None)
         self.settings = dict(settings or {})
-        self.parallel = parallel
+        self.parallel, self.tta = parallel, tta
         # one process: the plain step, through the same calls
         self._step_parallel = parallel if parallel is not None else DataParallel(model, World())
         self.is_main = parallel is None or parallel.world.is_main
@@ -325,7 +329,7 @@ class Trainer:
         self._call("on_epoch_end", row)
 
     def _evaluate(self, loader) -> dict:
-        return evaluate(self.model, loader, self.parallel, loss_fn=self.loss_fn)
+        return evaluate(self.model, loader, self.parallel, loss_fn=self.loss_fn, tta=self.tta)
 
     # ---- files --------------------------------------------------------------------
     def write_history(self) -> None:

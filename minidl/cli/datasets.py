@@ -25,6 +25,7 @@ from .models import input_size
 
 # run settings of folder runs and their defaults (a resume must not change them)
 FOLDER_SETTINGS = {"val_fraction": 0.1, "test_fraction": 0.1, "normalize": "channel", "mean": None, "std": None}
+WHITENING_IMAGES = 5000   # airbench94's whitening layer starts from the first 5,000 training images
 
 
 def _fraction(text):
@@ -149,19 +150,64 @@ def make_loaders(settings: dict, data, device, shard=None, **folder_options):
     # labels checked once, here on the host, so the loss never reads them back from a GPU
     common = dict(seed=seed, device=device, shard=shard, num_classes=len(data.label_names))
     train_images, train_labels = first(data.train_images, data.train_labels, settings["limit_train"])
-    mean = None
-    if settings["preprocess"] == "subtract-mean":  # the paper's: centred pixel values, in pixel units
-        # per-channel means of the images this run trains on, kept in the settings for minidl predict
-        mean = settings.setdefault("pixel_mean", [round(float(v), 4) for v in train_images.mean(axis=(0, 2, 3))])
-    train = DataLoader(train_images, train_labels, batch, shuffle=True,
-                       transform=build_transform(size, augment=settings["augment"], pixel_mean=mean), **common)
-    evaluation = build_transform(size, augment=False, pixel_mean=mean)
+    normalisation = cifar_normalisation(settings, train_images)
+    alternate = settings["augment"] and settings.get("flip") == "alternate"
+    augmentation = dict(crop_padding=settings.get("crop_padding", 4), flip=not alternate,
+                        padding_mode=settings.get("padding_mode", "constant"))
+    train = DataLoader(train_images, train_labels, batch, shuffle=True, alternate_flips=alternate,
+                       transform=build_transform(size, augment=settings["augment"], **augmentation, **normalisation),
+                       **common)
+    evaluation = build_transform(size, augment=False, **normalisation)
     val_images, val_labels = first(data.val_images, data.val_labels, settings["limit_val"])
     val = DataLoader(val_images, val_labels, batch, shuffle=False, transform=evaluation, **common) \
         if len(val_images) else None
     test = DataLoader(*first(data.test_images, data.test_labels, settings["limit_test"]), batch, shuffle=False,
                       transform=evaluation, **common)
     return train, val, test
+
+
+def cifar_normalisation(settings: dict, train_images=None) -> dict:
+    """``build_transform``'s normalisation options for a CIFAR-10 run (``preprocess``).
+
+    "standardize": none (per-image standardisation, the default); "subtract-mean": the
+    training images' per-channel means in pixel units (``pixel_mean``); "channel": their
+    per-channel mean and std on the 0..1 scale (``mean``, ``std``). The statistics are
+    measured once, on the images this run trains on, and kept in the settings
+    (``pixel_mean``, ``channel_mean``/``channel_std``) for resumes and ``minidl predict``.
+    """
+    if settings["preprocess"] == "subtract-mean":  # the paper's: centred pixel values, in pixel units
+        if "pixel_mean" not in settings:
+            settings["pixel_mean"] = [round(float(v), 4) for v in train_images.mean(axis=(0, 2, 3))]
+        return {"pixel_mean": settings["pixel_mean"]}
+    if settings["preprocess"] == "channel":
+        if "channel_mean" not in settings:
+            mean, std = _channel_statistics(train_images)
+            settings["channel_mean"], settings["channel_std"] = [round(v, 6) for v in mean], [round(v, 6) for v in std]
+        return {"mean": settings["channel_mean"], "std": settings["channel_std"]}
+    return {}
+
+
+def _channel_statistics(images, chunk: int = 5000):
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0..1 scale, in float64, a chunk at a time."""
+    total = np.zeros(images.shape[1])
+    squares = np.zeros(images.shape[1])
+    for start in range(0, len(images), chunk):   # float64 copies of all 50,000 images would take 1.2 GB
+        x = images[start:start + chunk].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        squares += (x * x).sum(axis=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    return mean.tolist(), np.sqrt(np.maximum(squares / count - mean * mean, 0.0)).tolist()
+
+
+def whitening_images(settings: dict, data):
+    """The first 5,000 training images of the run (after --limit-train), normalised as training normalises them.
+
+    airbench94's whitening layer is initialised from their 2x2 patches.
+    """
+    limit = min(WHITENING_IMAGES, settings["limit_train"] or WHITENING_IMAGES)
+    normalisation = cifar_normalisation(settings, data.train_images[:settings["limit_train"]])
+    return build_transform(input_size(settings), augment=False, **normalisation)(data.train_images[:limit], None)
 
 
 def load(args, settings: dict, world):

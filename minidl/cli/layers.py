@@ -239,8 +239,12 @@ def prepare(image, settings, device, from_file: bool):
         steps.append("standardised per image" if settings.get("normalize") == "image" else
                      f"(x / 255 - mean) / std per channel, mean {settings['mean']}, std {settings['std']}")
     else:
-        steps.append("standardised (x - mean) / std" if settings.get("pixel_mean") is None else
-                     "the training images' mean subtracted")
+        if settings.get("channel_mean") is not None:
+            steps.append(f"(x / 255 - mean) / std per channel, mean {settings['channel_mean']}, "
+                         f"std {settings['channel_std']}")
+        else:
+            steps.append("standardised (x - mean) / std" if settings.get("pixel_mean") is None else
+                         "the training images' mean subtracted")
         if size != image.shape[-1]:
             steps.append(f"bilinear resize -> {size}x{size}")
     return evaluation_transform(settings)(x), decoded + "".join(f" -> {step}" for step in steps)

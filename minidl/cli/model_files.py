@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..data import imagenet
+from ..data import cifar10, imagenet
 from ..weights import TORCH_ONLY_SUFFIX, load_torch, read_safetensors
 from .models import build_model, classifier_name, describe_model, model_name, published_normalization
 from .recipes import OLD_RUN_DEFAULTS
@@ -165,12 +165,15 @@ def raw_settings(model: str, variant: str | None) -> dict:
     """The settings that bare weights of ``model`` are used with: the architecture's preprocessing.
 
     torchvision's ImageNet models: ImageNet's evaluation crop (shorter side 256, the
-    central 224) and mean/std; the others: CIFAR-10's per-image standardisation and
-    bilinear resize to the input size.
+    central 224) and mean/std; airbench94: CIFAR-10's per-channel mean and std; the others:
+    CIFAR-10's per-image standardisation and bilinear resize to the input size.
     """
     settings = {"model": model, "variant": (variant or "seed") if model == "alexnet" else None, "seed": 0}
     published = published_normalization(settings)
-    if published is None:
+    if model == "airbench94":   # per-channel normalisation, with the official training images' statistics
+        settings.update(dataset="cifar10", preprocess="channel", channel_mean=list(cifar10.MEAN),
+                        channel_std=list(cifar10.STD))
+    elif published is None:
         settings.update(dataset="cifar10", preprocess="standardize")
     else:
         settings.update(dataset="imagenet", normalize="channel", mean=published[0], std=published[1],

@@ -13,7 +13,7 @@ from ..models.alexnet import INPUT_SIZE, VARIANTS
 
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 IMAGENET_RESNETS = ("resnet18", "resnet34")
-MODELS = ("alexnet",) + CIFAR_RESNETS + IMAGENET_RESNETS
+MODELS = ("alexnet",) + CIFAR_RESNETS + IMAGENET_RESNETS + ("airbench94",)
 
 
 def model_name(settings: dict) -> str:
@@ -44,9 +44,11 @@ def describe_model(settings: dict) -> str:
 def classifier_name(settings: dict) -> str:
     """The module name of the model's last dense layer, the one whose outputs are the classes.
 
-    fc8 for minidl's AlexNets, classifier.6 for torchvision's, fc for the ResNets (their
-    state_dict keys are ``<name>.weight`` and ``<name>.bias``).
+    fc8 for minidl's AlexNets, classifier.6 for torchvision's, fc for the ResNets, head for
+    airbench94 (their state_dict keys are ``<name>.weight`` and, but for airbench94, ``<name>.bias``).
     """
+    if model_name(settings) == "airbench94":
+        return "head"
     if model_name(settings) != "alexnet":
         return "fc"
     return "classifier.6" if settings.get("variant") == "torchvision" else "fc8"

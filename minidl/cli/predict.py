@@ -80,6 +80,9 @@ def evaluation_transform(settings):
         if settings.get("normalize") == "image":
             return per_image_standardization
         return lambda x: normalize(x, settings["mean"], settings["std"])
+    if settings.get("channel_mean") is not None:   # --preprocess channel (airbench94's)
+        return build_transform(input_size(settings), augment=False, mean=settings["channel_mean"],
+                               std=settings["channel_std"])
     return build_transform(input_size(settings), augment=False, pixel_mean=settings.get("pixel_mean"))
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 
 from ..models.alexnet import INPUT_SIZE
-from ..optim import SGD, Adam, AdamW, CosineLR, MultiStepLR, OneCycleLR, ReduceLROnPlateau, RMSprop, StepLR
+from ..nn.batchnorm import _BatchNorm
+from ..optim import (SGD, Adam, AdamW, CosineLR, LinearWarmupDecayLR, Lookahead, MultiStepLR, OneCycleLR,
+                     ReduceLROnPlateau, RMSprop, StepLR)
 from . import datasets
 from .models import published_normalization
 
@@ -53,28 +55,77 @@ RECIPES = {
 CIFAR_RESNET = dict(epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False,
                     schedule="multistep", augment=True, preprocess="standardize", clip_grad_norm=0.0, init=None,
                     val_size=0)
+# airbench94 (Jordan 2024, arXiv 2404.00498), in minidl's terms: the loss is the batch's MEAN
+# (the paper sums it) and weight decay is PyTorch's coupled L2 term. The paper's lr 11.5 "per
+# 1024 examples", divided by Nesterov's step gain 1 + 1/(1 - momentum) = 7.67, is 1.5 on the
+# mean loss of a 1024 batch; its decay 0.0153 per 1024 examples gives weight_decay 0.0153/11.5 =
+# 1.33e-3 here (lr * weight_decay = 0.002 per step). The batch norms' shifts train at 64x the lr
+# with weight decay / 64 (the same decay per step); the whitening bias for the first 3 epochs
+# only. Schedule "linear": up from 0.2x over 23% of the steps, down to 0.07x at the end.
+# Lookahead every 5 steps; translations by up to 2 pixels (reflected border) and alternating
+# flips; test-time augmentation level 2. 10 epochs (the paper: 9.9).
+AIRBENCH94 = dict(epochs=10, batch_size=1024, lr=1.5, momentum=0.85, weight_decay=1.33e-3, nesterov=True,
+                  schedule="linear", augment=True, preprocess="channel", clip_grad_norm=0.0, init=None, val_size=0,
+                  label_smoothing=0.2, lookahead=True, tta=2, flip="alternate",
+                  crop_padding=2, padding_mode="reflect", bias_lr_scale=64.0, whiten_bias_epochs=3)
 MODEL_RECIPES = {**{name: CIFAR_RESNET for name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
-                 "resnet18": IMAGENET_NET, "resnet34": IMAGENET_NET}
+                 "resnet18": IMAGENET_NET, "resnet34": IMAGENET_NET, "airbench94": AIRBENCH94}
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RUN_SETTINGS = ("model", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "preprocess", "clip_grad_norm", "init", "optimizer", "label_smoothing", "seed", "val_size",
-                "limit_train", "limit_val", "limit_test", "widths", "weights", "dataset", *datasets.FOLDER_SETTINGS)
-LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep")  # schedules whose curve depends on the run's length
+                "limit_train", "limit_val", "limit_test", "widths", "weights", "dataset", "lookahead", "tta", "flip",
+                *datasets.FOLDER_SETTINGS)
+# schedules whose curve depends on the run's length
+LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep", "linear")
+LOOKAHEAD_STEPS = 5   # airbench's: the slow weights every 5 steps
 DEFAULT_SEED, DEFAULT_VAL_SIZE, DEFAULT_CHECKPOINT_EVERY = 0, 5000, 200
 # settings of runs from before they existed: an AlexNet on CIFAR-10, standardised, never clipped, SGD
 OLD_RUN_DEFAULTS = {"dataset": "cifar10", "preprocess": "standardize", "clip_grad_norm": 0.0, "init": None,
-                    "model": "alexnet", "optimizer": "sgd", "label_smoothing": 0.0, "weights": None}
+                    "model": "alexnet", "optimizer": "sgd", "label_smoothing": 0.0, "weights": None,
+                    "lookahead": False, "tta": 0, "flip": "random"}
 
 
-def build_optimizer(settings: dict, params):
-    """The run's optimizer: SGD with the recipe's momentum, or Adam, AdamW, RMSprop (--optimizer)."""
+def parameter_groups(settings: dict, model):
+    """The parameters the optimizer trains: all of them, or airbench94's groups.
+
+    With the recipe's ``bias_lr_scale`` (airbench94): the trainable parameters (frozen ones
+    are left out), then the batch norms' shifts at ``bias_lr_scale`` times the lr with the
+    weight decay divided by it (the same decay per step), then the whitening bias alone
+    (``whiten_bias_epochs`` freezes that group: ``minidl.callbacks.FreezeAfter``).
+    """
+    scale = settings.get("bias_lr_scale")
+    if not scale:
+        return list(model.parameters())
+    norm_shifts = [m.bias for m in model.modules() if isinstance(m, _BatchNorm) and m.bias is not None
+                   and m.bias.requires_grad]
+    later = [model.whiten.bias] if settings.get("whiten_bias_epochs") is not None else []
+    taken = {id(p) for p in norm_shifts + later}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    groups = [{"params": rest}, {"params": norm_shifts, "lr": settings["lr"] * scale,
+                                  "weight_decay": settings["weight_decay"] / scale}]
+    return groups + ([{"params": later}] if later else [])
+
+
+def build_optimizer(settings: dict, params, total_steps: int | None = None, model=None):
+    """The run's optimizer: SGD with the recipe's momentum, or Adam, AdamW, RMSprop (--optimizer).
+
+    With ``lookahead`` it is wrapped in ``Lookahead`` (every 5 steps; alpha falls from 1 to
+    1 - 0.95^5 = 0.23 as (step / total_steps)^3, airbench's ramp), which also averages the
+    ``model``'s batch-norm statistics.
+    """
     name, lr, decay = settings.get("optimizer", "sgd"), settings["lr"], settings["weight_decay"]
     if name == "sgd":
-        return SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=decay, nesterov=settings["nesterov"],
-                   max_grad_norm=settings["clip_grad_norm"] or None)
-    if name == "rmsprop":
-        return RMSprop(params, lr=lr, momentum=settings["momentum"], weight_decay=decay)
-    return (Adam if name == "adam" else AdamW)(params, lr=lr, weight_decay=decay)
+        optimizer = SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=decay,
+                        nesterov=settings["nesterov"], max_grad_norm=settings["clip_grad_norm"] or None)
+    elif name == "rmsprop":
+        optimizer = RMSprop(params, lr=lr, momentum=settings["momentum"], weight_decay=decay)
+    else:
+        optimizer = (Adam if name == "adam" else AdamW)(params, lr=lr, weight_decay=decay)
+    if not settings.get("lookahead"):
+        return optimizer
+    total = max(1, total_steps or 1)
+    return Lookahead(optimizer, k=LOOKAHEAD_STEPS, alpha=lambda steps: 1.0 - 0.95 ** 5 * min(steps / total, 1.0) ** 3,
+                     module=model)
 
 
 def widths(text):
@@ -99,18 +150,25 @@ def recipe_help() -> str:
         lines.append(f"  {name}: {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']} ({r['schedule']}), "
                      f"momentum {r['momentum']}, weight decay {r['weight_decay']}, augment on"
                      + (", all 50,000 training images (--val-size 0)" if r.get("val_size") == 0 else ""))
+    r = AIRBENCH94
+    lines.append(f"  airbench94: {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']} ({r['schedule']}; batch "
+                 f"norm shifts x{r['bias_lr_scale']:g}), momentum {r['momentum']} nesterov, weight decay "
+                 f"{r['weight_decay']}, label smoothing {r['label_smoothing']}, lookahead, translations by "
+                 f"{r['crop_padding']} (reflect) and alternating flips, per-channel normalisation, tta "
+                 f"{r['tta']}, whitening bias trained {r['whiten_bias_epochs']} epochs, all 50,000 training images")
     return "\n".join(lines) + """
 
 schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
   annealing), cosine (from lr to 0 over the run), step (x0.1 every third of the
   epochs), multistep (x0.1 at half and three quarters of the epochs), plateau (x0.1 when the
-  validation accuracy has not improved for 2 epochs), constant.
+  validation accuracy has not improved for 2 epochs), linear (airbench's: a straight line
+  from 0.2 lr to lr over 23% of the steps, then down to 0.07 lr), constant.
 
 resuming: --resume continues <out>/checkpoint.npz with the settings it was started
   with; flags that would change them are refused, except --epochs, which may be
   raised to train longer. onecycle, cosine and step are then rebuilt for the new
   length and continue from the current step on the new curve (the lr jumps to the
-  new curve's value); plateau and constant carry on unchanged. --device, --data-dir,
+  new curve's value), as linear does; plateau and constant carry on unchanged. --device, --data-dir,
   --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
   weights and results bit-identical to an uninterrupted one. A run started from --weights keeps the
   setting; a resume does not read the file again (the checkpoint holds the trained weights).
@@ -152,9 +210,10 @@ def resolve_settings(args, stored: dict | None) -> dict:
         raise UsageError(f"--variant chooses the AlexNet; it does not apply to --model {model}")
     variant = (given["variant"] or "seed") if model == "alexnet" else None
     recipe = RECIPES[variant] if model == "alexnet" else MODEL_RECIPES[model]
-    settings = {"model": model, "variant": variant, "val_size": DEFAULT_VAL_SIZE, **recipe, "seed": DEFAULT_SEED,
+    settings = {"model": model, "variant": variant, "val_size": DEFAULT_VAL_SIZE, "seed": DEFAULT_SEED,
                 "optimizer": "sgd", "label_smoothing": 0.0, "limit_train": None, "limit_val": None,
-                "limit_test": None, "widths": None, "weights": None, "dataset": "cifar10"}
+                "limit_test": None, "widths": None, "weights": None, "dataset": "cifar10", "lookahead": False,
+                "tta": 0, "flip": "random", **recipe}
     problem = datasets.settings_problem(given, settings)
     if problem:
         raise UsageError(problem)
@@ -179,6 +238,11 @@ def resolve_settings(args, stored: dict | None) -> dict:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {settings['label_smoothing']}")
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
+    if model == "airbench94" and settings["dataset"] != "cifar10":
+        raise UsageError("--model airbench94 trains on CIFAR-10 only: its whitening layer starts from the training "
+                         "images' patch statistics")
+    if settings["preprocess"] == "channel" and settings["dataset"] != "cifar10":
+        raise UsageError("--preprocess applies to CIFAR-10; for folders use --normalize")
     return settings
 
 
@@ -196,4 +260,7 @@ def make_schedule(settings: dict, optimizer, steps_per_epoch: int):
         return MultiStepLR(optimizer, milestones=sorted({max(1, epochs // 2), max(1, epochs * 3 // 4)}), gamma=0.1)
     if name == "plateau":
         return ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=2)
+    if name == "linear":      # airbench94's
+        return LinearWarmupDecayLR(optimizer, total_steps=total, warmup_steps=int(0.23 * total), start_factor=0.2,
+                                   end_factor=0.07)
     return None

@@ -1,8 +1,9 @@
-"""``minidl train``: train AlexNet or a ResNet on CIFAR-10 (or a folder of your own images), on a GPU or the CPU.
+"""``minidl train``: train AlexNet, a ResNet or airbench94 on CIFAR-10 (or a folder of your own images).
 
     minidl train --device cuda                  # the "seed" AlexNet, 224x224
     minidl train --variant cifar --device cpu   # minutes on a laptop
     minidl train --model resnet20               # He et al.'s CIFAR ResNet-20 and recipe
+    minidl train --model airbench94             # Keller Jordan's fast CIFAR-10 net and recipe
     minidl train --variant cifar --resume       # continue a stopped run
     mpiexec -n 2 minidl train --variant cifar   # data-parallel, 2 processes
     minidl train --dataset folder --data-dir photos/ --variant paper   # photos/<class>/*.jpg
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, backend, distributed
-from ..callbacks import FilterPlot
+from ..callbacks import FilterPlot, FreezeAfter
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DatasetError
 from ..distributed import DataParallel, DistributedError
@@ -40,19 +41,21 @@ from .common import count, error
 from .model_files import InputError, fit_weights, read_weights
 from .models import MODELS, build_model, classifier_name, describe_model, input_size, run_name
 from .recipes import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_SEED, DEFAULT_VAL_SIZE, LENGTH_DEPENDENT, OLD_RUN_DEFAULTS,
-                      OPTIMIZERS, RECIPES, UsageError, build_optimizer, make_schedule, recipe_help, resolve_settings,
-                      widths)
+                      OPTIMIZERS, RECIPES, UsageError, build_optimizer, make_schedule, parameter_groups, recipe_help,
+                      resolve_settings, widths)
 
 PROG = "minidl train"
 EXIT_ERROR, EXIT_NONFINITE, EXIT_INTERRUPTED = 1, 3, 130
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Train AlexNet or a ResNet on CIFAR-10 (or your own images) "
-                                "with minidl.", epilog=recipe_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description="Train AlexNet, a ResNet or airbench94 on CIFAR-10 (or your "
+                                "own images) with minidl.", epilog=recipe_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--model", choices=MODELS, default=None, help="alexnet (default; --variant picks which), He et "
-                   "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224)")
+                   "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224), "
+                   "airbench94 (32x32, Jordan's fast CIFAR-10 net)")
     p.add_argument("--variant", choices=sorted(RECIPES), default=None,
                    help="AlexNet: seed (224x224, the tutorial's model; default), paper (227x227), cifar (32x32), "
                         "torchvision (224x224, torchvision's single-stream AlexNet)")
@@ -69,14 +72,23 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=count(float, 0.0), help="L2 weight decay (default: per variant)")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="Nesterov momentum (default: per variant)")
-    p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "multistep", "plateau", "constant"],
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "multistep", "plateau", "linear", "constant"],
                    help="learning-rate schedule (default: per variant)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crops (pad 4) and horizontal flips while training; for folders random-resized "
-                        "crops and flips (default: per variant)")
-    p.add_argument("--preprocess", choices=("standardize", "subtract-mean"),
-                   help="CIFAR-10: each image to mean 0, std 1 (the tutorial's), or the training images' mean "
-                        "image subtracted in pixel units (the paper's) (default: per variant)")
+                   help="random crops (pad 4; airbench94: translations by up to 2 pixels, the border reflected) "
+                        "and horizontal flips while training; for folders random-resized crops and flips "
+                        "(default: per variant)")
+    p.add_argument("--preprocess", choices=("standardize", "subtract-mean", "channel"),
+                   help="CIFAR-10: each image to mean 0, std 1 (the tutorial's), the training images' mean "
+                        "image subtracted in pixel units (the paper's), or each channel normalised with the training "
+                        "images' mean and std (airbench94's) (default: per variant)")
+    p.add_argument("--flip", choices=("random", "alternate"), help="with --augment: mirror a random half of the "
+                   "images, or each image in every other epoch (airbench94's) (default: per model)")
+    p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
+                   help="every 5 steps pull the weights towards their slow average (airbench94's; default: per "
+                        "model)")
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation in evaluation: 0 none, 1 the "
+                   "mirror image too, 2 also 1-pixel translations (default: per model)")
     p.add_argument("--clip-grad-norm", type=count(float, 0.0), help="scale a step's gradients down when their "
                    "joint L2 norm exceeds this (0: never; default: per variant)")
     p.add_argument("--init", choices=("paper", "he"), help="paper variant only: initialise as the paper "
@@ -88,7 +100,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help=f"seed of weights, data order, augmentation, dropout (default {DEFAULT_SEED})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
     p.add_argument("--val-size", type=count(int, 0), help="first N training images held out for validation "
-                                                         f"(default {DEFAULT_VAL_SIZE}; the ResNets 0: none)")
+                                                         f"(default {DEFAULT_VAL_SIZE}; the CIFAR ResNets and "
+                                                         "airbench94 0: none)")
     p.add_argument("--limit-train", type=count(int, 1), help="use only the first N training images")
     p.add_argument("--limit-val", type=count(int, 1), help="use only the first N validation images")
     p.add_argument("--limit-test", type=count(int, 1), help="use only the first N test images")
@@ -129,6 +142,8 @@ def describe(settings, device, loaders, model, out, resumed, args, world, weight
              f"{'on' if s['augment'] else 'off'}{', ' + s['preprocess'] if s['dataset'] == 'cifar10' else ''}"
              f"{', gradient norm clipped at ' + str(s['clip_grad_norm']) if s['clip_grad_norm'] else ''}, "
              f"{s['init'] + ' init, ' if s['init'] else ''}"
+             f"{'alternating flips, ' if s['augment'] and s.get('flip') == 'alternate' else ''}"
+             f"{'lookahead, ' if s.get('lookahead') else ''}{'tta ' + str(s['tta']) + ', ' if s.get('tta') else ''}"
              f"seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples if val else 0} validation / "
              f"{test.num_samples} test images, "
@@ -237,24 +252,30 @@ def run(args) -> int:
                                         else None, workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
         model = build_model(settings, len(settings["class_names"]))
+        if checkpoint is None and hasattr(model, "init_whitening"):   # airbench94: from the training images
+            model.init_whitening(datasets.whitening_images(settings, data))
         weights_note = start_from_weights(model, settings, world) if checkpoint is None else None
         model = model.to(device)
         parallel = DataParallel(model, world, sync_bn=args.sync_bn, bucket_bytes=int(args.bucket_mb * 2**20)) \
             if parallel_run else None
-        optimizer = build_optimizer(settings, model.parameters())
+        optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train),
+                                    model)
+        initial_lrs = [group["lr"] for group in optimizer.param_groups]
         schedule = make_schedule(settings, optimizer, len(train))
         smoothing = settings["label_smoothing"]
         loss_fn = (lambda logits, labels: F.cross_entropy(logits, labels, label_smoothing=smoothing)) \
             if smoothing else None
+        callbacks = [] if args.no_plots or settings["model"] != "alexnet" else [FilterPlot()]
+        if settings.get("whiten_bias_epochs") is not None:   # airbench94's whitening bias trains only so long
+            callbacks.append(FreezeAfter([model.whiten.bias], settings["whiten_bias_epochs"]))
         trainer = Trainer(model, optimizer, train, val, epochs=settings["epochs"], schedule=schedule, out_dir=out,
                           loss_fn=loss_fn,
                           settings=settings, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                          plots=not args.no_plots,
-                          callbacks=[] if args.no_plots or settings["model"] != "alexnet" else [FilterPlot()],
-                          parallel=parallel)
+                          plots=not args.no_plots, callbacks=callbacks, parallel=parallel, tta=settings.get("tta", 0))
         if checkpoint is not None:
             def rebuild(opt):
-                opt.lr = settings["lr"]  # the fresh schedule starts from the base lr, then is replayed
+                for group, lr in zip(opt.param_groups, initial_lrs):
+                    group["lr"] = lr  # the fresh schedule starts from the base rates, then is replayed
                 return make_schedule(settings, opt, len(train))
             longer = settings["epochs"] != checkpoint["settings"]["epochs"] and settings["schedule"] in LENGTH_DEPENDENT
             trainer.load_state_dict(checkpoint, rebuild_schedule=rebuild if longer else None)

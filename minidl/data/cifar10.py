@@ -48,6 +48,10 @@ IMAGE_SHAPE = (3, 32, 32)  # one row of b'data': 1024 red, 1024 green, 1024 blue
 NUM_CLASSES = 10
 # index -> name, as batches.meta lists them (label_names)
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# the official training images' per-channel mean and std on the 0..1 scale (R, G, B), for weights
+# that come without their run's own statistics (a run measures its training images itself)
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
 _CHUNK = 1 << 20
 
 # what the error messages tell the user to do instead of downloading; the command line's

@@ -3,7 +3,11 @@
 Reproducibility is by construction, not by carrying generator state around:
 
 * the order of epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``;
-* the augmentation of batch ``b`` of epoch ``e`` uses ``default_rng([seed, e, b, 1])``.
+* the augmentation of batch ``b`` of epoch ``e`` uses ``default_rng([seed, e, b, 1])``;
+* with ``alternate_flips`` (airbench's), image i is mirrored in epoch e when
+  ``first_flips[i] != (e is odd)``, ``first_flips`` drawn once from ``default_rng([seed, 0, 0, 2])``:
+  a random half in the first epoch, then every image alternately the other way round, so
+  each sees both orientations in every two epochs instead of at random.
 
 So any batch can be rebuilt from (seed, epoch, batch index) alone: resuming at
 (epoch, start_batch) yields exactly the batches an uninterrupted run would have
@@ -128,6 +132,8 @@ class DataLoader(SeededBatches):
             global batch of ``batch_size`` (data parallelism); the transform is
             then called as ``transform(x, rng, rows=(start, total))``.
         num_classes: when given, every label must lie in [0, num_classes).
+        alternate_flips: mirror each image in every other epoch (module doc), after the
+            transform (which should then not flip: ``Transform(flip=False)``).
 
     The labels are checked here, once, on the host: integers, >= 0 and (with
     ``num_classes``) below it. So the loss need not read them back from a GPU every
@@ -140,7 +146,7 @@ class DataLoader(SeededBatches):
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
                  transform=None, drop_last: bool = False, prefetch: bool = True, shard=None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, alternate_flips: bool = False):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"DataLoader: expected images of shape (N,C,H,W), got {images.shape}")
@@ -160,6 +166,8 @@ class DataLoader(SeededBatches):
         self.prefetch = bool(prefetch)
         self.shard = self._parse_shard(shard)
         self.epoch = 0
+        self.alternate_flips = bool(alternate_flips)
+        self._first_flips = None   # drawn on first use (a bool per image)
 
     @property
     def num_samples(self) -> int:
@@ -182,7 +190,21 @@ class DataLoader(SeededBatches):
         else:
             rng = self.batch_rng(epoch, batch_index)
             x = self.transform(x, rng) if self.shard is None else self.transform(x, rng, rows=(start, total))
+        if self.alternate_flips:
+            x = self._flip_alternately(x, idx[start:stop], epoch)
         return Tensor(x), y
+
+    def flips(self, epoch: int, indices) -> np.ndarray:
+        """Whether ``alternate_flips`` mirrors the images ``indices`` in ``epoch`` (a bool per image)."""
+        if self._first_flips is None:
+            self._first_flips = np.random.default_rng([self.seed, 0, 0, 2]).random(self.num_samples) < 0.5
+        return self._first_flips[indices] != bool(int(epoch) % 2)
+
+    def _flip_alternately(self, x, indices, epoch: int):
+        # x (B,C,H,W), flips (B,) -> (B,1,1,1) -> x mirrored where set
+        xp = backend.get_array_module(x)
+        flip = backend.to_device(self.flips(epoch, indices)[:, None, None, None], backend.device_of(x))
+        return xp.where(flip, x[:, :, :, ::-1], x)
 
     def epoch_batches(self, epoch: int, start_batch: int = 0):
         """The batches of ``epoch`` from ``start_batch`` on (for resuming mid-epoch).

@@ -165,27 +165,35 @@ def _draw_for(rows, n: int, draw):
     return draw(total)[start:start + n]
 
 
-def random_crop(x, padding: int, rng: np.random.Generator, rows=None):
-    """Pad each image with zeros by ``padding`` and crop it back at a random offset.
+PADDING_MODES = ("constant", "reflect")
+
+
+def random_crop(x, padding: int, rng: np.random.Generator, rows=None, padding_mode: str = "constant"):
+    """Pad each image by ``padding`` and crop it back at a random offset: a random translation.
 
     The offset (dy, dx) in [0, 2*padding] is drawn per image, so the result is the
-    image shifted by (padding - dy, padding - dx) with zeros shifted in.
+    image shifted by (padding - dy, padding - dx), with zeros shifted in
+    (``padding_mode="constant"``) or the image's own border mirrored in ("reflect", as
+    torchvision's ``RandomCrop(padding_mode="reflect")``: the edge pixel not repeated).
     Vectorised: one gather with per-image row/column index arrays, no loop.
 
     Args:
         x: (N,C,H,W) array on any device (any dtype; uint8 stays uint8).
-        padding: zero padding on each side, >= 0.
+        padding: pixels added on each side, >= 0 (below H and W for "reflect").
         rng: NumPy Generator for the offsets.
         rows: None, or (start, total): x is that slice of a global batch (see ``Transform``).
+        padding_mode: "constant" (zeros) or "reflect".
 
     Returns:
         (N,C,H,W) array, same dtype and device as x.
     """
     # x (N,C,H,W) -> padded (N,C,H+2p,W+2p) -> gather rows (N,1,H,1), cols (N,1,1,W) -> (N,C,H,W)
     _check_images(x, "random_crop")
-    if padding < 0:
-        raise ValueError(f"random_crop: expected padding >= 0, got {padding}")
     n, c, h, w = x.shape
+    if padding < 0 or padding_mode not in PADDING_MODES or (padding_mode == "reflect" and padding >= min(h, w)):
+        raise ValueError(f"random_crop: expected padding >= 0 (below the image's sides for 'reflect') and "
+                         f"padding_mode in {PADDING_MODES}, got padding {padding}, padding_mode {padding_mode!r} "
+                         f"for images {tuple(x.shape)}")
     offsets = _draw_for(rows, n, lambda count: rng.integers(0, 2 * padding + 1, size=(count, 2)))
     if padding == 0:
         return x
@@ -193,7 +201,7 @@ def random_crop(x, padding: int, rng: np.random.Generator, rows=None):
     device = backend.device_of(x)
     rows = offsets[:, :1] + np.arange(h)  # (N,H) rows of the padded image
     cols = offsets[:, 1:] + np.arange(w)  # (N,W)
-    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), mode=padding_mode)
     batch_idx = backend.to_device(np.arange(n)[:, None, None, None], device)
     chan_idx = backend.to_device(np.arange(c)[None, :, None, None], device)
     rows = backend.to_device(rows[:, None, :, None], device)
@@ -257,7 +265,8 @@ class Transform:
         and a bilinear resize is linear with weights summing to 1, so the result is
         still (very nearly) mean 0, std 1. With ``pixel_mean`` the normalisation is
         the paper's instead: the mean image is subtracted, pixel units stay
-        (``subtract_mean``);
+        (``subtract_mean``); with ``mean`` and ``std`` (0..1 scale) it is per channel
+        (``normalize``, airbench's);
       * resize last, only when ``image_size`` differs from the input size.
 
     Call it as ``transform(batch_uint8_on_device, rng)``; it returns float32 on the
@@ -266,19 +275,36 @@ class Transform:
     ``transform(slice, rng, rows=(start, total))`` draws the random choices for the
     whole global batch and applies this slice's, so every image is augmented as in a
     one-process run.
+
+    Args:
+        image_size: the side of the output images (resized when it differs).
+        augment: random crops (and flips, with ``flip``) while training.
+        crop_padding, padding_mode: the crops' padding, "constant" (zeros) or "reflect".
+        flip: with ``augment``, mirror half of the images at random (False when the
+            loader flips instead: ``DataLoader(alternate_flips=True)``).
+        pixel_mean: subtract this mean image (or per-channel means), pixel units.
+        mean, std: per-channel normalisation on the 0..1 scale (both or neither).
     """
 
-    def __init__(self, image_size: int = 32, augment: bool = False, crop_padding: int = 4, pixel_mean=None):
-        if image_size <= 0 or crop_padding < 0:
-            raise ValueError(f"Transform: expected image_size > 0 and crop_padding >= 0, got {image_size} and "
-                             f"{crop_padding}")
+    def __init__(self, image_size: int = 32, augment: bool = False, crop_padding: int = 4, pixel_mean=None, *,
+                 padding_mode: str = "constant", flip: bool = True, mean=None, std=None):
+        if image_size <= 0 or crop_padding < 0 or padding_mode not in PADDING_MODES:
+            raise ValueError(f"Transform: expected image_size > 0, crop_padding >= 0 and padding_mode in "
+                             f"{PADDING_MODES}, got {image_size}, {crop_padding} and {padding_mode!r}")
+        if (mean is None) != (std is None) or (mean is not None and pixel_mean is not None):
+            raise ValueError("Transform: mean and std go together, and exclude pixel_mean")
         self.image_size = int(image_size)
         self.augment = bool(augment)
         self.crop_padding = int(crop_padding)
+        self.padding_mode, self.flip = padding_mode, bool(flip)
         self.pixel_mean = None if pixel_mean is None else np.asarray(backend.to_numpy(pixel_mean), np.float32)
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
         self._mean_on = {}  # device -> pixel_mean there (copied once per device)
 
     def _normalise(self, x):
+        if self.mean is not None:
+            return normalize(x, self.mean, self.std)
         if self.pixel_mean is None:
             return per_image_standardization(x)
         device = backend.device_of(x)
@@ -293,8 +319,9 @@ class Transform:
         if self.augment:
             if rng is None:
                 raise ValueError("Transform: augment=True needs a NumPy Generator, got rng=None")
-            x = random_crop(x, self.crop_padding, rng, rows)
-            x = random_horizontal_flip(x, rng, rows=rows)
+            x = random_crop(x, self.crop_padding, rng, rows, self.padding_mode)
+            if self.flip:
+                x = random_horizontal_flip(x, rng, rows=rows)
         x = self._normalise(x)
         if self.image_size != x.shape[2] or self.image_size != x.shape[3]:
             x = resize_bilinear(x, self.image_size)
@@ -302,15 +329,21 @@ class Transform:
 
     def __repr__(self) -> str:
         mean = "" if self.pixel_mean is None else f", pixel_mean of shape {self.pixel_mean.shape}"
+        if self.mean is not None:
+            mean = f", mean={self.mean}, std={self.std}"
+        extra = "" if self.padding_mode == "constant" else f", padding_mode={self.padding_mode!r}"
+        extra += "" if self.flip else ", flip=False"
         return (f"Transform(image_size={self.image_size}, augment={self.augment}, "
-                f"crop_padding={self.crop_padding}{mean})")
+                f"crop_padding={self.crop_padding}{extra}{mean})")
 
 
 def build_transform(image_size: int = 32, augment: bool = False, crop_padding: int = 4,
-                    pixel_mean=None) -> Transform:
+                    pixel_mean=None, **options) -> Transform:
     """The pipeline for ``image_size`` inputs; ``augment`` adds random crop + flip (training).
 
     ``pixel_mean`` (a mean image or per-channel means) replaces per-image
     standardisation with the paper's mean subtraction (see ``subtract_mean``).
+    ``options``: ``Transform``'s padding_mode, flip, mean and std.
     """
-    return Transform(image_size=image_size, augment=augment, crop_padding=crop_padding, pixel_mean=pixel_mean)
+    return Transform(image_size=image_size, augment=augment, crop_padding=crop_padding, pixel_mean=pixel_mean,
+                     **options)

@@ -4,13 +4,17 @@
     sgd.py            SGD: PyTorch's rule (momentum, Nesterov, weight decay), readable in a few lines
     adam.py           Adam (amsgrad, L2 or decoupled weight decay) and AdamW: torch.optim's rule
     rmsprop.py        RMSprop (momentum, centered): torch.optim's rule
-    lr_scheduler.py   StepLR, MultiStepLR, CosineLR, OneCycleLR, ReduceLROnPlateau, on every group of any optimizer
+    lookahead.py      Lookahead: every k steps, slow += alpha (fast - slow), fast = slow (any optimizer)
+    lr_scheduler.py   StepLR, MultiStepLR, CosineLR, LinearWarmupDecayLR, OneCycleLR, ReduceLROnPlateau,
+                      on every group of any optimizer
 """
 from .adam import Adam, AdamW
-from .lr_scheduler import CosineLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR
+from .lookahead import Lookahead
+from .lr_scheduler import (CosineLR, LinearWarmupDecayLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau,
+                           StepLR)
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Adam", "AdamW", "CosineLR", "LRScheduler", "MultiStepLR", "OneCycleLR", "Optimizer", "RMSprop", "ReduceLROnPlateau",
-           "SGD", "StepLR"]
+__all__ = ["Adam", "AdamW", "CosineLR", "LinearWarmupDecayLR", "Lookahead", "LRScheduler", "MultiStepLR", "OneCycleLR",
+           "Optimizer", "RMSprop", "ReduceLROnPlateau", "SGD", "StepLR"]

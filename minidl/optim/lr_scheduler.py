@@ -166,6 +166,41 @@ class CosineLR(LRScheduler):
         return self.min_lr + (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * q)) / 2.0
 
 
+class LinearWarmupDecayLR(LRScheduler):
+    """A straight line up, then a straight line down: airbench's schedule (a trapezoid without the flat top).
+
+    After t optimizer steps (t = 0 before the first), the lr of the next step is base_lr times
+        t < warmup_steps:  start_factor + (1 - start_factor) * t / warmup_steps
+        otherwise:         1 + (end_factor - 1) * min((t - warmup_steps) / (total_steps - warmup_steps), 1)
+    so it rises from start_factor * base_lr to base_lr over ``warmup_steps`` steps, then falls
+    to end_factor * base_lr at ``total_steps`` and stays there. (PyTorch: ``SequentialLR`` of
+    two ``LinearLR``s with these factors; airbench94 uses 23% warm-up from 0.2 and ends at 0.07.)
+    """
+
+    _state_keys, _clock = ("step",), "step"
+
+    def __init__(self, optimizer, total_steps, warmup_steps=0, start_factor=0.2, end_factor=0.0):
+        super().__init__(optimizer)
+        self.total_steps = _count("LinearWarmupDecayLR: total_steps", total_steps, 1)
+        if not isinstance(warmup_steps, numbers.Integral) or not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"LinearWarmupDecayLR: warmup_steps must be an int in [0, total_steps={total_steps}), "
+                             f"got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+        self.start_factor = check_number("LinearWarmupDecayLR: start_factor", start_factor)
+        self.end_factor = check_number("LinearWarmupDecayLR: end_factor", end_factor)
+        self.step = 0
+        self._apply()
+
+    def step_batch(self) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        if t < self.warmup_steps:
+            return base_lr * (self.start_factor + (1.0 - self.start_factor) * t / self.warmup_steps)
+        q = min((t - self.warmup_steps) / (self.total_steps - self.warmup_steps), 1.0)
+        return base_lr * (1.0 + (self.end_factor - 1.0) * q)
+
+
 class OneCycleLR(LRScheduler):
     """PyTorch's one-cycle policy with cosine annealing (no momentum cycling).
 

@@ -177,3 +177,48 @@ def test_a_schedule_restores_the_earlier_single_rate_state():
     sched = StepLR(opt, 2, 0.5)
     sched.load_state_dict({"base_lr": 0.8, "epoch": 4})   # minidl's state before groups
     assert sched.base_lrs == [0.8] and opt.lr == pytest.approx(0.2)
+
+
+# ---- LinearWarmupDecayLR (airbench94's schedule) --------------------------------------------
+
+def test_linear_warmup_decay_hand_formula_on_every_group():
+    from minidl.optim import LinearWarmupDecayLR
+    opt = SGD([{"params": [param([0.0])], "lr": 1.0}, {"params": [param([0.0])], "lr": 64.0}], lr=1.0)
+    sched = LinearWarmupDecayLR(opt, total_steps=10, warmup_steps=4, start_factor=0.2, end_factor=0.05)
+    seen = [[g["lr"] for g in opt.param_groups]]
+    for _ in range(11):
+        sched.step_batch()
+        sched.step_epoch()   # a no-op for a step schedule
+        seen.append([g["lr"] for g in opt.param_groups])
+    factors = [0.2, 0.4, 0.6, 0.8, 1.0, 1 - 0.95 / 6, 1 - 2 * 0.95 / 6, 1 - 3 * 0.95 / 6, 1 - 4 * 0.95 / 6,
+               1 - 5 * 0.95 / 6, 0.05, 0.05]
+    np.testing.assert_allclose(np.array(seen), np.outer(factors, [1.0, 64.0]), rtol=1e-12)
+    state = json.loads(json.dumps(sched.state_dict()))
+    opt2 = SGD([{"params": [param([0.0])], "lr": 1.0}, {"params": [param([0.0])], "lr": 64.0}], lr=1.0)
+    again = LinearWarmupDecayLR(opt2, total_steps=10, warmup_steps=4, start_factor=0.2, end_factor=0.05)
+    again.load_state_dict(state)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+    with pytest.raises(ValueError, match="LinearWarmupDecayLR: warmup_steps"):
+        LinearWarmupDecayLR(opt, total_steps=4, warmup_steps=4)
+    with pytest.raises(ValueError, match="LinearWarmupDecayLR: end_factor"):
+        LinearWarmupDecayLR(opt, total_steps=4, end_factor=-1)
+
+
+@needs_torch
+def test_linear_warmup_decay_matches_torch_sequential_linear_lrs():
+    from minidl.optim import LinearWarmupDecayLR
+    total, warmup = 23, 5
+    opt = opt_with(1.5)
+    sched = LinearWarmupDecayLR(opt, total_steps=total, warmup_steps=warmup, start_factor=0.2, end_factor=0.07)
+    topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.5)
+    first = torch.optim.lr_scheduler.LinearLR(topt, start_factor=0.2, end_factor=1.0, total_iters=warmup)
+    second = torch.optim.lr_scheduler.LinearLR(topt, start_factor=1.0, end_factor=0.07, total_iters=total - warmup)
+    tsched = torch.optim.lr_scheduler.SequentialLR(topt, [first, second], milestones=[warmup])
+    ours, theirs = [], []
+    for _ in range(total + 2):
+        ours.append(opt.lr)
+        theirs.append(topt.param_groups[0]["lr"])
+        topt.step()
+        sched.step_batch()
+        tsched.step()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)

@@ -1,0 +1,93 @@
+"""``minidl train --model airbench94``: the recipe's settings, the whitening layer from the run's own
+training images, the optimizer's groups and lookahead, the whitening bias frozen after 3 epochs, and
+an interrupted run resuming bit-identically. In-process on the tiny CIFAR fixture: 4 epochs of 3 steps
+of 8 images (the network itself is the full 2-million-weight one)."""
+import numpy as np
+import pytest
+
+from support.cifar_fixture import write_cifar10
+from support.runs import assert_identical, final, history
+from minidl.checkpoint import load_checkpoint
+from minidl.cli import train as cli
+from minidl.cli.recipes import AIRBENCH94
+from minidl.data import normalize
+from minidl.models import whitening_filters
+from minidl.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    return write_cifar10(root, n_per_batch=16, n_test=12)
+
+
+def _args(root, out, *extra):
+    return ["--model", "airbench94", "--data-dir", str(root), "--out", str(out), "--epochs", "4", "--batch-size",
+            "8", "--limit-train", "24", "--device", "cpu", "--checkpoint-every", "5", "--no-progress", "--no-plots",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def run(fixture, tmp_path_factory):
+    out = tmp_path_factory.mktemp("airbench") / "run"
+    assert cli.main(_args(fixture.root, out)) == 0
+    return out
+
+
+def test_airbench94_runs_with_its_recipe_and_writes_its_files(run, fixture, capsys):
+    for name in ("checkpoint.npz", "best.npz", "history.csv", "results.json"):
+        assert (run / name).exists(), name
+    state, results, rows = final(run)
+    settings = results["settings"]
+    for key in ("lr", "momentum", "weight_decay", "nesterov", "schedule", "label_smoothing", "lookahead", "tta",
+                "flip", "preprocess", "val_size", "crop_padding", "padding_mode", "bias_lr_scale"):
+        assert settings[key] == AIRBENCH94[key], key
+    assert settings["model"] == "airbench94" and settings["batch_size"] == 8 and len(rows) == 4
+    assert results["best_val_acc"] is None and np.isfinite(results["test_loss"])
+    # per-channel statistics of the 24 training images, and the whitening layer from them
+    images = fixture.train_images[:24].astype(np.float64) / 255
+    np.testing.assert_allclose(settings["channel_mean"], images.mean(axis=(0, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(settings["channel_std"], images.std(axis=(0, 2, 3)), atol=1e-6)
+    expected = whitening_filters(normalize(fixture.train_images[:24], settings["channel_mean"],
+                                           settings["channel_std"]))
+    np.testing.assert_allclose(state["model"]["whiten.weight"], expected, rtol=1e-4, atol=1e-4 * abs(expected).max())
+    # the schedule's first step: 0.2 of the peak; the batch norms' shifts at 64x; lookahead's slow weights
+    np.testing.assert_allclose(history(run)[0, 0], 0.2 * 1.5, rtol=1e-12)
+    groups = state["optim"]["param_groups"]
+    assert len(groups) == 3 and groups[1]["lr"] == pytest.approx(64 * groups[0]["lr"])
+    assert groups[1]["weight_decay"] == pytest.approx(groups[0]["weight_decay"] / 64)
+    assert state["optim"]["lookahead"]["steps"] == 12 and len(state["optim"]["lookahead"]["slow"]) == \
+        sum(len(g["params"]) for g in groups)
+    assert len(state["optim"]["lookahead"]["slow_buffers"]) == 12   # 6 batch norms' running mean and variance
+    assert groups[2]["lr"] == 0.0   # the whitening bias, frozen after 3 epochs
+
+
+def test_an_interrupted_run_resumes_bit_identically_and_the_whitening_bias_stops(run, fixture, tmp_path,
+                                                                                  monkeypatch, capsys):
+    out = tmp_path / "run"
+    train_step = Trainer._train_step
+
+    def interrupted(self, x, y):
+        if self.state["global_step"] == 11:
+            raise KeyboardInterrupt
+        return train_step(self, x, y)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", interrupted)
+        assert cli.main(_args(fixture.root, out)) == cli.EXIT_INTERRUPTED
+    cut = load_checkpoint(out / "checkpoint.npz")
+    assert cut["trainer"]["global_step"] == 10
+    assert cli.main(_args(fixture.root, out, "--resume")) == 0
+    assert "resuming at epoch 4, batch 1 (10 steps done)" in capsys.readouterr().out
+    assert_identical(final(run), final(out))
+    # frozen from epoch 4 (step 10) on: lookahead's pull at step 10 was its last move (as in airbench,
+    # whose average covers it too); the rest trains on
+    end = final(out)[0]["model"]
+    np.testing.assert_array_equal(end["whiten.bias"], cut["model"]["whiten.bias"])
+    assert not np.array_equal(end["head.weight"], cut["model"]["head.weight"])
+
+
+def test_airbench94_refuses_a_folder(tmp_path, capsys):
+    assert cli.main(["--model", "airbench94", "--dataset", "folder", "--data-dir", str(tmp_path), "--out",
+                     str(tmp_path / "out")]) == 1
+    assert "--model airbench94 trains on CIFAR-10 only" in capsys.readouterr().err
