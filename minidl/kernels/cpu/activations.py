@@ -13,6 +13,19 @@ signs costs more than the arithmetic it saves on a CPU):
                  the correctly rounded value, so the overflow is silenced, not avoided
     leaky ReLU   y = max(x, slope * x) for slope <= 1, min(x, slope * x) above;
                  backward gx = gy * (slope + (1 - slope) * (kept > 0))
+    GELU         y = x Phi(x); in float32 with a cheaper erfc than the reference's (below)
+
+GELU's reference computes Phi(x) = erfc(-x / sqrt(2)) / 2 with Cody's erfc
+(``minidl.special``), accurate to float64's last digits at the price of three rational
+functions per element. A float32 result cannot use those digits, so float32 chunks take
+Press et al.'s one-formula fit instead (Numerical Recipes, section 6.2: relative error
+below 1.2e-7 for every z >= 0):
+
+    erfc(z) = t exp(-z^2 + P(t)),   t = 1 / (1 + z / 2),   P a polynomial of degree 9
+
+with exp(-z^2) = exp(-x^2 / 2) computed from x split as a + b, a a multiple of 1/16, so
+that a^2 is exact and the tail keeps its relative accuracy (z^2 rounded to float32 would
+cost up to 4e-6 of it near x = -12). Backward reuses exp(-x^2 / 2) for phi(x).
 
 Outputs keep the input's layout (NCHW or channels-last); a gradient in another layout
 than the kept array runs the reference's expression instead. (Tanh has no fast path:
@@ -29,6 +42,10 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 _SQRT_2_OVER_PI = 0.7978845608028654
 _GELU_CUBIC = 0.044715
+_SQRT_2PI_INV = 0.3989422804014327
+# Press et al.'s erfc fit: the coefficients of P(t), highest power first
+_ERFC_FIT = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+             0.37409196, 1.00002368, -1.26551223)
 
 
 def _map(work, *arrays):
@@ -120,6 +137,33 @@ class ChunkedLeakyReLU:
         return (_map(work, kept, gy),)
 
 
+def _normal_cdf_float32(x):
+    """(Phi(x), exp(-x^2 / 2)) of a float32 chunk, Phi through Press et al.'s erfc fit (module doc)."""
+    y = np.abs(x)
+    a = np.floor(y * 16)
+    a /= 16                                        # y = a + b: a*a is exact in float32
+    gauss = np.exp(a * a * -0.5)
+    b_term = (y - a) * (y + a)
+    b_term *= -0.5
+    gauss *= np.exp(b_term)                        # exp(-x^2 / 2) = exp(-z^2), z = |x| / sqrt(2)
+    t = y * (0.5 * _SQRT_HALF)
+    t += 1
+    np.reciprocal(t, out=t)                        # t = 1 / (1 + z / 2)
+    poly = np.full_like(t, _ERFC_FIT[0])
+    for c in _ERFC_FIT[1:]:
+        poly *= t
+        poly += c
+    np.exp(poly, out=poly)
+    poly *= t
+    poly *= gauss
+    poly *= 0.5                                    # erfc(z) / 2 = Phi(-|x|)
+    # Phi(x) = Phi(-|x|) for x < 0, 1 - Phi(-|x|) for x >= 0, blended by arithmetic (no branch)
+    cdf = (x >= 0).astype(np.float32)
+    cdf *= 1 - 2 * poly
+    cdf += poly
+    return cdf, gauss
+
+
 class ChunkedGELU:
     # x (any shape) -> y = x * Phi(x) (or its tanh approximation) in x's layout; backward keeps x.
     algorithm = "chunked"
@@ -145,6 +189,10 @@ class ChunkedGELU:
                 y_c += 1
                 y_c *= x_c
                 y_c *= 0.5
+        elif x.dtype == np.float32:
+            def work(y_c, x_c):
+                cdf, _ = _normal_cdf_float32(x_c)
+                np.multiply(cdf, x_c, out=y_c)
         else:
             def work(y_c, x_c):
                 np.multiply(x_c, -_SQRT_HALF, out=y_c)
@@ -167,6 +215,13 @@ class ChunkedGELU:
                 t += 1
                 t *= 0.5
                 gx_c += t
+                gx_c *= gy_c
+        elif x.dtype == np.float32:
+            def work(gx_c, x_c, gy_c):
+                cdf, gauss = _normal_cdf_float32(x_c)   # Phi(x) and exp(-x^2 / 2)
+                np.multiply(gauss, _SQRT_2PI_INV, out=gx_c)
+                gx_c *= x_c
+                gx_c += cdf
                 gx_c *= gy_c
         else:
             def work(gx_c, x_c, gy_c):
