@@ -22,6 +22,14 @@ def _count(where: str, value, low: int) -> int:
     return int(value)
 
 
+def _warmup_count(where: str, warmup_steps, total_steps: int) -> int:
+    """A warm-up length: an int in [0, total_steps)."""
+    if not isinstance(warmup_steps, numbers.Integral) or not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"{where}: warmup_steps must be an int in [0, total_steps={total_steps}), "
+                         f"got {warmup_steps!r}")
+    return int(warmup_steps)
+
+
 class LRScheduler:
     """Base class: owns an optimizer and sets the ``lr`` of its groups. Subclasses override what they use.
 
@@ -146,10 +154,7 @@ class CosineLR(LRScheduler):
     def __init__(self, optimizer, total_steps, min_lr=0.0, warmup_steps=0):
         super().__init__(optimizer)
         self.total_steps = _count("CosineLR: total_steps", total_steps, 1)
-        if not isinstance(warmup_steps, numbers.Integral) or not 0 <= warmup_steps < total_steps:
-            raise ValueError(f"CosineLR: warmup_steps must be an int in [0, total_steps={total_steps}), "
-                             f"got {warmup_steps!r}")
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = _warmup_count("CosineLR", warmup_steps, total_steps)
         self.min_lr = check_number("CosineLR: min_lr", min_lr)
         if self.min_lr > min(self.base_lrs):
             raise ValueError(f"CosineLR: min_lr ({min_lr}) exceeds a group's lr ({min(self.base_lrs)})")
@@ -182,10 +187,7 @@ class LinearWarmupDecayLR(LRScheduler):
     def __init__(self, optimizer, total_steps, warmup_steps=0, start_factor=0.2, end_factor=0.0):
         super().__init__(optimizer)
         self.total_steps = _count("LinearWarmupDecayLR: total_steps", total_steps, 1)
-        if not isinstance(warmup_steps, numbers.Integral) or not 0 <= warmup_steps < total_steps:
-            raise ValueError(f"LinearWarmupDecayLR: warmup_steps must be an int in [0, total_steps={total_steps}), "
-                             f"got {warmup_steps!r}")
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = _warmup_count("LinearWarmupDecayLR", warmup_steps, total_steps)
         self.start_factor = check_number("LinearWarmupDecayLR: start_factor", start_factor)
         self.end_factor = check_number("LinearWarmupDecayLR: end_factor", end_factor)
         self.step = 0
