@@ -13,7 +13,9 @@ signs costs more than the arithmetic it saves on a CPU):
                  the correctly rounded value, so the overflow is silenced, not avoided
     leaky ReLU   y = max(x, slope * x) for slope <= 1, min(x, slope * x) above;
                  backward gx = gy * (slope + (1 - slope) * (kept > 0))
-    GELU         y = x Phi(x); in float32 with a cheaper erfc than the reference's (below)
+    GELU         y = x Phi(x), and the slope d = Phi(x) + x phi(x) written in the same pass
+                 when a backward will follow; backward gx = gy * d, keeping only d; in
+                 float32 with a cheaper erfc than the reference's (below)
 
 GELU's reference computes Phi(x) = erfc(-x / sqrt(2)) / 2 with Cody's erfc
 (``minidl.special``), accurate to float64's last digits at the price of three rational
@@ -25,7 +27,7 @@ below 1.2e-7 for every z >= 0):
 
 with exp(-z^2) = exp(-x^2 / 2) computed from x split as a + b, a a multiple of 1/16, so
 that a^2 is exact and the tail keeps its relative accuracy (z^2 rounded to float32 would
-cost up to 4e-6 of it near x = -12). Backward reuses exp(-x^2 / 2) for phi(x).
+cost up to 4e-6 of it near x = -12); phi(x) reuses exp(-x^2 / 2).
 
 Outputs keep the input's layout (NCHW or channels-last); a gradient in another layout
 than the kept array runs the reference's expression instead. (Tanh has no fast path:
@@ -42,7 +44,6 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 _SQRT_2_OVER_PI = 0.7978845608028654
 _GELU_CUBIC = 0.044715
-_SQRT_2PI_INV = 0.3989422804014327
 # Press et al.'s erfc fit: the coefficients of P(t), highest power first
 _ERFC_FIT = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
              0.37409196, 1.00002368, -1.26551223)
@@ -165,8 +166,12 @@ def _normal_cdf_float32(x):
 
 
 class ChunkedGELU:
-    # x (any shape) -> y = x * Phi(x) (or its tanh approximation) in x's layout; backward keeps x.
+    # x (any shape) -> y = x * Phi(x) (or its tanh approximation) in x's layout. The exact
+    # form also writes the slope d = Phi(x) + x phi(x) while Phi is at hand (when a backward
+    # will follow) and keeps d instead of x: backward is then gx = gy * d, one pass, where
+    # computing Phi again would cost as much as the forward. The tanh form keeps x.
     algorithm = "chunked"
+    keep_for_backward = True   # FastPath sets it False under no_grad: no slope is made then
 
     def __init__(self, approximate: str):
         self.approximate = approximate
@@ -181,58 +186,58 @@ class ChunkedGELU:
         np.tanh(out, out=out)
         return out
 
+    @staticmethod
+    def _cdf_and_gauss(x_c):
+        """(Phi(x), exp(-x^2 / 2)) of a chunk: the float32 fit, or Cody's erfc in float64."""
+        if x_c.dtype == np.float32:
+            return _normal_cdf_float32(x_c)
+        return 0.5 * erfc(x_c * -_SQRT_HALF), np.exp(x_c * x_c * -0.5)
+
     def forward(self, x):
-        self.x = x
         if self.approximate == "tanh":
+            self.x = x
+
             def work(y_c, x_c):
                 self._inner_tanh(x_c, y_c)
                 y_c += 1
                 y_c *= x_c
                 y_c *= 0.5
-        elif x.dtype == np.float32:
-            def work(y_c, x_c):
-                cdf, _ = _normal_cdf_float32(x_c)
-                np.multiply(cdf, x_c, out=y_c)
-        else:
-            def work(y_c, x_c):
-                np.multiply(x_c, -_SQRT_HALF, out=y_c)
-                np.multiply(erfc(y_c), 0.5, out=y_c)
-                y_c *= x_c
-        return _map(work, x)
+            return _map(work, x)
+
+        def work(y_c, x_c, *slope_c):
+            cdf, gauss = self._cdf_and_gauss(x_c)
+            np.multiply(cdf, x_c, out=y_c)
+            if slope_c:                                     # d = Phi(x) + x phi(x)
+                d = slope_c[0]
+                np.multiply(gauss, _INV_SQRT_2PI, out=d)
+                d *= x_c
+                d += cdf
+        y = np.empty_like(x)
+        self.slope = np.empty_like(x) if self.keep_for_backward else None
+        chunked(work, y, x, *([] if self.slope is None else [self.slope]))
+        return y
 
     def backward(self, gy, needs):
+        if self.approximate != "tanh":
+            slope = self.slope
+            if not same_flat_layout(slope, gy):
+                return (gy * slope,)
+            return (_map(lambda gx_c, d_c, gy_c: np.multiply(d_c, gy_c, out=gx_c), slope, gy),)
         x = self.x
-        if self.approximate == "tanh":
-            def work(gx_c, x_c, gy_c):
-                t = self._inner_tanh(x_c, np.empty_like(x_c))
-                # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-                np.multiply(x_c, x_c, out=gx_c)
-                gx_c *= 3 * _GELU_CUBIC
-                gx_c += 1
-                gx_c *= x_c
-                gx_c *= 0.5 * _SQRT_2_OVER_PI
-                gx_c *= 1 - t * t
-                t += 1
-                t *= 0.5
-                gx_c += t
-                gx_c *= gy_c
-        elif x.dtype == np.float32:
-            def work(gx_c, x_c, gy_c):
-                cdf, gauss = _normal_cdf_float32(x_c)   # Phi(x) and exp(-x^2 / 2)
-                np.multiply(gauss, _SQRT_2PI_INV, out=gx_c)
-                gx_c *= x_c
-                gx_c += cdf
-                gx_c *= gy_c
-        else:
-            def work(gx_c, x_c, gy_c):
-                # Phi(x) + x phi(x)
-                np.multiply(x_c, x_c, out=gx_c)
-                gx_c *= -0.5
-                np.exp(gx_c, out=gx_c)
-                gx_c *= _INV_SQRT_2PI
-                gx_c *= x_c
-                gx_c += 0.5 * erfc(x_c * -_SQRT_HALF)
-                gx_c *= gy_c
+
+        def work(gx_c, x_c, gy_c):
+            t = self._inner_tanh(x_c, np.empty_like(x_c))
+            # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            np.multiply(x_c, x_c, out=gx_c)
+            gx_c *= 3 * _GELU_CUBIC
+            gx_c += 1
+            gx_c *= x_c
+            gx_c *= 0.5 * _SQRT_2_OVER_PI
+            gx_c *= 1 - t * t
+            t += 1
+            t *= 0.5
+            gx_c += t
+            gx_c *= gy_c
         if not same_flat_layout(x, gy):   # a gradient in another layout: copy it into x's
             gy_in_layout = np.empty_like(x)
             gy_in_layout[...] = gy

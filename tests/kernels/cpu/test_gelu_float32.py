@@ -32,3 +32,20 @@ def test_float32_gelu_and_its_gradient_agree_with_float64_relatively():
     want_y, want_g = x * cdf, cdf + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
     np.testing.assert_allclose(y.numpy(), want_y, rtol=2e-6, atol=1e-30)
     np.testing.assert_allclose(t.grad.numpy(), want_g, rtol=2e-6, atol=2e-7)
+
+
+def test_gelu_keeps_only_its_slope_and_none_for_inference():
+    from minidl.kernels.cpu.activations import ChunkedGELU
+    x = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32) * 3
+    gy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    inferring = ChunkedGELU("none")
+    inferring.keep_for_backward = False
+    y = inferring.forward(x)
+    assert inferring.slope is None and not hasattr(inferring, "x")
+    training = ChunkedGELU("none")
+    np.testing.assert_array_equal(training.forward(x), y)
+    assert not hasattr(training, "x")            # backward needs only the slope
+    x64 = x.astype(np.float64)
+    cdf = 0.5 * erfc(-x64 / math.sqrt(2.0))
+    want = gy * (cdf + x64 * np.exp(-x64 * x64 / 2) / math.sqrt(2 * math.pi))
+    np.testing.assert_allclose(training.backward(gy, (True,))[0], want, rtol=2e-6, atol=1e-7)
