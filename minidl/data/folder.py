@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar10 import DatasetError
+from .errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")

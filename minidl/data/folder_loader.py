@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from .cifar10 import DatasetError
+from .errors import DatasetError
 from .image_ops import RandomResizedCrop, ResizeCenterCrop, UnreadableImage, decode_crop, require_pillow
 from .loader import SeededBatches
 from .transforms import normalize, per_image_standardization

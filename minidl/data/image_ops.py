@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from .cifar10 import DatasetError
+from .errors import DatasetError
 
 RANDOM_CROP_ATTEMPTS = 10  # tries at a box that fits before falling back to a centre crop, as torchvision
 
