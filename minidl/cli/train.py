@@ -2,7 +2,7 @@
 
     minidl train --device cuda                  # the "seed" AlexNet, 224x224
     minidl train --variant cifar --device cpu   # minutes on a laptop
-    minidl train --model resnet20               # He et al.'s CIFAR ResNet-20, 50 epochs
+    minidl train --model resnet20               # He et al.'s CIFAR ResNet-20 and recipe
     minidl train --model airbench94             # Keller Jordan's fast CIFAR-10 net and recipe
     minidl train --variant cifar --resume       # continue a stopped run
     mpiexec -n 2 minidl train --variant cifar   # data-parallel, 2 processes
