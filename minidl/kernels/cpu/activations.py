@@ -187,11 +187,12 @@ class ChunkedGELU:
         return out
 
     @staticmethod
-    def _cdf_and_gauss(x_c):
-        """(Phi(x), exp(-x^2 / 2)) of a chunk: the float32 fit, or Cody's erfc in float64."""
+    def _cdf_and_gauss(x_c, need_gauss: bool):
+        """(Phi(x), exp(-x^2 / 2)) of a chunk: the float32 fit (which makes both), or Cody's erfc in
+        float64 (the exp only when ``need_gauss``: inference has no slope to write)."""
         if x_c.dtype == np.float32:
             return _normal_cdf_float32(x_c)
-        return 0.5 * erfc(x_c * -_SQRT_HALF), np.exp(x_c * x_c * -0.5)
+        return 0.5 * erfc(x_c * -_SQRT_HALF), (np.exp(x_c * x_c * -0.5) if need_gauss else None)
 
     def forward(self, x):
         if self.approximate == "tanh":
@@ -205,7 +206,7 @@ class ChunkedGELU:
             return _map(work, x)
 
         def work(y_c, x_c, *slope_c):
-            cdf, gauss = self._cdf_and_gauss(x_c)
+            cdf, gauss = self._cdf_and_gauss(x_c, bool(slope_c))
             np.multiply(cdf, x_c, out=y_c)
             if slope_c:                                     # d = Phi(x) + x phi(x)
                 d = slope_c[0]
