@@ -21,8 +21,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from support.cifar_fixture import write_cifar10  # noqa: E402
+from support.twin_data import Float64Batches, as_loaded  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl import Tensor, no_grad  # noqa: E402
+from minidl import no_grad  # noqa: E402
 from minidl.callbacks import Callback, FreezeAfter  # noqa: E402
 from minidl.cli.datasets import make_loaders, whitening_images  # noqa: E402
 from minidl.cli.recipes import AIRBENCH94, build_optimizer, make_schedule, parameter_groups  # noqa: E402
@@ -139,18 +140,10 @@ def test_logits_match_minidl_from_its_weights_in_float64(fixture):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
-def _as_loaded(fixture):
-    """The fixture as ``minidl.data.load_cifar10(val_size=0)`` returns it."""
-    return type("Data", (), dict(train_images=fixture.train_images, train_labels=fixture.train_labels,
-                                 val_images=fixture.train_images[:0], val_labels=fixture.train_labels[:0],
-                                 test_images=fixture.test_images, test_labels=fixture.test_labels,
-                                 label_names=fixture.label_names))
-
-
 def test_its_batches_are_minidls(fixture):
     settings = dict(AIRBENCH94, model="airbench94", batch_size=16, limit_train=40, limit_val=None, limit_test=None,
                     seed=3, dataset="cifar10")
-    train, _, _ = make_loaders(settings, _as_loaded(fixture), "cpu")
+    train, _, _ = make_loaders(settings, as_loaded(fixture), "cpu")
     mean, std = twin.channel_statistics(fixture.train_images[:40])
     assert list(mean) == settings["channel_mean"] and list(std) == settings["channel_std"]
     batches = twin.Batches(fixture.train_images[:40], fixture.train_labels[:40], 16, mean, std, seed=3, augment=True)
@@ -161,32 +154,15 @@ def test_its_batches_are_minidls(fixture):
             np.testing.assert_array_equal(x.numpy(), mx.data)
 
 
-class _Float64:
-    """A minidl DataLoader whose batches are cast to float64 (after its float32 normalisation)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def batch_rows(self, index):
-        return self.loader.batch_rows(index)
-
-    def epoch_batches(self, epoch, start_batch=0):
-        for x, y in self.loader.epoch_batches(epoch, start_batch):
-            yield Tensor(x.data.astype(np.float64)), y
-
-
 def test_a_short_run_trains_the_weights_minidls_recipe_trains_float64(fixture):
     # minidl's side, built as `minidl train --model airbench94` builds it (minidl/cli/train.py's run),
     # in float64 so that rounding cannot hide a difference: 4 epochs of 3 steps of 4 images
     settings = dict(AIRBENCH94, model="airbench94", epochs=4, batch_size=4, limit_train=12, limit_val=None,
                     limit_test=6, seed=0, dataset="cifar10")
-    train, _, test = make_loaders(settings, _as_loaded(fixture), "cpu")
+    train, _, test = make_loaders(settings, as_loaded(fixture), "cpu")
     # narrower blocks than the recipe's 64/256/256 to keep the test quick; the recipe does not depend on them
     model = Airbench94(widths=SMALL, seed=0)
-    model.init_whitening(whitening_images(settings, _as_loaded(fixture)))
+    model.init_whitening(whitening_images(settings, as_loaded(fixture)))
     model = model.to(dtype=np.float64)
     start = {k: np.array(v) for k, v in model.state_dict().items()}
     optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train), model)
@@ -198,11 +174,11 @@ def test_a_short_run_trains_the_weights_minidls_recipe_trains_float64(fixture):
 
     def loss_fn(outputs, labels):
         return F.cross_entropy(outputs, labels, label_smoothing=settings["label_smoothing"])
-    trainer = Trainer(model, optimizer, _Float64(train), None, epochs=4, schedule=make_schedule(settings, optimizer,
+    trainer = Trainer(model, optimizer, Float64Batches(train), None, epochs=4, schedule=make_schedule(settings, optimizer,
                       len(train)), loss_fn=loss_fn, callbacks=[FreezeAfter([model.whiten.bias], 3), Snapshot()],
                       progress=False, plots=False, log=lambda line: None)
     trainer.fit()
-    expected = evaluate(model, _Float64(test), loss_fn=loss_fn, tta=settings["tta"])
+    expected = evaluate(model, Float64Batches(test), loss_fn=loss_fn, tta=settings["tta"])
     # the twin from the same weights, on its own batches (the same images: minidl's generators)
     twin_model = twin.Airbench94(widths=SMALL).double()
     _load_minidl(twin_model, start)

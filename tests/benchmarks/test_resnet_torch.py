@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from support.cifar_fixture import write_cifar10  # noqa: E402
+from support.twin_data import Float64Batches, as_loaded  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl import Tensor  # noqa: E402
 from minidl.callbacks import Callback  # noqa: E402
 from minidl.cli.datasets import make_loaders  # noqa: E402
 from minidl.cli.recipes import CIFAR_RESNET, build_optimizer, make_schedule  # noqa: E402
@@ -46,36 +46,11 @@ def fixture(tmp_path_factory):
     return write_cifar10(tmp_path_factory.mktemp("cifar"), n_per_batch=8, n_test=12)
 
 
-def _as_loaded(fixture):
-    """The fixture as ``minidl.data.load_cifar10(val_size=0)`` returns it."""
-    return type("Data", (), dict(train_images=fixture.train_images, train_labels=fixture.train_labels,
-                                 val_images=fixture.train_images[:0], val_labels=fixture.train_labels[:0],
-                                 test_images=fixture.test_images, test_labels=fixture.test_labels,
-                                 label_names=fixture.label_names))
-
-
-class _Float64:
-    """A minidl DataLoader whose batches are cast to float64 (after its float32 normalisation)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def batch_rows(self, index):
-        return self.loader.batch_rows(index)
-
-    def epoch_batches(self, epoch, start_batch=0):
-        for x, y in self.loader.epoch_batches(epoch, start_batch):
-            yield Tensor(x.data.astype(np.float64)), y
-
-
 def test_the_twin_trains_the_weights_minidls_trainer_trains_float64(fixture):
     settings = dict(CIFAR_RESNET, model="resnet20", epochs=2, batch_size=4, limit_train=12, limit_val=None,
                     limit_test=6, seed=1, dataset="cifar10", schedule="cosine", nesterov=True, weight_decay=5e-4,
                     label_smoothing=0.1, optimizer="sgd")
-    train, _, test = make_loaders(settings, _as_loaded(fixture), "cpu")
+    train, _, test = make_loaders(settings, as_loaded(fixture), "cpu")
     ours, theirs = twin.build_twin(settings, 10, dtype=torch.float64)
     model = ours.to(dtype=np.float64)
     optimizer = build_optimizer(settings, list(model.parameters()))
@@ -87,11 +62,11 @@ def test_the_twin_trains_the_weights_minidls_trainer_trains_float64(fixture):
 
     def loss_fn(outputs, labels):
         return F.cross_entropy(outputs, labels, label_smoothing=settings["label_smoothing"])
-    trainer = Trainer(model, optimizer, _Float64(train), None, epochs=2,
+    trainer = Trainer(model, optimizer, Float64Batches(train), None, epochs=2,
                       schedule=make_schedule(settings, optimizer, len(train)), loss_fn=loss_fn,
                       callbacks=[Snapshot()], progress=False, plots=False, log=lambda line: None)
     trainer.fit()
-    expected = evaluate(model, _Float64(test), loss_fn=loss_fn)
+    expected = evaluate(model, Float64Batches(test), loss_fn=loss_fn)
 
     steps = []
     rows = twin.train(theirs, train, settings, dtype=torch.float64, log=lambda line: None,
