@@ -63,3 +63,4 @@ def test_both_sides_of_a_resnet_are_timed_and_add_up(tmp_path, capsys):
 def test_an_unknown_variant_is_one_line(capsys):
     assert ort_layers.main(["--model", "alexnet", "--variant", "nope"]) == 2
     assert capsys.readouterr().err.strip().startswith("ort_layers: ")
+
