@@ -74,7 +74,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RUN_SETTINGS = ("model", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "preprocess", "clip_grad_norm", "init", "optimizer", "label_smoothing", "seed", "val_size",
                 "limit_train", "limit_val", "limit_test", "widths", "weights", "dataset", "lookahead", "tta", "flip",
-                *datasets.FOLDER_SETTINGS)
+                "bias_lr_scale", "whiten_bias_epochs", *datasets.FOLDER_SETTINGS)
 # schedules whose curve depends on the run's length
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep", "linear")
 LOOKAHEAD_STEPS = 5   # airbench's: the slow weights every 5 steps
@@ -238,6 +238,9 @@ def resolve_settings(args, stored: dict | None) -> dict:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {settings['label_smoothing']}")
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
+    for key in ("bias_lr_scale", "whiten_bias_epochs"):   # airbench94's own knobs, for its ablations
+        if given[key] is not None and model != "airbench94":
+            raise UsageError(f"--{key.replace('_', '-')} applies to --model airbench94 only, not {model}")
     if model == "airbench94" and settings["dataset"] != "cifar10":
         raise UsageError("--model airbench94 trains on CIFAR-10 only: its whitening layer starts from the training "
                          "images' patch statistics")

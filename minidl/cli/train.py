@@ -89,6 +89,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "model)")
     p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation in evaluation: 0 none, 1 the "
                    "mirror image too, 2 also 1-pixel translations (default: per model)")
+    p.add_argument("--bias-lr-scale", type=count(float, 1.0), help="airbench94: the batch norms' shifts train at this many "
+                   "times the lr, with the weight decay divided by it (default 64; 1: like the other weights)")
+    p.add_argument("--whiten-bias-epochs", type=count(int, 0), help="airbench94: epochs the whitening layer's bias "
+                   "trains before it is frozen (default 3; --epochs or more: never frozen)")
     p.add_argument("--clip-grad-norm", type=count(float, 0.0), help="scale a step's gradients down when their "
                    "joint L2 norm exceeds this (0: never; default: per variant)")
     p.add_argument("--init", choices=("paper", "he"), help="paper variant only: initialise as the paper "

@@ -2,6 +2,8 @@
 training images, the optimizer's groups and lookahead, the whitening bias frozen after 3 epochs, and
 an interrupted run resuming bit-identically. In-process on the tiny CIFAR fixture: 4 epochs of 3 steps
 of 8 images (the network itself is the full 2-million-weight one)."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from minidl.checkpoint import load_checkpoint
 from minidl.cli import train as cli
 from minidl.cli.recipes import AIRBENCH94
 from minidl.data import normalize
-from minidl.models import whitening_filters
+from minidl.models import airbench94, whitening_filters
 from minidl.train import Trainer
 
 
@@ -91,3 +93,29 @@ def test_airbench94_refuses_a_folder(tmp_path, capsys):
     assert cli.main(["--model", "airbench94", "--dataset", "folder", "--data-dir", str(tmp_path), "--out",
                      str(tmp_path / "out")]) == 1
     assert "--model airbench94 trains on CIFAR-10 only" in capsys.readouterr().err
+
+
+def test_its_ablation_knobs_change_the_groups_and_the_freeze(fixture, tmp_path):
+    """--bias-lr-scale and --whiten-bias-epochs, for measuring what each ingredient adds."""
+    out = tmp_path / "ablated"
+    assert cli.main(_args(fixture.root, out, "--epochs", "2", "--bias-lr-scale", "1", "--whiten-bias-epochs",
+                          "5", "--no-lookahead")) == 0
+    state, results, _ = final(out)
+    assert results["settings"]["bias_lr_scale"] == 1.0 and results["settings"]["whiten_bias_epochs"] == 5
+    groups = state["optim"]["param_groups"]
+    assert groups[1]["lr"] == pytest.approx(groups[0]["lr"]) and groups[1]["weight_decay"] == \
+        pytest.approx(groups[0]["weight_decay"])
+    assert groups[2]["lr"] == pytest.approx(groups[0]["lr"])   # not frozen within the 2 epochs
+    trained = load_checkpoint(out / "checkpoint.npz")["model"]["whiten.bias"]
+    assert not np.allclose(trained, airbench94(seed=0).whiten.bias.data)   # it trained
+
+
+@pytest.mark.parametrize("argv, words", [(["--model", "resnet20", "--bias-lr-scale", "8"], "airbench94 only"),
+                                         (["--model", "alexnet", "--whiten-bias-epochs", "1"], "airbench94 only"),
+                                         (["--model", "airbench94", "--bias-lr-scale", "0.5"], "must be >= 1.0")])
+def test_the_knobs_refuse_other_models_and_bad_values(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) if "0.5" in argv else contextlib.nullcontext():
+        code = cli.main([*argv, "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+        assert code != 0
+    assert words in capsys.readouterr().err
+
