@@ -73,6 +73,9 @@ def build_model(settings: dict, num_classes: int):
         return models.AlexNet(num_classes=num_classes, variant=settings.get("variant") or "seed", seed=seed,
                               widths=settings.get("widths"), kernel_sizes=settings.get("kernel_sizes"),
                               init=settings.get("init"))
+    if settings["model"] == "airbench94":   # its two initialisations can be switched off for ablations
+        return models.airbench94(num_classes=num_classes, seed=seed, dirac=settings.get("dirac", True),
+                                 whitening=settings.get("whitening", True))
     return getattr(models, settings["model"])(num_classes=num_classes, seed=seed)
 
 

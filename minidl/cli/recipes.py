@@ -67,14 +67,15 @@ CIFAR_RESNET = dict(epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_dec
 AIRBENCH94 = dict(epochs=10, batch_size=1024, lr=1.5, momentum=0.85, weight_decay=1.33e-3, nesterov=True,
                   schedule="linear", augment=True, preprocess="channel", clip_grad_norm=0.0, init=None, val_size=0,
                   label_smoothing=0.2, lookahead=True, tta=2, flip="alternate",
-                  crop_padding=2, padding_mode="reflect", bias_lr_scale=64.0, whiten_bias_epochs=3)
+                  crop_padding=2, padding_mode="reflect", bias_lr_scale=64.0, whiten_bias_epochs=3, dirac=True,
+                  whitening=True)
 MODEL_RECIPES = {**{name: CIFAR_RESNET for name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
                  "resnet18": IMAGENET_NET, "resnet34": IMAGENET_NET, "airbench94": AIRBENCH94}
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RUN_SETTINGS = ("model", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
                 "augment", "preprocess", "clip_grad_norm", "init", "optimizer", "label_smoothing", "seed", "val_size",
                 "limit_train", "limit_val", "limit_test", "widths", "weights", "dataset", "lookahead", "tta", "flip",
-                "bias_lr_scale", "whiten_bias_epochs", *datasets.FOLDER_SETTINGS)
+                "bias_lr_scale", "whiten_bias_epochs", "dirac", "whitening", *datasets.FOLDER_SETTINGS)
 # schedules whose curve depends on the run's length
 LENGTH_DEPENDENT = ("onecycle", "cosine", "step", "multistep", "linear")
 LOOKAHEAD_STEPS = 5   # airbench's: the slow weights every 5 steps
@@ -238,7 +239,7 @@ def resolve_settings(args, stored: dict | None) -> dict:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {settings['label_smoothing']}")
     if settings["lr"] <= 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']}")
-    for key in ("bias_lr_scale", "whiten_bias_epochs"):   # airbench94's own knobs, for its ablations
+    for key in ("bias_lr_scale", "whiten_bias_epochs", "dirac", "whitening"):   # airbench94's, for ablations
         if given[key] is not None and model != "airbench94":
             raise UsageError(f"--{key.replace('_', '-')} applies to --model airbench94 only, not {model}")
     if model == "airbench94" and settings["dataset"] != "cifar10":

@@ -93,6 +93,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "times the lr, with the weight decay divided by it (default 64; 1: like the other weights)")
     p.add_argument("--whiten-bias-epochs", type=count(int, 0), help="airbench94: epochs the whitening layer's bias "
                    "trains before it is frozen (default 3; --epochs or more: never frozen)")
+    p.add_argument("--dirac", action=argparse.BooleanOptionalAction, default=None, help="airbench94: start the "
+                   "blocks' convolutions as the identity (default: on)")
+    p.add_argument("--whitening", action=argparse.BooleanOptionalAction, default=None, help="airbench94: the first "
+                   "layer's frozen filters from the training images' patches (default: on; off: default init, "
+                   "trained)")
     p.add_argument("--clip-grad-norm", type=count(float, 0.0), help="scale a step's gradients down when their "
                    "joint L2 norm exceeds this (0: never; default: per variant)")
     p.add_argument("--init", choices=("paper", "he"), help="paper variant only: initialise as the paper "
@@ -131,6 +136,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
+def _airbench_knobs(s) -> str:
+    """airbench94's shifts' lr scale and whitening-bias epochs, and its initialisations when switched off."""
+    if s.get("bias_lr_scale") is None:
+        return ""
+    off = [name for name in ("dirac", "whitening") if not s.get(name, True)]
+    return (f"norm shifts x{s['bias_lr_scale']:g}, whitening bias {s['whiten_bias_epochs']} epochs, "
+            + "".join(f"no {name} init, " for name in off))
+
+
 def describe(settings, device, loaders, model, out, resumed, args, world, weights_note=None) -> str:
     """The run's summary, printed by the main process before the first epoch."""
     s, (train, val, test) = settings, loaders
@@ -148,7 +162,7 @@ def describe(settings, device, loaders, model, out, resumed, args, world, weight
              f"{s['init'] + ' init, ' if s['init'] else ''}"
              f"{'alternating flips, ' if s['augment'] and s.get('flip') == 'alternate' else ''}"
              f"{'lookahead, ' if s.get('lookahead') else ''}{'tta ' + str(s['tta']) + ', ' if s.get('tta') else ''}"
-             f"seed {s['seed']}",
+             f"{_airbench_knobs(s)}seed {s['seed']}",
              f"  data: {train.num_samples} train / {val.num_samples if val else 0} validation / "
              f"{test.num_samples} test images, "
              f"{len(train)} steps per epoch", *datasets.describe(s, test),
@@ -256,7 +270,8 @@ def run(args) -> int:
                                         else None, workers=args.workers, on_bad_image=args.on_bad_image)
         train, val, test = loaders
         model = build_model(settings, len(settings["class_names"]))
-        if checkpoint is None and hasattr(model, "init_whitening"):   # airbench94: from the training images
+        # airbench94's whitening layer from the training images (unless --no-whitening, an ablation)
+        if checkpoint is None and hasattr(model, "init_whitening") and settings.get("whitening", True):
             model.init_whitening(datasets.whitening_images(settings, data))
         weights_note = start_from_weights(model, settings, world) if checkpoint is None else None
         model = model.to(device)

@@ -163,6 +163,7 @@ class ConvGroup(nn.Sequential):
     Args:
         in_channels, out_channels: channels in and out.
         rng: the generator of the convolutions' default initialisation.
+        dirac: start the convolutions as the identity (False: their default init only; an ablation).
 
     A Sequential with named children (conv1, pool, norm1, act1, conv2, norm2, act2), so
     summaries open it and ``nn.fuse_for_inference`` folds norm2 into conv2.
@@ -170,12 +171,13 @@ class ConvGroup(nn.Sequential):
     Shapes: (N, in_channels, H, W) -> (N, out_channels, H // 2, W // 2).
     """
 
-    def __init__(self, in_channels, out_channels, *, rng):
+    def __init__(self, in_channels, out_channels, *, rng, dirac=True):
         super().__init__()
-        self.conv1 = identity_init_(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, rng=rng))
+        start = identity_init_ if dirac else (lambda conv: conv)
+        self.conv1 = start(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, rng=rng))
         self.pool = nn.MaxPool2d(2)
         self.norm1, self.act1 = _batch_norm(out_channels), nn.GELU()
-        self.conv2 = identity_init_(nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False, rng=rng))
+        self.conv2 = start(nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False, rng=rng))
         self.norm2, self.act2 = _batch_norm(out_channels), nn.GELU()
 
 
@@ -186,6 +188,9 @@ class Airbench94(nn.Module):
         num_classes: number of logits.
         widths: the channels of the three blocks.
         seed: seeds the default initialisation of the convolutions and the head.
+        dirac: the blocks' convolutions start as the identity (False, for ablations: not).
+        whitening: the whitening layer's weight is frozen, to be set by ``init_whitening``
+            (False, for ablations: it keeps its default init and trains like any layer).
 
     Call ``init_whitening(images)`` with (a few thousand) normalised training images
     before training: until then the whitening layer holds PyTorch's default init.
@@ -196,7 +201,7 @@ class Airbench94(nn.Module):
 
     runs_children_in_order = True
 
-    def __init__(self, num_classes=10, widths=WIDTHS, *, seed=0):
+    def __init__(self, num_classes=10, widths=WIDTHS, *, seed=0, dirac=True, whitening=True):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1 or int(num_classes) < 1:
@@ -206,11 +211,11 @@ class Airbench94(nn.Module):
         rng = np.random.default_rng(seed)
         whiten_width = 2 * 3 * WHITEN_KERNEL ** 2
         self.whiten = nn.Conv2d(3, whiten_width, WHITEN_KERNEL, padding=0, bias=True, rng=rng)
-        self.whiten.weight.requires_grad = False
+        self.whiten.weight.requires_grad = not whitening
         self.act = nn.GELU()
-        self.block1 = ConvGroup(whiten_width, widths[0], rng=rng)
-        self.block2 = ConvGroup(widths[0], widths[1], rng=rng)
-        self.block3 = ConvGroup(widths[1], widths[2], rng=rng)
+        self.block1 = ConvGroup(whiten_width, widths[0], rng=rng, dirac=dirac)
+        self.block2 = ConvGroup(widths[0], widths[1], rng=rng, dirac=dirac)
+        self.block3 = ConvGroup(widths[1], widths[2], rng=rng, dirac=dirac)
         self.pool, self.flatten = nn.MaxPool2d(3), nn.Flatten()
         self.head = nn.Linear(widths[2], self.num_classes, bias=False, rng=rng)
         self.scale = Scale(HEAD_SCALE)
@@ -255,15 +260,16 @@ class Airbench94(nn.Module):
         return plot_model(self, path, input_shape, title=f"airbench94 ({self.num_classes} classes)")
 
 
-def airbench94(num_classes=10, *, seed=0, images=None) -> Airbench94:
+def airbench94(num_classes=10, *, seed=0, images=None, dirac=True, whitening=True) -> Airbench94:
     """The airbench94 network: whitening 2x2 conv, blocks of 64/256/256 channels, a scaled head.
 
     Args:
         num_classes: number of logits.
         seed: seeds the default initialisation.
         images: optional normalised training images (N, 3, H, W) for ``init_whitening``.
+        dirac, whitening: the two initialisations, on (the recipe) or off (ablations; ``Airbench94``).
     """
-    model = Airbench94(num_classes, seed=seed)
+    model = Airbench94(num_classes, seed=seed, dirac=dirac, whitening=whitening)
     if images is not None:
         model.init_whitening(images)
     return model

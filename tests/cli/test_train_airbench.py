@@ -119,3 +119,23 @@ def test_the_knobs_refuse_other_models_and_bad_values(tmp_path, capsys, argv, wo
         assert code != 0
     assert words in capsys.readouterr().err
 
+
+
+def test_without_its_initialisations_the_layers_keep_their_default_init(fixture, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert cli.main(_args(fixture.root, out, "--epochs", "1", "--no-dirac", "--no-whitening")) == 0
+    assert "no dirac init, no whitening init" in capsys.readouterr().out
+    state, results, _ = final(out)
+    assert results["settings"]["dirac"] is False and results["settings"]["whitening"] is False
+    start = airbench94(seed=0, dirac=False, whitening=False)
+    assert start.whiten.weight.requires_grad
+    assert not np.allclose(start.block1.conv1.weight.data[:24, :, 1, 1], np.eye(24), atol=0.05)
+    # the whitening filters trained (they are the default init moved by SGD), not the eigenvectors
+    trained = state["model"]["whiten.weight"]
+    assert not np.allclose(trained, start.whiten.weight.data)
+    assert not np.allclose(trained, whitening_filters(normalize(fixture.train_images[:24],
+                                                                results["settings"]["channel_mean"],
+                                                                results["settings"]["channel_std"])), atol=1e-2)
+    recipe = airbench94(seed=0)
+    assert not recipe.whiten.weight.requires_grad
+    np.testing.assert_array_equal(recipe.block1.conv1.weight.data[:24, :, 1, 1], np.eye(24, dtype=np.float32))
