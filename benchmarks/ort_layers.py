@@ -84,15 +84,14 @@ class TimedLeaves:
 def ort_node_times(profile_path, runs_to_skip: int) -> tuple[list, dict]:
     """(nodes in execution order as (name, op), {name: [seconds per run]}) from an ONNX Runtime trace.
 
-    The first ``runs_to_skip`` runs (warm-up) are left out. A run's nodes follow its
-    "model_run" event; kernel times are the "Node" events named ``<node>_kernel_time``.
+    The first ``runs_to_skip`` runs (warm-up) are left out. Kernel times are the "Node"
+    events named ``<node>_kernel_time``, in time order; a run begins where the first node
+    of the graph comes round again.
     """
     with open(profile_path) as f:
         events = json.load(f)
     order, times, run = [], defaultdict(list), -1
     for event in sorted(events, key=lambda e: e.get("ts", 0)):
-        if event.get("cat") == "Session" and event.get("name") == "model_run":
-            continue
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         name = event["name"][:-len("_kernel_time")]
@@ -135,13 +134,12 @@ def measure(spec, batch: int, warmup: int, iters: int) -> dict:
             start = time.perf_counter()
             with minidl.no_grad():
                 fused(x)
-            elapsed = time.perf_counter() - start
-            start2 = time.perf_counter()
+            middle = time.perf_counter()
             session.run(None, feed)
-            elapsed2 = time.perf_counter() - start2
+            end = time.perf_counter()
             if i >= warmup:
-                ours_total.append(elapsed)
-                theirs_total.append(elapsed2)
+                ours_total.append(middle - start)
+                theirs_total.append(end - middle)
                 for name, seconds in timed.times.items():
                     ours[name].append(seconds)
         order, node_times = ort_node_times(session.end_profiling(), warmup)

@@ -41,13 +41,7 @@ import airbench_torch as twin  # noqa: E402
 SMALL = (16, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny float64 tensors: PyTorch's OpenMP threads only wait on each other (and on minidl's workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
