@@ -66,7 +66,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as TF  # noqa: E402
 
-from common import machine_info, write_json  # noqa: E402  (also puts the checkout on sys.path)
+from common import machine_info, top1_top5_hits, write_json  # noqa: E402  (also puts the checkout on sys.path)
 import minidl  # noqa: E402
 from minidl import backend  # noqa: E402
 from minidl.cli.datasets import WHITENING_IMAGES  # noqa: E402
@@ -329,9 +329,8 @@ def evaluate(model, batches: Batches) -> dict:
         for x, y in batches.epoch(0):
             logits = tta_logits(model, x)
             loss_sum += float(TF.cross_entropy(logits, y, label_smoothing=R["label_smoothing"])) * len(y)
-            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            top1 += int((best[:, 0] == y).sum())
-            top5 += int((best == y[:, None]).any(dim=1).sum())
+            hits = top1_top5_hits(logits, y)
+            top1, top5 = top1 + hits[0], top5 + hits[1]
             seen += len(y)
     return {"loss": loss_sum / seen, "acc": top1 / seen, "top5": top5 / seen}
 

@@ -243,3 +243,9 @@ def setup(args, torch_wanted: bool = True):
     torch = torch_or_none(getattr(args, "skip_torch", False) or not torch_wanted)
     threads = set_threads(args.threads, torch) if args.threads else "default"
     return device, torch, threads, precision_settings(device, args.tf32, torch)
+
+
+def top1_top5_hits(logits, labels) -> tuple[int, int]:
+    """How many rows of ``logits`` (torch, (N, K)) rank ``labels`` (N,) first, and within their top 5."""
+    best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return int((best[:, 0] == labels).sum()), int((best == labels[:, None]).any(dim=1).sum())

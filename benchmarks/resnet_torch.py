@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as TF  # noqa: E402
 
-from common import machine_info, write_json  # noqa: E402  (also puts the checkout on sys.path)
+from common import machine_info, top1_top5_hits, write_json  # noqa: E402  (also puts the checkout on sys.path)
 from frameworks import build_torch_twin, model_spec  # noqa: E402
 from minidl import backend  # noqa: E402
 from minidl.nn import Parameter  # noqa: E402
@@ -137,9 +137,8 @@ def evaluate(twin, loader, settings: dict, dtype=torch.float32) -> dict:
             logits = twin(x)
             loss_sum += float(TF.cross_entropy(logits, y, label_smoothing=float(settings["label_smoothing"]),
                                                reduction="sum"))
-            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            top1 += int((best[:, 0] == y).sum())
-            top5 += int((best == y[:, None]).any(dim=1).sum())
+            hits = top1_top5_hits(logits, y)
+            top1, top5 = top1 + hits[0], top5 + hits[1]
             seen += len(y)
     return {"test_loss": loss_sum / seen, "test_acc": top1 / seen, "test_top5": top5 / seen}
 

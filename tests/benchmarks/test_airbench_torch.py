@@ -21,10 +21,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from support.cifar_fixture import write_cifar10  # noqa: E402
-from support.twin_data import Float64Batches, as_loaded  # noqa: E402
+from support.twin_data import Float64Batches, StepSnapshots, as_loaded  # noqa: E402
 import minidl.functional as F  # noqa: E402
 from minidl import no_grad  # noqa: E402
-from minidl.callbacks import Callback, FreezeAfter  # noqa: E402
+from minidl.callbacks import FreezeAfter  # noqa: E402
 from minidl.cli.datasets import make_loaders, whitening_images  # noqa: E402
 from minidl.cli.recipes import AIRBENCH94, build_optimizer, make_schedule, parameter_groups  # noqa: E402
 from minidl.data import normalize  # noqa: E402
@@ -160,16 +160,13 @@ def test_a_short_run_trains_the_weights_minidls_recipe_trains_float64(fixture):
     model = model.to(dtype=np.float64)
     start = {k: np.array(v) for k, v in model.state_dict().items()}
     optimizer = build_optimizer(settings, parameter_groups(settings, model), settings["epochs"] * len(train), model)
-    mine = []
-
-    class Snapshot(Callback):
-        def on_step_end(self, trainer):
-            mine.append({k: np.array(v) for k, v in model.state_dict().items()})
+    snapshots = StepSnapshots(model)
+    mine = snapshots.states
 
     def loss_fn(outputs, labels):
         return F.cross_entropy(outputs, labels, label_smoothing=settings["label_smoothing"])
     trainer = Trainer(model, optimizer, Float64Batches(train), None, epochs=4, schedule=make_schedule(settings, optimizer,
-                      len(train)), loss_fn=loss_fn, callbacks=[FreezeAfter([model.whiten.bias], 3), Snapshot()],
+                      len(train)), loss_fn=loss_fn, callbacks=[FreezeAfter([model.whiten.bias], 3), snapshots],
                       progress=False, plots=False, log=lambda line: None)
     trainer.fit()
     expected = evaluate(model, Float64Batches(test), loss_fn=loss_fn, tta=settings["tta"])

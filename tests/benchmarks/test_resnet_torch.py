@@ -19,9 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from support.cifar_fixture import write_cifar10  # noqa: E402
-from support.twin_data import Float64Batches, as_loaded  # noqa: E402
+from support.twin_data import Float64Batches, StepSnapshots, as_loaded  # noqa: E402
 import minidl.functional as F  # noqa: E402
-from minidl.callbacks import Callback  # noqa: E402
 from minidl.cli.datasets import make_loaders  # noqa: E402
 from minidl.cli.recipes import CIFAR_RESNET, build_optimizer, make_schedule  # noqa: E402
 from minidl.metrics import evaluate  # noqa: E402
@@ -49,17 +48,14 @@ def test_the_twin_trains_the_weights_minidls_trainer_trains_float64(fixture):
     ours, theirs = twin.build_twin(settings, 10, dtype=torch.float64)
     model = ours.to(dtype=np.float64)
     optimizer = build_optimizer(settings, list(model.parameters()))
-    mine = []
-
-    class Snapshot(Callback):
-        def on_step_end(self, trainer):
-            mine.append({k: np.array(v) for k, v in model.state_dict().items()})
+    snapshots = StepSnapshots(model)
+    mine = snapshots.states
 
     def loss_fn(outputs, labels):
         return F.cross_entropy(outputs, labels, label_smoothing=settings["label_smoothing"])
     trainer = Trainer(model, optimizer, Float64Batches(train), None, epochs=2,
                       schedule=make_schedule(settings, optimizer, len(train)), loss_fn=loss_fn,
-                      callbacks=[Snapshot()], progress=False, plots=False, log=lambda line: None)
+                      callbacks=[snapshots], progress=False, plots=False, log=lambda line: None)
     trainer.fit()
     expected = evaluate(model, Float64Batches(test), loss_fn=loss_fn)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from minidl import Tensor
+from minidl.callbacks import Callback
 
 
 def as_loaded(fixture):
@@ -32,3 +33,13 @@ class Float64Batches:
     def epoch_batches(self, epoch, start_batch=0):
         for x, y in self.loader.epoch_batches(epoch, start_batch):
             yield Tensor(x.data.astype(np.float64)), y
+
+
+class StepSnapshots(Callback):
+    """Keeps a copy of ``model``'s state_dict after every training step, in ``states``."""
+
+    def __init__(self, model):
+        self.model, self.states = model, []
+
+    def on_step_end(self, trainer):
+        self.states.append({k: np.array(v) for k, v in self.model.state_dict().items()})
