@@ -13,10 +13,15 @@ function that consumes the leaf has delivered its part), while backward goes on
 with the rest of the graph. Data-parallel training uses it to start reducing
 gradients before backward has finished (``minidl.distributed``).
 
-Memory: after a function's backward has run, its saved arrays and its links to its
-inputs are dropped (unless ``retain_graph=True``), so activations are released as
-soon as backward is done with them; a second backward through such a graph raises
-a clear error instead of silently using stale state.
+Memory: a function keeps only what its backward needs. Of an input made by another
+function it keeps an ``OutputRef`` (the creator and which of its outputs, the shape),
+not the Tensor, so an activation's array lives exactly as long as some function saved
+it for backward or the caller still holds it (a ReLU's input, a residual addition's
+operands, are freed as soon as forward moves on). After a function's backward has
+run, its saved arrays and its links to its inputs are dropped (unless
+``retain_graph=True``), so activations are released as soon as backward is done with
+them; a second backward through such a graph raises a clear error instead of
+silently using stale state.
 """
 from __future__ import annotations
 
@@ -265,7 +270,9 @@ class Function:
         record = is_grad_enabled() and any(t.requires_grad for t in tensors)
         results = tuple(Tensor(y, requires_grad=record) for y in outputs)
         if record:
-            self.inputs = tensors
+            # Leaves stay (their .grad is written); other inputs become OutputRefs, so
+            # their arrays are not kept alive by the graph (the module doc says why).
+            self.inputs = tuple(t if t.creator is None else OutputRef.to(t) for t in tensors)
             self.needs_input_grad = tuple(t.requires_grad for t in tensors)
             self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
             self.output_ids = tuple(id(r) for r in results)
@@ -289,6 +296,41 @@ class Function:
         """Drop everything saved for backward; the graph through here is freed."""
         self.__dict__.clear()
         self.freed = True
+
+
+class OutputRef:
+    """What a Function keeps of an input that another function made: which output it was.
+
+    Attributes: ``creator`` (the Function), ``index`` (which of its outputs), ``shape``,
+    ``dtype`` and ``name`` of the tensor; ``requires_grad`` is always True (only such
+    tensors have a creator). The array itself is not referenced.
+    """
+
+    __slots__ = ("creator", "index", "shape", "dtype", "name")
+    requires_grad = True
+    _grad_hooks = None
+
+    def __init__(self, creator: "Function", index: int, shape: tuple, dtype, name=None):
+        self.creator, self.index, self.shape, self.dtype, self.name = creator, index, shape, dtype, name
+
+    @classmethod
+    def to(cls, t: Tensor) -> "OutputRef":
+        """The reference to non-leaf tensor ``t`` (its creator's output number t)."""
+        ids = getattr(t.creator, "output_ids", None)   # None: an earlier backward freed the creator
+        index = ids.index(id(t)) if ids is not None else -1  # (backward through it then says so)
+        return cls(t.creator, index, t.shape, t.data.dtype, t.name)
+
+    @property
+    def key(self) -> tuple:
+        """Names the tensor in the graph however many functions consume it."""
+        return id(self.creator), self.index
+
+
+def graph_key(t) -> tuple:
+    """One name per tensor of a graph: a leaf by its identity, any other by (creator, output index)."""
+    if t.creator is None:
+        return ("leaf", id(t))
+    return t.key if isinstance(t, OutputRef) else OutputRef.to(t).key
 
 
 def _topological_order(root: Tensor) -> list:
@@ -340,17 +382,17 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
         if root._grad_hooks:
             _run_hooks(root)
         return
-    grads = {id(root): grad_array}  # id(output tensor) -> summed gradient array
+    grads = {graph_key(root): grad_array}  # (id(creator), output index) -> summed gradient array
     order = _topological_order(root)
     # Leaves with hooks count down their consumers; at zero their gradient is final.
     pending = _hooked_leaf_uses(order)
     for fn in order:
         with backend.device_context(fn.device):  # zeros and backward's arrays on fn's GPU
             grad_outputs = []
-            for out_id, (shape, dtype) in zip(fn.output_ids, fn.output_meta):
-                g = grads.pop(out_id, None)
+            for index, (shape, dtype) in enumerate(fn.output_meta):
+                g = grads.pop((id(fn), index), None)
                 if g is None:  # an output that did not reach the root: zero gradient
-                    g = backend.get_array_module(*[t.data for t in fn.inputs]).zeros(shape, dtype)
+                    g = backend.array_module_of(fn.device).zeros(shape, dtype)
                 grad_outputs.append(g)
             grad_inputs = fn.backward(*grad_outputs)
         if not isinstance(grad_inputs, tuple):
@@ -361,18 +403,18 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
         for t, g, needed in zip(fn.inputs, grad_inputs, fn.needs_input_grad):
             if not needed or g is None:
                 continue
-            if g.shape != t.data.shape:
+            if tuple(g.shape) != t.shape:
                 raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of shape "
                                    f"{tuple(g.shape)} for an input of shape {t.shape}")
             if t.creator is None:
                 _accumulate_leaf(t, g)
-            elif id(t) in grads:
+            elif t.key in grads:
                 # a tensor used twice: gradients add up, on t's GPU (which is not fn's
                 # when fn moved data between devices)
                 with backend.device_context(backend.device_of(g)):
-                    grads[id(t)] = grads[id(t)] + g
+                    grads[t.key] = grads[t.key] + g
             else:
-                grads[id(t)] = g
+                grads[t.key] = g
         if pending:
             for t, needed in zip(fn.inputs, fn.needs_input_grad):
                 if needed and id(t) in pending:

@@ -139,6 +139,11 @@ def get_array_module(*arrays):
     return np
 
 
+def array_module_of(device: Device):
+    """The array library for arrays on ``device``: NumPy for the CPU, CuPy for a GPU."""
+    return np if device.type == "cpu" else _import_cupy()
+
+
 def device_of(array) -> Device:
     """The Device an array lives on."""
     cupy = _cupy_if_loaded()

@@ -33,7 +33,7 @@ import subprocess
 from pathlib import Path
 
 from . import nn
-from .autograd import Tensor
+from .autograd import Tensor, graph_key
 from .checkpoint import atomic_write
 from .nn.structure import trace
 
@@ -349,7 +349,7 @@ def graph(tensor, params=None, path=None) -> str:
 
     def add_tensor(t, style) -> tuple:
         """(node id, whether the node is new)."""
-        key = ("t", id(t))
+        key = ("t",) + graph_key(t)   # one node per tensor, however many functions read it
         new = key not in ids
         if new:
             label = _tensor_label(t.shape, t.dtype, names.get(id(t)) or t.name)

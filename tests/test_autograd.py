@@ -119,6 +119,48 @@ def test_intermediate_activations_are_freed_during_backward():
     assert ref() is None  # nothing keeps the intermediate alive after backward
 
 
+class _Shift(Function):
+    """y = a + 1: backward needs nothing that forward saw."""
+
+    def forward(self, a):
+        return a + 1
+
+    def backward(self, g):
+        return g
+
+
+def test_an_activation_that_no_function_saved_is_freed_during_forward():
+    # The graph keeps a reference to h's creator, not h: once the caller drops h,
+    # its array goes (a ReLU's input, a residual sum's operands are such arrays).
+    x = leaf(np.ones(4))
+    h = _Shift()(x)
+    array_ref = weakref.ref(h.data)
+    y = _Shift()(h)
+    del h
+    gc.collect()
+    assert array_ref() is None
+    (y * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full(4, 3.0))
+
+
+def test_a_freed_intermediate_used_twice_still_sums_its_gradients():
+    x = leaf([1.0, 2.0])
+    h = _Shift()(x * 2)          # 2x + 1, fed to three consumers
+    y = (h * h + h).sum()
+    del h
+    gc.collect()
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * (2 * (2 * np.array([1.0, 2.0]) + 1) + 1))
+
+
+def test_a_tensor_from_a_freed_graph_can_feed_no_second_backward():
+    x = leaf([1.0, 2.0])
+    h = x * x
+    h.sum().backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        (h * 2).sum().backward()
+
+
 def test_constants_get_no_gradient_and_raw_arrays_are_constants():
     x = leaf([1.0, 2.0])
     c = minidl.tensor(np.array([3.0, 4.0]))
@@ -221,11 +263,12 @@ def test_grad_hook_of_a_late_layer_fires_before_the_early_layers_backward():
 
     class Spy(Function):
         def forward(self, a, w):
+            self.save_for_backward(a, w)
             return a * w
 
         def backward(self, g):
             events.append("early backward")
-            a, w = self.inputs[0].data, self.inputs[1].data
+            a, w = self.saved_arrays
             return g * w, g * a
 
     x, w1, w2 = leaf([1.0, 2.0]), leaf([3.0, 4.0]), leaf([5.0, 6.0])
