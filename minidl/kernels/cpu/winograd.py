@@ -25,6 +25,12 @@ gV[xi] = gM[xi] @ U[xi]^T, then g = G^T gU G and gd = B gV BT, whose overlapping
 tiles are added back onto the image. These are the exact gradients of what forward
 computes.
 
+Memory: backward needs V, but keeps only x (which the graph holds anyway: it is the
+previous layer's saved output) and transforms each batch slice's tiles again. V of a
+whole batch is (m + r - 1)^2 / m^2 times the input (2.25x for F(4x4, 3x3)); one
+slice's V is sized to stay in cache, so transforming it again costs about what
+reading the kept V back from memory did (docs/performance.md has both measured).
+
 Layout: channels-last (N, H, W, C) memory throughout (see layout.py), so every
 copy moves runs of C values. The code is written against ``xp``: forced on a GPU
 (``conv2d(algorithm="winograd")``) it runs on CuPy and returns NCHW memory there.
@@ -55,7 +61,7 @@ class WinogradConv2d(ConvolutionKernel):
     # whether y (and gx) stay in channels-last memory (the CPU) or become NCHW (a GPU);
     # relu: the ReLU in the output pass (inference); prepared: a frozen layer's
     # PreparedWeights (kernels/prepared_weights.py), so that U is computed once, not per call.
-    keep_for_backward = True   # FastPath sets it False under no_grad: the tiles are then not kept
+    keep_for_backward = True   # FastPath sets it False under no_grad: nothing is kept for backward then
 
     def __init__(self, tile: int, kernel_size: int, pads: tuple, groups: int, channels_last: bool = True,
                  relu: bool = False, prepared=None):
@@ -140,13 +146,12 @@ class WinogradConv2d(ConvolutionKernel):
                 y_l[part] += bias
             if self.relu:
                 xp.maximum(y_l[part], 0, out=y_l[part])
-            return v
 
         slices = self._slices(x, c, o)
-        transformed = map_pieces(x, work, slices)
+        map_pieces(x, work, slices)
         self.x_shape, self.w_shape = x.shape, weight.shape
-        if self.keep_for_backward:  # backward reuses the transformed tiles and weights
-            self.slices, self.transformed, self.u = slices, transformed, u
+        if self.keep_for_backward:  # backward transforms each slice's tiles again (module doc: why)
+            self.slices, self.x_l, self.u = slices, x_l, u
         y = as_nchw(y_l)
         return y if self.channels_last else xp.ascontiguousarray(y)
 
@@ -199,7 +204,8 @@ class WinogradConv2d(ConvolutionKernel):
         gx_l = xp.empty((x_shape[0],) + tuple(x_shape[2:]) + (x_shape[1],), dtype=gy.dtype) if need_x else None
 
         def work(index):
-            part, v = self.slices[index], self.transformed[index]
+            part = self.slices[index]
+            v = self._input_transform(self.x_l, part, x_shape[1])            # V again, in cache
             gm = self._output_grad_tiles(gy_l, part, o).transpose(0, 2, 1, 3)   # (a*a, G, T, O/G), a view
             if need_x:
                 gv = xp.matmul(gm, u_t)                     # (a*a, G, T, C/G)

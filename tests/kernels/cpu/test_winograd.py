@@ -198,3 +198,34 @@ def test_empty_batch():
     assert y.shape == (0, 4, 8, 8)
     y.backward(np.zeros(y.shape))
     np.testing.assert_array_equal(w.grad.numpy(), 0)
+
+
+def _kept_bytes(kernel) -> int:
+    """Bytes of the arrays a kernel holds for backward (in attributes, lists and tuples)."""
+    total, stack = 0, list(vars(kernel).values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return total
+
+
+def test_backward_keeps_the_input_not_its_transformed_tiles():
+    # V is 36/16 of the input for F(4x4, 3x3); backward transforms each slice again
+    # instead, so what the kernel keeps is the input (a view) and the filters' U.
+    rng = np.random.default_rng(0)
+    x = channels_last(rng.standard_normal((2, 8, 12, 12)).astype(np.float32))
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    kernel = WinogradConv2d(4, 3, ((1, 1), (1, 1)), 1)
+    y = kernel.forward(x, w)
+    u_bytes = 36 * 8 * 8 * 4
+    assert _kept_bytes(kernel) <= x.nbytes + u_bytes
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw = kernel.backward(gy, needs=(True, True))
+    ref = minidl.tensor(x.astype(np.float64), requires_grad=True)
+    wt = minidl.tensor(w.astype(np.float64), requires_grad=True)
+    (F.conv2d(ref, wt, padding=1, algorithm="im2col") * minidl.tensor(gy.astype(np.float64))).sum().backward()
+    np.testing.assert_allclose(gx, ref.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-4, atol=1e-3)
