@@ -315,7 +315,7 @@ class OutputRef:
 
     @classmethod
     def to(cls, t: Tensor) -> "OutputRef":
-        """The reference to non-leaf tensor ``t`` (its creator's output number t)."""
+        """The reference to the non-leaf tensor ``t``: its creator, and which of its outputs ``t`` is."""
         ids = getattr(t.creator, "output_ids", None)   # None: an earlier backward freed the creator
         index = ids.index(id(t)) if ids is not None else -1  # (backward through it then says so)
         return cls(t.creator, index, t.shape, t.data.dtype, t.name)
