@@ -22,9 +22,8 @@ from pathlib import Path
 from common import write_json  # (common puts the repo root on sys.path)
 
 from minidl import backend
-from minidl.checkpoint import load_checkpoint
 from minidl.cli.datasets import make_loaders
-from minidl.cli.models import build_model
+from minidl.cli.model_files import InputError, model_from_weights
 from minidl.data.cifar10 import load_cifar10
 from minidl.data.errors import DatasetError
 from minidl.metrics import evaluate
@@ -33,15 +32,11 @@ from minidl.train import TTA_LEVELS
 
 def measure(run: Path, data_dir: str, levels) -> dict:
     """Test loss, accuracy and top-5 of ``run``'s final weights at each of ``levels``."""
-    state = load_checkpoint(run / "checkpoint.npz")
-    settings = state["settings"]
+    model, _, settings = model_from_weights(run / "checkpoint.npz")    # minidl predict's rebuild, in eval mode
     if settings.get("dataset", "cifar10") != "cifar10":
-        raise ValueError(f"tta_levels: {run} is a run on a folder of images; only CIFAR-10 runs are supported")
+        raise ValueError(f"tta_levels: {run} is not a CIFAR-10 training run; only those are supported")
     data = load_cifar10(data_dir=data_dir, cache_dir=data_dir, val_size=settings["val_size"], progress=False)
     _, _, test = make_loaders(settings, data, backend.CPU)
-    model = build_model(settings, len(data.label_names))
-    model.load_state_dict(state["model"])
-    model.eval()
     logged = json.loads((run / "results.json").read_text()) if (run / "results.json").exists() else {}
     rows = []
     for level in levels:
@@ -92,7 +87,7 @@ def main(argv=None) -> int:
         return 2
     try:
         result = measure(run, args.data_dir, args.levels)
-    except (ValueError, OSError, DatasetError) as exc:
+    except (ValueError, OSError, DatasetError, InputError) as exc:
         print(str(exc) if str(exc).startswith("tta_levels:") else f"tta_levels: {exc}", file=sys.stderr)
         return 2
     print(report(result))
