@@ -28,12 +28,6 @@ def index_dtype(taps: int):
     return np.int64
 
 
-
-
-
-
-
-
 class SlicedMaxPool2d:
     # For each batch slice of n images (channels-last ones walked as (n,H,W,C)):
     # x (n,C,H,W) -> xpad padded with -inf -> y (n,C,OH,OW), and
