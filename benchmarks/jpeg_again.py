@@ -110,16 +110,22 @@ def psnr(mse: float) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
+def _batches_dir(data_dir) -> Path:
+    """``data_dir/cifar-10-batches-py``, or ``data_dir`` itself when it holds the batches."""
+    src = Path(data_dir)
+    src = src / BATCHES if (src / BATCHES).is_dir() else src
+    if not (src / TRAIN_FILES[0]).is_file():
+        raise DatasetError(f"no CIFAR-10 batches in {data_dir} (expected {BATCHES}/)")
+    return src
+
+
 def write_coded_copy(data_dir, out, quality: int, subsampling: str = "4:2:0") -> float:
     """Write ``out/cifar-10-batches-py/`` with every image of ``data_dir``'s passed through JPEG once more.
 
     Returns the mean squared change over all images (0..255 scale). batches.meta is copied
     as it is; each batch keeps its labels, file names and batch label.
     """
-    src = Path(data_dir)
-    src = src / BATCHES if (src / BATCHES).is_dir() else src
-    if not (src / TRAIN_FILES[0]).is_file():
-        raise DatasetError(f"jpeg_again: no CIFAR-10 batches in {data_dir} (expected {BATCHES}/)")
+    src = _batches_dir(data_dir)
     dst = Path(out) / BATCHES
     dst.mkdir(parents=True, exist_ok=True)
     total, count = 0.0, 0
@@ -156,9 +162,7 @@ def main(argv=None) -> int:
             print(f"wrote {Path(args.out) / BATCHES}: quality {args.quality} {args.subsampling}, "
                   f"mean squared change {mse:.2f} (PSNR {psnr(mse):.1f} dB)")
             return 0
-        src = Path(args.data_dir)
-        src = src / BATCHES if (src / BATCHES).is_dir() else src
-        images, _ = load_batch(src / "test_batch")
+        images, _ = load_batch(_batches_dir(args.data_dir) / "test_batch")
     except (DatasetError, OSError, ValueError) as exc:
         print(f"jpeg_again: {exc}", file=sys.stderr)
         return 1
