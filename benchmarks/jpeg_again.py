@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-from minidl.data.cifar10 import TRAIN_FILES, DatasetError, load_batch
+from minidl.data.cifar10 import TRAIN_FILES, DatasetError, batch_arrays, load_batch, read_batch_dict
 
 BATCHES = "cifar-10-batches-py"
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}   # Pillow's codes
@@ -130,9 +130,8 @@ def write_coded_copy(data_dir, out, quality: int, subsampling: str = "4:2:0") ->
     dst.mkdir(parents=True, exist_ok=True)
     total, count = 0.0, 0
     for name in (*TRAIN_FILES, "test_batch"):
-        images, _ = load_batch(src / name)                      # validated: (n, 3, 32, 32) uint8
-        with open(src / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = read_batch_dict(src / name)                     # the whole dict, to keep its other keys
+        images, _ = batch_arrays(batch, src / name)             # checked: (n, 3, 32, 32) uint8
         coded = jpeg_pass(images, quality, subsampling)
         total += float(np.sum((coded.astype(np.float64) - images) ** 2))
         count += coded.size

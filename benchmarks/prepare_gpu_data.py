@@ -23,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+import common  # noqa: F401  (puts the checkout on sys.path)
+from minidl.data.cifar10 import TRAIN_FILES, DatasetError, read_batch_dict
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = "cifar-10-batches-py"
-TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
 def _load(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    """The batch's dict, read without trusting the pickle (a file with other objects is refused)."""
+    return read_batch_dict(path)
 
 
 def _subset(batch: dict, n: int) -> dict:
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         size = prepare(args.data_dir, args.out, args.train_per_batch, args.test, args.max_mb)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DatasetError) as exc:
         print(exc, file=sys.stderr)
         return 1
     n_train = 5 * args.train_per_batch

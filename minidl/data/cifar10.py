@@ -132,8 +132,15 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(path: Path) -> dict:
-    """Load one pickled dict; any failure becomes a DatasetError naming the file."""
+def read_batch_dict(path) -> dict:
+    """One CIFAR-10 file (a batch or batches.meta) as the dict it pickles, read without trusting it.
+
+    Only what those files hold is rebuilt (NumPy arrays, dtypes, plain data); any other
+    object, a truncated file or a non-dict refuses with a DatasetError naming the file.
+    For tools that rewrite the files whole (keys beyond b'data' and b'labels' kept);
+    ``load_batch`` is the checked (images, labels) view.
+    """
+    path = Path(path)
     try:
         with open(path, "rb") as f:
             obj = _BatchUnpickler(f, encoding="bytes").load()
@@ -165,7 +172,15 @@ def load_batch(path) -> tuple[np.ndarray, np.ndarray]:
             b'data'/b'labels', or has the wrong shapes, dtype or label range.
     """
     path = Path(path)
-    batch = _unpickle(path)
+    return batch_arrays(read_batch_dict(path), path)
+
+
+def batch_arrays(batch: dict, path) -> tuple[np.ndarray, np.ndarray]:
+    """The checked images (n,3,32,32) uint8 and labels (n,) int64 of a batch dict read from ``path``.
+
+    Raises:
+        DatasetError: as ``load_batch``, naming ``path``.
+    """
     try:
         data, labels = _key(batch, "data"), _key(batch, "labels")
     except KeyError as exc:
@@ -189,7 +204,7 @@ def load_batch(path) -> tuple[np.ndarray, np.ndarray]:
 def load_label_names(path) -> list:
     """The class names from ``batches.meta`` as str."""
     path = Path(path)
-    meta = _unpickle(path)
+    meta = read_batch_dict(path)
     try:
         names = _key(meta, "label_names")
     except KeyError:

@@ -185,6 +185,30 @@ def test_prepare_gpu_data_writes_a_loadable_prefix(tmp_path):
         prepare_gpu_data.prepare(fx.root, tmp_path / "big", train_per_batch=6, test=5, max_mb=0.01)
 
 
+class _Payload:
+    """Unpickling this would create a file: the proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_prepare_gpu_data_never_runs_code_from_a_batch_file(tmp_path, capsys):
+    import pickle
+
+    fx = write_cifar10(tmp_path / "src", n_per_batch=6, n_test=5)
+    marker = tmp_path / "ran"
+    hostile = {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6, b"batch_label": _Payload(marker)}
+    (fx.root / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(hostile, protocol=4))
+    code = prepare_gpu_data.main(["--data-dir", str(fx.root), "--out", str(tmp_path / "out"),
+                                 "--train-per-batch", "4", "--test", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and not marker.exists()
+    assert len(err.splitlines()) == 1 and "data_batch_3" in err and "unexpected object" in err
+
+
 def test_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")]).returncode == 0
 
