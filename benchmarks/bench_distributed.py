@@ -3,6 +3,7 @@
 
     python benchmarks/bench_distributed.py                      # cifar (batch 128) and seed (batch 32), 2 processes
     python benchmarks/bench_distributed.py --variants cifar --rounds 7 --processes 2
+    python benchmarks/bench_distributed.py --variants resnet20 --threaded   # also 1 process on N threads
 
 For each variant, rounds alternate (1 process, N processes, 1 process, ...); each
 round is a fresh job that trains ``--steps`` steps of the global batch (after one
@@ -10,7 +11,10 @@ untimed epoch of ``--warmup`` steps) through the real ``Trainer`` and
 ``DataParallel``, on random images with the variant's training transform. Every
 process gets one worker thread and single-threaded BLAS, so N processes use N
 cores and the 1-process baseline uses one: the efficiency is N-process images/s
-over N times the 1-process images/s.
+over N times the 1-process images/s. ``resnet20`` (batch 128) stands beside the
+AlexNet variants. ``--threaded`` adds a third job to each round: one process with N
+worker threads (minidl's default on N cores), so the table also says which of the
+two ways to use N cores trains faster here (N processes / 1 process on N threads).
 
 The N-process jobs also report their communication, on rank 0:
 
@@ -41,7 +45,7 @@ from common import RESULTS_DIR, format_table, machine_info, median, write_json  
 
 import numpy as np  # noqa: E402
 
-BATCH = {"cifar": 128, "seed": 32}
+BATCH = {"cifar": 128, "seed": 32, "resnet20": 128}
 ONE_THREAD = {"MINIDL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1"}
 
@@ -52,7 +56,7 @@ def worker(args) -> None:
     from minidl import distributed
     from minidl.data import DataLoader, build_transform
     from minidl.distributed.launch import share_cpu_cores
-    from minidl.models import AlexNet
+    from minidl.models import AlexNet, resnet20
     from minidl.models.alexnet import INPUT_SIZE
     from minidl.optim import SGD
     from minidl.train import Trainer
@@ -63,11 +67,14 @@ def worker(args) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, steps * batch)
-    model = AlexNet(num_classes=10, variant=args.variant, seed=0)
+    if args.variant == "resnet20":
+        model, size = resnet20(num_classes=10, seed=0), 32
+    else:
+        model, size = AlexNet(num_classes=10, variant=args.variant, seed=0), INPUT_SIZE[args.variant]
     share = {"auto": None, "on": True, "off": False}[args.share_factors]
     parallel = distributed.DataParallel(model, world, bucket_bytes=int(args.bucket_mb * 2**20), share_factors=share) \
         if world.size > 1 else None
-    transform = build_transform(INPUT_SIZE[args.variant], augment=True)
+    transform = build_transform(size, augment=True)
     shard = None if parallel is None else parallel.shard
     warm = DataLoader(images[:args.warmup * batch], labels[:args.warmup * batch], batch, transform=transform,
                       shard=shard)
@@ -138,13 +145,17 @@ def allreduce_times(parallel, world) -> dict:
 
 # ---- the driver -----------------------------------------------------------------------
 
-def run_job(args, variant: str, processes: int) -> dict:
+def run_job(args, variant: str, processes: int, threads: int = 1) -> dict:
+    """One fresh job: ``processes`` processes of one worker thread, or one process of ``threads``."""
     command = [sys.executable, __file__, "--worker", "--variant", variant, "--batch-size", str(args.batch[variant]),
                "--steps", str(args.steps[variant]), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
                "--share-factors", args.share_factors]
     if processes > 1:
         command = [args.mpiexec, "-n", str(processes)] + command
     env = dict(os.environ, **ONE_THREAD)
+    if threads > 1:  # minidl's own threads; BLAS is pinned to one thread by minidl itself then
+        env.update(MINIDL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -154,7 +165,9 @@ def run_job(args, variant: str, processes: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="cifar,seed")
+    p.add_argument("--variants", default="cifar,seed", help="any of cifar, seed, resnet20, comma-separated")
+    p.add_argument("--threaded", action="store_true",
+                   help="also time 1 process with --processes worker threads in each round")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="timed steps per job (default: 8 cifar, 4 seed)")
@@ -174,18 +187,27 @@ def main(argv=None) -> int:
         worker(args)
         return 0
     variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in BATCH]
+    if unknown or args.processes < 2 or args.rounds < 1:
+        print(f"bench_distributed: --variants must be among {sorted(BATCH)} (got {args.variants!r}), "
+              f"--processes >= 2 and --rounds >= 1 (got {args.processes}, {args.rounds})", file=sys.stderr)
+        return 2
     args.batch = BATCH
-    args.steps = {v: args.steps or (8 if v == "cifar" else 4) for v in variants}
+    args.steps = {v: args.steps or (4 if v == "seed" else 8) for v in variants}
     if not os.access(args.mpiexec, os.X_OK):
         args.mpiexec = "mpiexec"
     results, rows = {}, []
     for variant in variants:
-        runs = {1: [], args.processes: []}
+        runs, threaded = {1: [], args.processes: []}, []
         for r in range(args.rounds):
             for n in runs:
                 runs[n].append(run_job(args, variant, n))
+            if args.threaded:
+                threaded.append(run_job(args, variant, 1, threads=args.processes))
             print(f"  {variant} round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{n} proc {runs[n][-1]['images_per_s']:.1f} img/s" for n in runs), flush=True)
+                f"{n} proc {runs[n][-1]['images_per_s']:.1f} img/s" for n in runs) +
+                (f", 1 proc x {args.processes} threads {threaded[-1]['images_per_s']:.1f} img/s" if threaded else ""),
+                flush=True)
         one = median([x["images_per_s"] for x in runs[1]])
         many = median([x["images_per_s"] for x in runs[args.processes]])
         per_round = [m["images_per_s"] / (args.processes * o["images_per_s"])
@@ -195,7 +217,14 @@ def main(argv=None) -> int:
             "wait_s", "allreduce_buckets_s", "allreduce_reducer_s", "allreduce_bare_s", "allreduce_bare_one_s"))
         efficiency = many / (args.processes * one)
         overlapped = median([x["started_in_backward"] for x in comm])
-        results[variant] = {"batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
+        # N processes against the same cores used as threads of one process: ratio of medians,
+        # and the median of the per-round ratios (each round's jobs ran back to back).
+        on_threads = median([x["images_per_s"] for x in threaded]) if threaded else None
+        over_threads = [m["images_per_s"] / t["images_per_s"] for t, m in zip(threaded, runs[args.processes])]
+        results[variant] = {"threaded_img_s": on_threads, "threads": args.processes, "threaded_runs": threaded,
+                            "processes_over_threads": many / on_threads if threaded else None,
+                            "processes_over_threads_per_round_median": median(over_threads) if threaded else None,
+                            "batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
                             "efficiency": efficiency, "efficiency_per_round_median": median(per_round),
                             "wait_s": wait, "allreduce_buckets_s": buckets, "allreduce_reducer_s": reducer,
                             "allreduce_bare_s": bare, "allreduce_bare_one_s": bare_one,
@@ -207,11 +236,14 @@ def main(argv=None) -> int:
                      f"{1e3 * bare:.1f} ms", f"{1e3 * bare_one:.1f} ms",
                      f"{1e3 * buckets:.1f} ms ({buckets / bare:.2f}x)",
                      f"{1e3 * reducer:.1f} ms ({reducer / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
-                     f"{100 * overlapped:.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}"])
+                     f"{100 * overlapped:.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}",
+                     f"{on_threads:.1f}" if threaded else "-",
+                     f"{many / on_threads:.2f}x ({median(over_threads):.2f}x)" if threaded else "-"])
     print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s",
                         "efficiency (per-round median)", "bare Allreduce, per bucket", "in one call",
                         "minidl buckets", "+ pack/unpack",
-                        "wait after backward", "started in backward", "gradients"], rows))
+                        "wait after backward", "started in backward", "gradients",
+                        f"1 proc x {args.processes} threads img/s", "processes / threads (per-round median)"], rows))
     from minidl import backend
     path = args.json or RESULTS_DIR / f"bench_distributed_{time.strftime('%Y%m%d_%H%M%S')}.json"
     write_json(path, {"machine": machine_info(backend.CPU), "processes": args.processes, "rounds": args.rounds,
