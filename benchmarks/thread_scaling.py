@@ -21,9 +21,9 @@ and the last pieces of each region cost.
 
 ``--calls`` adds a second measurement that needs no network: four short NumPy
 calls (a vector-matrix product, a column sum, an element-wise product, a 6x6 matrix
-times a wide one: the shapes of minidl's batch-norm sums and Winograd's transforms),
-each timed in a loop alone, then in two threads of one process at once, then in two
-processes at once.
+times a wide one: the shapes of minidl's batch-norm sums and Winograd's transforms)
+and one long one (an element-wise product on 8 MB), each timed in a loop alone, then
+in two threads of one process at once, then in two processes at once.
 """
 from __future__ import annotations
 
@@ -127,13 +127,16 @@ def _calls():
         rng = np.random.default_rng(seed)
         blocks = [rng.standard_normal((256, 512), dtype=np.float32) for _ in range(8)]   # 512 KB each
         wide = [rng.standard_normal((6, 6 * 4096), dtype=np.float32) for _ in range(8)]
+        big = rng.standard_normal((2048, 1024), dtype=np.float32)
         return {"blocks": blocks, "wide": wide, "ones": np.ones(256, np.float32),
-                "six": rng.standard_normal((6, 6), dtype=np.float32)}
+                "six": rng.standard_normal((6, 6), dtype=np.float32), "big": big, "big_out": np.empty_like(big)}
+    # name -> (call, how many times fewer loops than --count: the last call is 32x longer)
     calls = {
-        "vector @ matrix (256x512)": lambda d, i: np.matmul(d["ones"], d["blocks"][i % 8]),
-        "sum over axis 0 (256x512)": lambda d, i: d["blocks"][i % 8].sum(axis=0),
-        "x * 2 (256x512)": lambda d, i: d["blocks"][i % 8] * 2,
-        "6x6 @ 6x24576": lambda d, i: np.matmul(d["six"], d["wide"][i % 8]),
+        "vector @ matrix (256x512)": (lambda d, i: np.matmul(d["ones"], d["blocks"][i % 8]), 1),
+        "sum over axis 0 (256x512)": (lambda d, i: d["blocks"][i % 8].sum(axis=0), 1),
+        "x * 2 (256x512)": (lambda d, i: d["blocks"][i % 8] * 2, 1),
+        "6x6 @ 6x24576": (lambda d, i: np.matmul(d["six"], d["wide"][i % 8]), 1),
+        "x * 2 (2048x1024, one long call)": (lambda d, i: np.multiply(d["big"], 2, out=d["big_out"]), 32),
     }
     return setup, calls
 
@@ -151,17 +154,18 @@ def calls_child(args) -> None:
     setup, calls = _calls()
     mine, other = setup(1), setup(2)
     out = {}
-    for name, call in calls.items():
-        _loop(call, mine, args.count // 10)                    # warm
+    for name, (call, fewer) in calls.items():
+        count = max(1, args.count // fewer)
+        _loop(call, mine, max(1, count // 10))                 # warm
         if args.pair == "threads":
             times = []
-            peer = threading.Thread(target=lambda: times.append(_loop(call, other, args.count)))
+            peer = threading.Thread(target=lambda: times.append(_loop(call, other, count)))
             peer.start()
-            times.append(_loop(call, mine, args.count))
+            times.append(_loop(call, mine, count))
             peer.join()
             out[name] = sum(times) / len(times)
         else:
-            out[name] = _loop(call, mine, args.count)
+            out[name] = _loop(call, mine, count)
     print("RESULT " + json.dumps(out), flush=True)
 
 
