@@ -15,6 +15,11 @@ over N times the 1-process images/s. ``resnet20`` (batch 128) stands beside the
 AlexNet variants. ``--threaded`` adds a third job to each round: one process with N
 worker threads (minidl's default on N cores), so the table also says which of the
 two ways to use N cores trains faster here (N processes / 1 process on N threads).
+``--torch`` adds PyTorch to each round: the same network with minidl's starting
+weights (benchmarks/frameworks.py's twin), in one process at PyTorch's default
+threads, trained on the same loader, transform and batches in a plain loop (zero_grad,
+forward, cross-entropy, backward, SGD step), timed like the Trainer's epoch
+(images over the loop's wall time, loading included); minidl's N processes against it.
 
 The N-process jobs also report their communication, on rank 0:
 
@@ -102,6 +107,38 @@ def worker(args) -> None:
         print("RESULT " + json.dumps(report), flush=True)
 
 
+def torch_worker(args) -> None:
+    """The PyTorch job: the torch twin trained on minidl's loader for the same steps, one process."""
+    import torch
+
+    from frameworks import build_minidl, build_torch_twin, model_spec
+    from minidl.data import DataLoader, build_transform
+
+    spec = model_spec("resnet20") if args.variant == "resnet20" else model_spec("alexnet", args.variant)
+    twin = build_torch_twin(spec, build_minidl(spec)).train()
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+    steps, batch = args.steps, args.batch_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, steps * batch)
+    transform = build_transform(spec.input_size, augment=True)
+
+    def epoch(loader) -> float:
+        seen, start = 0, time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(np.ascontiguousarray(x.numpy()))),
+                                                     torch.from_numpy(np.asarray(y, dtype=np.int64)))
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        return seen / (time.perf_counter() - start)
+    epoch(DataLoader(images[:args.warmup * batch], labels[:args.warmup * batch], batch, transform=transform))
+    speed = epoch(DataLoader(images, labels, batch, transform=transform))
+    print("RESULT " + json.dumps({"images_per_s": speed, "processes": 1, "threads": torch.get_num_threads()}),
+          flush=True)
+
+
 def allreduce_times(parallel, world) -> dict:
     """Median seconds of minidl's all-reduce of its buckets, of its whole bucket path, and of bare MPI.
 
@@ -145,21 +182,27 @@ def allreduce_times(parallel, world) -> dict:
 
 # ---- the driver -----------------------------------------------------------------------
 
-def run_job(args, variant: str, processes: int, threads: int = 1) -> dict:
-    """One fresh job: ``processes`` processes of one worker thread, or one process of ``threads``."""
+def run_job(args, variant: str, processes: int, threads: int = 1, framework: str = "minidl") -> dict:
+    """One fresh job: ``processes`` processes of one worker thread, or one process of ``threads``.
+
+    framework "torch": one PyTorch process at its default threads (``threads`` unused).
+    """
     command = [sys.executable, __file__, "--worker", "--variant", variant, "--batch-size", str(args.batch[variant]),
                "--steps", str(args.steps[variant]), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
-               "--share-factors", args.share_factors]
+               "--share-factors", args.share_factors, "--framework", framework]
     if processes > 1:
         command = [args.mpiexec, "-n", str(processes)] + command
     env = dict(os.environ, **ONE_THREAD)
-    if threads > 1:  # minidl's own threads; BLAS is pinned to one thread by minidl itself then
+    if framework == "torch":
+        env = {k: v for k, v in os.environ.items() if k not in ONE_THREAD}
+    elif threads > 1:  # minidl's own threads; BLAS is pinned to one thread by minidl itself then
         env.update(MINIDL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
-        raise SystemExit(f"bench_distributed: the {processes}-process {variant} job failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"bench_distributed: the {processes}-process {framework} {variant} job failed:\n"
+                         f"{done.stderr[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -168,6 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="cifar,seed", help="any of cifar, seed, resnet20, comma-separated")
     p.add_argument("--threaded", action="store_true",
                    help="also time 1 process with --processes worker threads in each round")
+    p.add_argument("--torch", action="store_true",
+                   help="also time PyTorch (1 process, its default threads) on the same loader in each round")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="timed steps per job (default: 8 cifar, 4 seed)")
@@ -181,10 +226,11 @@ def main(argv=None) -> int:
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--framework", default="minidl", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args)
+        torch_worker(args) if args.framework == "torch" else worker(args)
         return 0
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in BATCH]
@@ -198,16 +244,18 @@ def main(argv=None) -> int:
         args.mpiexec = "mpiexec"
     results, rows = {}, []
     for variant in variants:
-        runs, threaded = {1: [], args.processes: []}, []
+        runs, threaded, torch_runs = {1: [], args.processes: []}, [], []
         for r in range(args.rounds):
             for n in runs:
                 runs[n].append(run_job(args, variant, n))
             if args.threaded:
                 threaded.append(run_job(args, variant, 1, threads=args.processes))
+            if args.torch:
+                torch_runs.append(run_job(args, variant, 1, framework="torch"))
             print(f"  {variant} round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{n} proc {runs[n][-1]['images_per_s']:.1f} img/s" for n in runs) +
-                (f", 1 proc x {args.processes} threads {threaded[-1]['images_per_s']:.1f} img/s" if threaded else ""),
-                flush=True)
+                (f", 1 proc x {args.processes} threads {threaded[-1]['images_per_s']:.1f} img/s" if threaded else "") +
+                (f", PyTorch {torch_runs[-1]['images_per_s']:.1f} img/s" if torch_runs else ""), flush=True)
         one = median([x["images_per_s"] for x in runs[1]])
         many = median([x["images_per_s"] for x in runs[args.processes]])
         per_round = [m["images_per_s"] / (args.processes * o["images_per_s"])
@@ -221,7 +269,12 @@ def main(argv=None) -> int:
         # and the median of the per-round ratios (each round's jobs ran back to back).
         on_threads = median([x["images_per_s"] for x in threaded]) if threaded else None
         over_threads = [m["images_per_s"] / t["images_per_s"] for t, m in zip(threaded, runs[args.processes])]
-        results[variant] = {"threaded_img_s": on_threads, "threads": args.processes, "threaded_runs": threaded,
+        torch_speed = median([x["images_per_s"] for x in torch_runs]) if torch_runs else None
+        over_torch = [m["images_per_s"] / t["images_per_s"] for t, m in zip(torch_runs, runs[args.processes])]
+        results[variant] = {"torch_img_s": torch_speed, "torch_runs": torch_runs,
+                            "processes_over_torch": many / torch_speed if torch_runs else None,
+                            "processes_over_torch_per_round_median": median(over_torch) if torch_runs else None,
+                            "threaded_img_s": on_threads, "threads": args.processes, "threaded_runs": threaded,
                             "processes_over_threads": many / on_threads if threaded else None,
                             "processes_over_threads_per_round_median": median(over_threads) if threaded else None,
                             "batch": args.batch[variant], "one_process_img_s": one, "n_process_img_s": many,
@@ -238,12 +291,15 @@ def main(argv=None) -> int:
                      f"{1e3 * reducer:.1f} ms ({reducer / bare:.2f}x)", f"{1e3 * wait:.1f} ms",
                      f"{100 * overlapped:.0f}%", f"{comm[0]['bytes'] / 2**20:.1f} MB in {comm[0]['buckets']}",
                      f"{on_threads:.1f}" if threaded else "-",
-                     f"{many / on_threads:.2f}x ({median(over_threads):.2f}x)" if threaded else "-"])
+                     f"{many / on_threads:.2f}x ({median(over_threads):.2f}x)" if threaded else "-",
+                     f"{torch_speed:.1f}" if torch_runs else "-",
+                     f"{many / torch_speed:.2f}x ({median(over_torch):.2f}x)" if torch_runs else "-"])
     print(format_table(["variant", "batch", "1 proc img/s", f"{args.processes} proc img/s",
                         "efficiency (per-round median)", "bare Allreduce, per bucket", "in one call",
                         "minidl buckets", "+ pack/unpack",
                         "wait after backward", "started in backward", "gradients",
-                        f"1 proc x {args.processes} threads img/s", "processes / threads (per-round median)"], rows))
+                        f"1 proc x {args.processes} threads img/s", "processes / threads (per-round median)",
+                        "PyTorch img/s", "processes / PyTorch (per-round median)"], rows))
     from minidl import backend
     path = args.json or RESULTS_DIR / f"bench_distributed_{time.strftime('%Y%m%d_%H%M%S')}.json"
     write_json(path, {"machine": machine_info(backend.CPU), "processes": args.processes, "rounds": args.rounds,

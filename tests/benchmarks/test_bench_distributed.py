@@ -1,6 +1,7 @@
 """benchmarks/bench_distributed.py: its jobs run, the ResNet-20 rows and the threaded comparison add up."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -35,3 +36,16 @@ def test_refuses_an_unknown_variant_in_one_line(capsys):
     assert bench_distributed.main(["--variants", "resnet20,vgg"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'resnet20,vgg'" in err
+
+
+@needs_mpi
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed (optional 'bench' extra)")
+def test_torch_job_trains_the_twin_on_the_same_loader(tmp_path):
+    out = tmp_path / "bd.json"
+    code = bench_distributed.main(["--variants", "resnet20", "--rounds", "1", "--steps", "1", "--warmup", "1",
+                                   "--torch", "--mpiexec", MPIEXEC, "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())["results"]["resnet20"]
+    assert result["torch_img_s"] > 0 and result["threaded_img_s"] is None
+    assert result["processes_over_torch"] == pytest.approx(result["n_process_img_s"] / result["torch_img_s"])
+    assert result["torch_runs"][0]["processes"] == 1
