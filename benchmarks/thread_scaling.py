@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, format_table, machine_info, median, write_json  # noqa: E402
 from frameworks import MODELS, make_batch, model_spec  # noqa: E402
 
+from minidl import backend  # noqa: E402
+
 ONE_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -257,7 +259,7 @@ def main(argv=None) -> int:
     print(f"{spec.name}, batch {args.batch_size}: per step, medians of {args.rounds} rounds")
     print(format_table(["kernel region", "calls", "1 thread ms", f"{n} threads: wall ms", "scaling",
                         "in pieces ms (all threads)", "pieces / alone"], rows))
-    payload = {"machine": machine_info(__import__("minidl").backend.CPU), "model": spec.name,
+    payload = {"machine": machine_info(backend.CPU), "model": spec.name,
                "batch_size": args.batch_size, "threads": n, "rounds": args.rounds, "step_s": steps,
                "regions": regions, "runs": runs}
     if args.calls:
