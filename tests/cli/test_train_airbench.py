@@ -3,7 +3,6 @@ training images, the optimizer's groups and lookahead, the whitening bias frozen
 an interrupted run resuming bit-identically. In-process on the tiny CIFAR fixture: 4 epochs of 3 steps
 of 8 images (the network itself is the full 2-million-weight one)."""
 import contextlib
-import os
 import subprocess
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from support.cifar_fixture import write_cifar10
 from support.commands import ROOT, minidl_command
-from support.mpi import MPIEXEC, needs_mpi
+from support.mpi import MPIEXEC, mpi_env, needs_mpi
 from support.runs import assert_identical, final, history
 from minidl.checkpoint import load_checkpoint
 from minidl.cli import train as cli
@@ -154,9 +153,8 @@ def test_two_processes_write_the_history_of_one(fixture, tmp_path):
     would hide a real difference, hence the small lr here."""
     one, two = tmp_path / "one", tmp_path / "two"
     assert cli.main(_args(fixture.root, one, "--lr", "0.01")) == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("MINIDL_TEST_WRITE_DELAY", "MINIDL_NUM_THREADS")}
     done = subprocess.run([MPIEXEC, "-n", "2", *minidl_command("train"), *_args(fixture.root, two, "--lr", "0.01")],
-                          capture_output=True, text=True, env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "data parallel: 2 processes" in done.stdout
     h_two, h_one = history(two), history(one)   # columns: lr, train loss, acc, val loss, acc, top-5

@@ -5,7 +5,6 @@ The runs are in-process (``main``, what the command runs) on the tiny CIFAR fixt
 itself (270k parameters) on 24 or 32 images a run, a few steps each. An interrupted run
 is made by a KeyboardInterrupt at a chosen step (what Ctrl-C raises), then resumed.
 """
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from support.cifar_fixture import write_cifar10
 from support.commands import ROOT, minidl_command
-from support.mpi import MPIEXEC, needs_mpi
+from support.mpi import MPIEXEC, mpi_env, needs_mpi
 from support.runs import assert_identical, final, history
 from minidl.checkpoint import load_checkpoint
 from minidl.cli import train as cli
@@ -137,11 +136,6 @@ def test_torchvision_alexnet_has_the_imagenet_recipe():
 
 # ---- data parallelism -------------------------------------------------------------------
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("MINIDL_TEST_WRITE_DELAY", "MINIDL_NUM_THREADS")}
-    return dict(env, PYTHONPATH=str(ROOT), **extra)
-
-
 @needs_mpi
 def test_resnet20_on_two_processes_trains_exactly_like_one_in_float64(tmp_path):
     sys.path.insert(0, str(MPI_SCRIPTS))
@@ -150,7 +144,7 @@ def test_resnet20_on_two_processes_trains_exactly_like_one_in_float64(tmp_path):
     finally:
         sys.path.remove(str(MPI_SCRIPTS))
     done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(MPI_SCRIPTS / "resnet_dp.py"),
-                           str(tmp_path / "two.npz")], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                           str(tmp_path / "two.npz")], capture_output=True, text=True, env=mpi_env(), cwd=ROOT,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     reference, metrics = resnet_dp.train(None)
@@ -175,7 +169,7 @@ def test_a_two_process_resnet20_run_writes_the_history_of_one(data_dir, tmp_path
     for n in (1, 2):
         runs[n] = tmp_path / f"n{n}"
         done = subprocess.run([MPIEXEC, "-n", str(n), *minidl_command("train"), *args, "--out", str(runs[n])],
-                              capture_output=True, text=True, env=_env(MINIDL_KERNELS="fast"), cwd=ROOT, timeout=120)
+                              capture_output=True, text=True, env=mpi_env(MINIDL_KERNELS="fast"), cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stderr
     assert "data parallel: 2 processes" in done.stdout and done.stdout.count("test: loss") == 1
     two, one = history(runs[2]), history(runs[1])   # columns: lr, train loss, acc, val loss, acc, top-5

@@ -6,7 +6,6 @@ rest run in-process with a fake world.
 """
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from support.cifar_fixture import write_cifar10
+from support.mpi import MPIEXEC, mpi_env, needs_mpi
 from minidl.checkpoint import load_checkpoint
 import minidl.distributed.world as world_module
 from minidl.distributed.launch import StartupError, agree
@@ -25,27 +25,10 @@ from minidl.distributed.world import DistributedError, World
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 CLI = ROOT / "examples" / "alexnet_cifar10.py"
-MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
-
-
-def _have_mpi() -> bool:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return os.access(MPIEXEC, os.X_OK)
-
-
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="mpi4py or mpiexec missing (pip install -e '.[distributed]')")
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("MINIDL_TEST_WRITE_DELAY", "MINIDL_NUM_THREADS")}
-    return dict(env, PYTHONPATH=str(ROOT), **extra)
 
 
 def _mpiexec(n, *args, timeout=120, **env):
-    return subprocess.run([MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, env=_env(**env),
+    return subprocess.run([MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, env=mpi_env(**env),
                           cwd=ROOT, timeout=timeout)
 
 
@@ -116,7 +99,7 @@ def test_a_process_without_rows_takes_part_and_contributes_nothing(exactness_run
 def test_without_a_launcher_the_world_is_one_process_and_mpi4py_stays_unimported():
     code = ("import sys; import minidl.distributed as d; w = d.init(); "
             "print(w.size, w.rank, d.is_main(), 'mpi4py' in sys.modules)")
-    env = {k: v for k, v in _env().items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MV2_"))}
+    env = {k: v for k, v in mpi_env().items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MV2_"))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.stdout.split() == ["1", "0", "True", "False"], done.stderr
 
@@ -187,7 +170,7 @@ FAST = {"MINIDL_KERNELS": "fast"}
 def one_process(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "run"
     done = subprocess.run([sys.executable, str(CLI), *_args(data_dir, out)], capture_output=True, text=True,
-                          env=_env(**FAST), cwd=ROOT, timeout=120)
+                          env=mpi_env(**FAST), cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -208,7 +191,7 @@ def test_sigkill_of_one_rank_ends_the_run_and_one_process_resumes_it(data_dir, o
     # Every file write pauses (test hook): the run is slow enough to be killed mid-way.
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(CLI), *_args(data_dir, out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                            env=_env(MINIDL_TEST_WRITE_DELAY="0.2", **FAST))
+                            env=mpi_env(MINIDL_TEST_WRITE_DELAY="0.2", **FAST))
     try:
         deadline = time.monotonic() + 60
         while not (out / "checkpoint.npz").exists():
@@ -224,7 +207,7 @@ def test_sigkill_of_one_rank_ends_the_run_and_one_process_resumes_it(data_dir, o
             proc.kill()
             proc.wait()
     resumed = subprocess.run([sys.executable, str(CLI), *_args(data_dir, out), "--resume"], capture_output=True,
-                             text=True, env=_env(**FAST), cwd=ROOT, timeout=120)
+                             text=True, env=mpi_env(**FAST), cwd=ROOT, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch" in resumed.stdout
     assert load_checkpoint(out / "checkpoint.npz")["trainer"]["global_step"] == 24
@@ -269,7 +252,7 @@ def test_a_batch_that_does_not_split_evenly_is_one_error_on_rank_0(data_dir, tmp
 def test_ranks_with_different_settings_stop_together_naming_the_rank(data_dir, tmp_path):
     args = _args(data_dir, tmp_path / "x")
     done = subprocess.run([MPIEXEC, "-n", "1", sys.executable, str(CLI), *args, ":", "-n", "1", sys.executable,
-                           str(CLI), *args, "--seed", "1"], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                           str(CLI), *args, "--seed", "1"], capture_output=True, text=True, env=mpi_env(), cwd=ROOT,
                           timeout=60)
     assert done.returncode != 0
     lines = _error_lines(done)
@@ -281,7 +264,7 @@ def test_a_rank_that_fails_alone_ends_every_rank(data_dir, tmp_path):
     # SIGINT to rank 1 only: it reports, naming itself, and aborts the whole run.
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(CLI), *_args(data_dir, tmp_path / "x")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=_env(MINIDL_TEST_WRITE_DELAY="0.2", **FAST))
+                            env=mpi_env(MINIDL_TEST_WRITE_DELAY="0.2", **FAST))
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "x" / "checkpoint.npz").exists():
@@ -302,7 +285,7 @@ def test_mpi4py_missing_under_a_launcher_is_one_line_and_exit_1(data_dir, tmp_pa
     (blocker / "mpi4py").mkdir(parents=True)
     (blocker / "mpi4py" / "__init__.py").write_text("raise ImportError('mpi4py blocked by the test')\n")
     for rank, expected_lines in (("0", 1), ("1", 0)):
-        env = _env(PMI_SIZE="2", PMI_RANK=rank)
+        env = mpi_env(PMI_SIZE="2", PMI_RANK=rank)
         env["PYTHONPATH"] = f"{blocker}{os.pathsep}{ROOT}"
         done = subprocess.run([sys.executable, str(CLI), *_args(data_dir, tmp_path / "x")], capture_output=True,
                               text=True, env=env, cwd=ROOT, timeout=60)
