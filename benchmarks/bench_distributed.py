@@ -57,29 +57,35 @@ ONE_THREAD = {"MINIDL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_T
 
 # ---- one job (runs in each process) ---------------------------------------------------
 
+def _job(args):
+    """What every job trains: (the network's ModelSpec, random uint8 images, labels, training transform)."""
+    from frameworks import model_spec
+    from minidl.data import build_transform
+
+    spec = model_spec("resnet20") if args.variant == "resnet20" else model_spec("alexnet", args.variant)
+    rng = np.random.default_rng(0)
+    count = args.steps * args.batch_size
+    images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, spec.classes, count)
+    return spec, images, labels, build_transform(spec.input_size, augment=True)
+
+
 def worker(args) -> None:
+    from frameworks import build_minidl
     from minidl import distributed
-    from minidl.data import DataLoader, build_transform
+    from minidl.data import DataLoader
     from minidl.distributed.launch import share_cpu_cores
-    from minidl.models import AlexNet, resnet20
-    from minidl.models.alexnet import INPUT_SIZE
     from minidl.optim import SGD
     from minidl.train import Trainer
 
     world = distributed.init()
     share_cpu_cores(world)
-    steps, batch = args.steps, args.batch_size
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, steps * batch)
-    if args.variant == "resnet20":
-        model, size = resnet20(num_classes=10, seed=0), 32
-    else:
-        model, size = AlexNet(num_classes=10, variant=args.variant, seed=0), INPUT_SIZE[args.variant]
+    batch = args.batch_size
+    spec, images, labels, transform = _job(args)
+    model = build_minidl(spec)     # seed 0
     share = {"auto": None, "on": True, "off": False}[args.share_factors]
     parallel = distributed.DataParallel(model, world, bucket_bytes=int(args.bucket_mb * 2**20), share_factors=share) \
         if world.size > 1 else None
-    transform = build_transform(size, augment=True)
     shard = None if parallel is None else parallel.shard
     warm = DataLoader(images[:args.warmup * batch], labels[:args.warmup * batch], batch, transform=transform,
                       shard=shard)
@@ -111,17 +117,13 @@ def torch_worker(args) -> None:
     """The PyTorch job: the torch twin trained on minidl's loader for the same steps, one process."""
     import torch
 
-    from frameworks import build_minidl, build_torch_twin, model_spec
-    from minidl.data import DataLoader, build_transform
+    from frameworks import build_minidl, build_torch_twin
+    from minidl.data import DataLoader
 
-    spec = model_spec("resnet20") if args.variant == "resnet20" else model_spec("alexnet", args.variant)
+    batch = args.batch_size
+    spec, images, labels, transform = _job(args)
     twin = build_torch_twin(spec, build_minidl(spec)).train()
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
-    steps, batch = args.steps, args.batch_size
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (steps * batch, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, steps * batch)
-    transform = build_transform(spec.input_size, augment=True)
 
     def epoch(loader) -> float:
         seen, start = 0, time.perf_counter()
