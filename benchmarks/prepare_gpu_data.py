@@ -30,11 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCHES = "cifar-10-batches-py"
 
 
-def _load(path: Path) -> dict:
-    """The batch's dict, read without trusting the pickle (a file with other objects is refused)."""
-    return read_batch_dict(path)
-
-
 def _subset(batch: dict, n: int) -> dict:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) < n:
@@ -66,9 +61,9 @@ def prepare(data_dir, out, train_per_batch=2000, test=2000, max_mb=40.0) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     total = 0
     for name in TRAIN_FILES:
-        total += _dump(_subset(_load(src / name), train_per_batch), dst / name)
-    total += _dump(_subset(_load(src / "test_batch"), test), dst / "test_batch")
-    total += _dump(_load(src / "batches.meta"), dst / "batches.meta")
+        total += _dump(_subset(read_batch_dict(src / name), train_per_batch), dst / name)
+    total += _dump(_subset(read_batch_dict(src / "test_batch"), test), dst / "test_batch")
+    total += _dump(read_batch_dict(src / "batches.meta"), dst / "batches.meta")
     if total > max_mb * 1e6:
         raise ValueError(f"prepare_gpu_data: wrote {total / 1e6:.1f} MB, over --max-mb {max_mb}")
     return total
