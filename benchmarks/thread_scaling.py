@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         calls_child(args)
         return 0
     try:
-        model_spec(args.model, args.variant)
+        spec = model_spec(args.model, args.variant)
     except ValueError as exc:
         print(str(exc).replace("bench_models", "thread_scaling"), file=sys.stderr)
         return 2
@@ -249,13 +249,12 @@ def main(argv=None) -> int:
         rows.append([key, f"{one[0]['calls']:.0f}", f"{1e3 * wall1:.1f}", f"{1e3 * wall_n:.1f}",
                      f"{wall1 / wall_n:.2f}x" if wall_n else "-", f"{1e3 * pieces_n:.1f}",
                      f"{pieces_n / wall1:.2f}x" if wall1 else "-"])
-    outside = {t: steps[t] - sum(median([x["regions"].get(k, {}).get("wall_s", 0.0) for x in runs[t]])
-                                 for k in keys) for t in runs}
+    outside = {1: steps[1] - sum(r["one_thread_s"] for r in regions.values()),
+               n: steps[n] - sum(r["wall_s"] for r in regions.values())}
     rows.append(["(outside the regions)", "", f"{1e3 * outside[1]:.1f}", f"{1e3 * outside[n]:.1f}",
                  f"{outside[1] / outside[n]:.2f}x" if outside[n] > 0 else "-", "", ""])
     rows.append(["whole step", "", f"{1e3 * steps[1]:.1f}", f"{1e3 * steps[n]:.1f}",
                  f"{steps[1] / steps[n]:.2f}x", "", ""])
-    spec = model_spec(args.model, args.variant)
     print(f"{spec.name}, batch {args.batch_size}: per step, medians of {args.rounds} rounds")
     print(format_table(["kernel region", "calls", "1 thread ms", f"{n} threads: wall ms", "scaling",
                         "in pieces ms (all threads)", "pieces / alone"], rows))
