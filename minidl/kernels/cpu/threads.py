@@ -9,8 +9,9 @@ as the products. NumPy and BLAS release Python's GIL inside their loops, so the
 threads really do run in parallel (though each NumPy call still takes the GIL on its way
 in and out, and short calls run measurably slower in two threads of one process than in
 two processes: for networks of many short calls, data parallelism over processes uses the
-cores better; "Threads against processes" in docs/performance.md). Workers pull the next slice when they are free,
-so when another process takes a core for a while, the other worker simply does more
+cores better; "Threads against processes" in docs/performance.md). Workers pull the
+next slice when they are free, so when another process takes a core for a while, the
+other worker simply does more
 of the slices instead of waiting for it. The calling thread is one of the W workers
 (W - 1 pool threads join it), so a region costs one hand-off fewer.
 
