@@ -11,9 +11,9 @@ in and out, and short calls run measurably slower in two threads of one process 
 two processes: for networks of many short calls, data parallelism over processes uses the
 cores better; "Threads against processes" in docs/performance.md). Workers pull the
 next slice when they are free, so when another process takes a core for a while, the
-other worker simply does more
-of the slices instead of waiting for it. The calling thread is one of the W workers
-(W - 1 pool threads join it), so a region costs one hand-off fewer.
+other worker simply does more of the slices instead of waiting for it. The calling
+thread is one of the W workers (W - 1 pool threads join it), so a region costs one
+hand-off fewer.
 
 BLAS runs single-threaded: the first time the workers are used, minidl sets
 NumPy's BLAS to one thread for the rest of the process (through threadpoolctl),
