@@ -7,21 +7,36 @@ environment shows the traceback of an unexpected error instead (for bug reports)
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 
 def count(kind, low):
-    """An argparse type: a ``kind`` (int or float) >= ``low``."""
+    """An argparse type: a ``kind`` (int or float) >= ``low``; a float must be finite (no nan, inf)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
         return value
     return parse
+
+
+def make_directory(path, flag: str = "--out") -> None:
+    """Create the directory ``path`` (and its parents) now, before any work that would need it.
+
+    Raises:
+        ValueError naming ``flag`` and the reason, if it cannot be created.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot create the directory {path}: {exc.strerror or exc}") from None
 
 
 def error(prog: str, message: str) -> None:

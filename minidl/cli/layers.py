@@ -40,7 +40,7 @@ from ..data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
 from ..models.resnet import ZeroPadShortcut
 from ..nn.structure import trace
 from ..window import resolve_padding
-from .common import error, unexpected
+from .common import error, make_directory, unexpected
 from .layer_pictures import save_autograd_graph, save_feature_maps, save_filters, save_png
 from .model_files import InputError, model_from_weights
 from .models import MODELS, VARIANTS, build_model, describe_model, input_size
@@ -310,6 +310,7 @@ def first_conv(model):
 def run(args) -> int:
     device = backend.parse_device(args.device)
     image, title, label = load_image(args)
+    make_directory(args.out)  # before the model: the autograd graph goes there even with --no-plots
     with backend.device_context(device):  # the model's GPU is current for everything below
         model, names, settings = load_model(args)
         model = model.to(device).eval()  # eval: BN uses running statistics, dropout is off

@@ -37,7 +37,7 @@ from .. import functional as F
 from ..models.alexnet import CIFAR_WIDTHS
 from ..train import NonFiniteLossError, Trainer
 from . import datasets
-from .common import count, error
+from .common import count, error, make_directory
 from .model_files import InputError, fit_weights, read_weights
 from .models import MODELS, build_model, classifier_name, describe_model, input_size, run_name
 from .recipes import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_SEED, DEFAULT_VAL_SIZE, LENGTH_DEPENDENT, OLD_RUN_DEFAULTS,
@@ -188,6 +188,7 @@ def read_checkpoint(args, out: Path):
         if (out / "checkpoint.npz").exists():
             raise UsageError(f"{out} already holds a run (checkpoint.npz); continue it with --resume or choose "
                              "another --out")
+        make_directory(out)  # now, not after the data has loaded: a bad --out costs nothing
         return None
     path = out / "checkpoint.npz"
     if not path.exists():

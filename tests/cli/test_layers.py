@@ -119,6 +119,13 @@ def test_index_out_of_range(capsys, fixture, tmp_path):
     assert code == 1 and "--index must be in [0, 4)" in line
 
 
+def test_an_out_that_cannot_be_created(capsys, fixture, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    out = tmp_path / "a_file" / "pictures"
+    code, line = _main(["--data-dir", str(fixture.root), "--out", str(out), "--no-plots"], capsys)
+    assert code == 1 and f"--out: cannot create the directory {out}" in line
+
+
 def test_the_new_layers_are_described():
     from minidl import nn
     cases = [(nn.AvgPool2d(2), (4, 8, 8), (4, 4, 4), "mean of a 2x2 window"),

@@ -172,7 +172,10 @@ def _one_line(err):
 
 
 @pytest.mark.parametrize("flag, value, expected", [("--epochs", "-1", ">= 1"), ("--batch-size", "0", ">= 1"),
-                                                   ("--lr", "abc", "float"), ("--variant", "vgg", "invalid choice")])
+                                                   ("--lr", "abc", "float"), ("--variant", "vgg", "invalid choice"),
+                                                   ("--lr", "nan", "finite"), ("--lr", "inf", "finite"),
+                                                   ("--momentum", "nan", "finite"),
+                                                   ("--label-smoothing", "inf", "finite")])
 def test_bad_arguments_exit_2(capsys, tmp_path, flag, value, expected):
     code, err = _main([flag, value, "--out", str(tmp_path)], capsys)
     assert code == 2 and expected in err.strip().splitlines()[-1]
@@ -218,6 +221,14 @@ def test_resume_errors(capsys, reference, data_dir, tmp_path):
     code, err = _main(["--out", str(out), "--resume"], capsys)
     assert code == 1 and str(path) in _one_line(err) and "corrupt" in err
     assert path.read_bytes() == damaged
+
+
+def test_an_out_that_cannot_be_created_is_one_line_before_the_data_loads(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    out = tmp_path / "a_file" / "run"
+    # no --data-dir: the error must come before the download would be tried
+    code, err = _main(["--out", str(out), "--variant", "cifar", "--device", "cpu"], capsys)
+    assert code == 1 and f"--out: cannot create the directory {out}" in _one_line(err)
 
 
 def test_help_texts_come_from_the_codes_constants():
