@@ -171,8 +171,8 @@ def _one_line(err):
     return lines[0]
 
 
-@pytest.mark.parametrize("flag, value, expected", [("--epochs", "-1", ">= 1"), ("--batch-size", "0", ">= 1"),
-                                                   ("--lr", "abc", "float"), ("--variant", "vgg", "invalid choice"),
+@pytest.mark.parametrize("flag, value, expected", [("--epochs", "-1", ">= 1"), ("--batch-size", "0", ">= 1"), ("--epochs", "x", "expected an int"),
+                                                   ("--lr", "abc", "expected a number"), ("--variant", "vgg", "invalid choice"),
                                                    ("--lr", "nan", "finite"), ("--lr", "inf", "finite"),
                                                    ("--momentum", "nan", "finite"),
                                                    ("--label-smoothing", "inf", "finite")])
