@@ -48,7 +48,10 @@ def test_the_fused_fast_path_runs_for_inference_and_the_composition_for_training
 
 @pytest.mark.parametrize("last", [False, True])
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(3, 2, 1, False), (2, 2, 0, False), (3, 2, 0, True),
-                                                             ((3, 2), (2, 1), ((1, 0), (0, 1)), False)])
+                                                             ((3, 2), (2, 1), ((1, 0), (0, 1)), False),
+                                                             (1, 2, 0, False), (2, 3, 1, True), (5, 2, 2, True),
+                                                             ((3, 1), (1, 3), ((1, 1), (0, 0)), False),
+                                                             (4, 1, 2, False)])
 def test_relu_max_pool2d_equals_max_pool2d_of_relu(kernel_mode, last, kernel, stride, padding, ceil_mode):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 5, 9, 7))

@@ -77,18 +77,28 @@ class SlicedMaxPool2d:
         return as_layout(y, axes)
 
     def _relu_max(self, a, axes, y):
-        """Inference: y = max(0, every tap), a running maximum started at 0, no argmax kept."""
+        """Inference: y = max(0, every tap), no argmax kept, separably and without a padded copy.
+
+        A window's maximum is the maximum over its KH rows of each row's maximum over its KW
+        columns, so the KW column taps run first, over (n, H, OW, C), and the KH row taps then
+        run over that, (n, OH, OW, C): KW + KH passes instead of KH * KW. No padded copy is
+        made: a tap that hangs over the edge for some windows runs on the windows it covers
+        only, which is exact because the padding (-inf) never wins and the ReLU is a maximum
+        with 0 at the end.
+        """
         (kh_size, kw_size), (sh, sw) = self.kernel, self.stride
+        (top, _), (left, _) = self.pads
         oh, ow = y.shape[axes[0]], y.shape[axes[1]]
+        h, w = a.shape[axes[0]], a.shape[axes[1]]
+        row_taps = _covered(kh_size, sh, top, h, oh)
+        col_taps = _covered(kw_size, sw, left, w, ow)
 
         def work(part):
-            xpad = pad2d(a[part], self.pads, -np.inf, axes)
-            y_part = y[part]
-            y_part[...] = 0
-            for kh in range(kh_size):
-                for kw in range(kw_size):
-                    np.maximum(y_part, xpad[spatial_index(axes, tap_slice(kh, sh, oh), tap_slice(kw, sw, ow))],
-                               out=y_part)
+            x_part, y_part = a[part], y[part]
+            rows = np.empty(with_spatial(x_part.shape, axes, h, ow), dtype=y.dtype)
+            _running_max(rows, x_part, col_taps, lambda cols: spatial_index(axes, slice(None), cols))
+            _running_max(y_part, rows, row_taps, lambda rows_of: spatial_index(axes, rows_of, slice(None)))
+            np.maximum(y_part, 0, out=y_part)
 
         map_pieces(a, work, pooling_slices(self.x_shape, self.pads, a), nbytes=a.nbytes)
         return y
@@ -120,3 +130,39 @@ class SlicedMaxPool2d:
         gx = as_layout(gx, axes)
         assert gx.shape == tuple(self.x_shape)
         return (gx,)
+
+
+def _covered(taps: int, stride: int, before: int, size: int, out: int) -> list:
+    """Per tap along one axis: (the outputs it covers, the input positions it reads), as slices.
+
+    Tap k of output i reads input i*stride + k - before; only the outputs whose read lies
+    inside [0, size) are covered (the others would read padding). Taps covering every
+    output come first, so that a running maximum can start from them.
+    """
+    covered = []
+    for k in range(taps):
+        first = max(0, -(-(before - k) // stride))           # the first i with i*stride + k - before >= 0
+        last = min(out - 1, (size - 1 + before - k) // stride)
+        if first <= last:
+            start = first * stride + k - before
+            covered.append((slice(first, last + 1), slice(start, start + stride * (last - first) + 1, stride),
+                            first == 0 and last == out - 1))
+    return sorted(covered, key=lambda tap: not tap[2])
+
+
+def _running_max(out, src, taps, index) -> None:
+    """out = the maximum of src's taps (``_covered``) along one axis; 0 where no tap covers.
+
+    ``index(slice)`` selects that slice on the axis. 0 is right only because the caller's
+    ReLU follows: every value the caller keeps is >= 0.
+    """
+    full = sum(1 for tap in taps if tap[2])
+    if full >= 2:
+        np.maximum(src[index(taps[0][1])], src[index(taps[1][1])], out=out)
+    elif full == 1:
+        out[...] = src[index(taps[0][1])]
+    else:
+        out[...] = 0
+    for covers, reads, _ in taps[min(full, 2):]:
+        view = out[index(covers)]
+        np.maximum(view, src[index(reads)], out=view)
