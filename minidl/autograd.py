@@ -187,7 +187,9 @@ class Tensor:
                 if grad_array.shape != self.data.shape:
                     raise ValueError(f"Tensor.backward: grad has shape {grad_array.shape}, "
                                      f"expected {self.shape}")
-            _run_backward(self, grad_array, retain_graph)
+            # the caller's array may be changed later: no leaf may keep it as its .grad
+            shared = set() if grad is None else {id(_memory_owner(grad_array))}
+            _run_backward(self, grad_array, retain_graph, shared)
 
     # ---- operators (implemented as Functions in minidl.functional.basic) ----
     def __add__(self, other): return _ops.add(self, other)
@@ -376,9 +378,11 @@ def _run_hooks(t: Tensor) -> None:
         hook(t)
 
 
-def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
+def _run_backward(root: Tensor, grad_array, retain_graph: bool, shared: set) -> None:
+    # shared: ids of arrays a leaf must not keep as its own .grad (they are the caller's, or
+    # another leaf's already: Add's backward hands one array to both of its inputs).
     if root.creator is None:  # a leaf: its gradient is the upstream gradient itself
-        _accumulate_leaf(root, grad_array)
+        _accumulate_leaf(root, grad_array, shared)
         if root._grad_hooks:
             _run_hooks(root)
         return
@@ -407,7 +411,7 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
                 raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of shape "
                                    f"{tuple(g.shape)} for an input of shape {t.shape}")
             if t.creator is None:
-                _accumulate_leaf(t, g)
+                _accumulate_leaf(t, g, shared)
             elif t.key in grads:
                 # a tensor used twice: gradients add up, on t's GPU (which is not fn's
                 # when fn moved data between devices)
@@ -426,17 +430,31 @@ def _run_backward(root: Tensor, grad_array, retain_graph: bool) -> None:
             fn.release()
 
 
-def _accumulate_leaf(t: Tensor, g) -> None:
+def _accumulate_leaf(t: Tensor, g, shared: set) -> None:
     if not t.requires_grad:
         return
     with backend.device_context(backend.device_of(t.data)):  # the sum lives where the leaf does
         if g.dtype != t.data.dtype:
             g = g.astype(t.data.dtype)
         if t.grad is None:
-            # Copy when g might alias an array that a later step could change in place.
-            t.grad = Tensor(g.copy() if g is t.data else g)
+            # .grad is the leaf's own: optimizers and hooks change it in place. Keep g's
+            # memory only when nothing else holds it: not the data's, not the caller's, not
+            # another leaf's (Add's backward hands one array to both of its inputs).
+            owner = _memory_owner(g)
+            if id(owner) in shared or owner is _memory_owner(t.data):
+                g = g.copy()
+                owner = g
+            shared.add(id(owner))
+            t.grad = Tensor(g)
         else:
             t.grad = Tensor(t.grad.data + g)
+
+
+def _memory_owner(a):
+    """The array that owns ``a``'s memory: ``a`` itself, or the base its views lead to."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
 
 
 from .functional import basic as _ops  # noqa: E402  (operators need Tensor defined first)

@@ -7,6 +7,7 @@ import pytest
 
 import minidl
 from minidl import Function, Tensor, no_grad
+import minidl.functional as F
 
 
 def leaf(values, device="cpu"):
@@ -298,3 +299,31 @@ def test_grad_hook_on_a_root_leaf_and_refused_on_non_leaves():
     assert calls == [4.0]
     with pytest.raises(RuntimeError, match="only a leaf"):
         (x * 2).register_post_accumulate_grad_hook(lambda t: None)
+
+
+def test_leaf_gradients_own_their_memory():
+    # Add's backward hands one array to both inputs, and y.backward(g) may hand the caller's
+    # g on: an in-place change to one .grad (zero_grad, clipping, an all-reduce) or to g
+    # must not reach any other gradient.
+    a, b = (minidl.tensor(np.ones(3), requires_grad=True) for _ in range(2))
+    (a + b).sum().backward()
+    a.grad.data[...] = 0
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+
+    x = minidl.tensor(np.ones((2, 3)), requires_grad=True)
+    g = np.ones((2, 3))
+    (x + 0.0).backward(g)
+    g[...] = 7
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((2, 3)))
+
+    leaf = minidl.tensor(np.ones(4), requires_grad=True)
+    g = np.arange(8.0)
+    leaf.backward(g[::2])                     # a view of the caller's array
+    g[...] = -1
+    np.testing.assert_array_equal(leaf.grad.numpy(), [0.0, 2.0, 4.0, 6.0])
+
+    # parts of one array (concat's backward splits it): each leaf gets memory of its own
+    p, q = (minidl.tensor(np.ones(2), requires_grad=True) for _ in range(2))
+    F.concat([p, q], 0).sum().backward()
+    p.grad.data[...] = 5
+    np.testing.assert_array_equal(q.grad.numpy(), np.ones(2))
