@@ -33,7 +33,7 @@ from frameworks import MODELS, MinidlRunner, make_batch, model_spec
 from processes import current_rss, phase_peak
 
 import minidl.functional as F
-from minidl import autograd, backend
+from minidl import autograd, backend, backprop
 from minidl.nn.module import Module
 
 MIB = 2 ** 20
@@ -93,7 +93,7 @@ class LayerTags:
 def saved_for_backward(loss, layer_of: dict, exclude: set) -> list:
     """[(layer, op, bytes)] of every memory block the graph under ``loss`` keeps, each once, in backward's order."""
     rows, seen = [], set(exclude)
-    for fn in autograd._topological_order(loss):
+    for fn in backprop.topological_order(loss):
         op = getattr(fn, "label", type(fn).__name__)
         kept = {k: v for k, v in vars(fn).items() if k != "inputs"}
         for array in _arrays(kept, []):
