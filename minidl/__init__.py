@@ -6,9 +6,9 @@
     F.relu(x).sum().backward()
 """
 from . import backend
-from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
+from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import Device, DeviceError, is_cuda_available
 
 __version__ = "0.1.0"
 __all__ = ["Device", "DeviceError", "Function", "Tensor", "backend", "is_cuda_available", "is_grad_enabled",
-           "no_grad", "tensor"]
+           "no_grad", "tensor", "enable_grad", "set_grad_enabled"]

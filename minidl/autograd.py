@@ -14,8 +14,8 @@ operands, are freed as soon as forward moves on); backward frees the rest as it 
 """
 from __future__ import annotations
 
+import functools
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -29,15 +29,50 @@ def is_grad_enabled() -> bool:
     return getattr(_grad_mode, "enabled", True)
 
 
-@contextmanager
-def no_grad():
-    """Inside this block Function calls record nothing and outputs never require grad."""
-    previous = is_grad_enabled()
-    _grad_mode.enabled = False
-    try:
-        yield
-    finally:
-        _grad_mode.enabled = previous
+class set_grad_enabled:
+    """Record Function calls for backward (``mode`` True) or not, in a ``with`` block or a
+    decorated function; the previous mode comes back afterwards (per thread, as PyTorch)."""
+
+    def __init__(self, mode: bool):
+        self.mode, self._previous = bool(mode), []
+
+    def __enter__(self):
+        self._previous.append(is_grad_enabled())
+        _grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc_info):
+        _grad_mode.enabled = self._previous.pop()
+
+    def __call__(self, fn):
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def with_mode(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return with_mode
+
+
+class no_grad(set_grad_enabled):
+    """Inside this block (or function: ``@no_grad()`` or ``@no_grad``) Function calls record
+    nothing and outputs never require grad."""
+
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        if fn is not None:    # a bare @no_grad: decorate fn at once
+            self.__init__()
+            return self(fn)
+        return self
+
+    def __init__(self, fn=None):
+        super().__init__(False)
+
+
+class enable_grad(no_grad):
+    """Record again inside a ``no_grad`` block (``with enable_grad():`` or ``@enable_grad``)."""
+
+    def __init__(self, fn=None):
+        set_grad_enabled.__init__(self, True)
 
 
 def _as_array(value, dtype=None):
@@ -58,6 +93,13 @@ class Tensor:
         grad: a Tensor with the accumulated gradient (leaves only), or None.
         requires_grad: whether gradients flow to (and accumulate in) this tensor.
         creator: the Function that produced this tensor, or None for a leaf.
+
+    Operators and methods follow PyTorch (``transpose(0, 1)``, ``permute``, ``sum(dim=,
+    keepdim=)``, ``view``, ``squeeze`` ...) beside NumPy's names (``axis=``, ``keepdims=``).
+    Differences, on purpose: ``size`` is NumPy's element count (PyTorch's ``size()`` is
+    ``shape``; ``numel()`` works too), ``view`` is a reshape (no shared strides), ``==``
+    compares identity (tensors live in sets and dicts), and the comparisons give bool
+    tensors without gradients.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "creator", "name", "_grad_hooks", "__weakref__")
@@ -95,6 +137,8 @@ class Tensor:
         return backend.device_of(self.data)
 
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __repr__(self) -> str:
@@ -129,6 +173,21 @@ class Tensor:
 
     def zero_grad(self) -> None:
         self.grad = None
+
+    @property
+    def is_leaf(self) -> bool:
+        """Made by no Function: a leaf (whose ``.grad`` backward fills, if it requires grad)."""
+        return self.creator is None
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set ``requires_grad`` on this leaf in place; returns self (PyTorch's ``requires_grad_``)."""
+        if self.creator is not None:
+            raise RuntimeError("Tensor.requires_grad_: only a leaf's requires_grad can be changed")
+        if requires_grad and self.dtype.kind != "f":
+            raise ValueError(f"Tensor.requires_grad_: only floating-point tensors can require grad, "
+                             f"got dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     def register_post_accumulate_grad_hook(self, hook) -> "HookHandle":
         """Call ``hook(self)`` in every backward, once this leaf's gradient is final.
@@ -193,12 +252,42 @@ class Tensor:
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __getitem__(self, index): return _ops.getitem(self, index)
 
+    def __gt__(self, other): return _ops.compare(self, other, "gt")   # bool tensors, no gradient
+    def __ge__(self, other): return _ops.compare(self, other, "ge")
+    def __lt__(self, other): return _ops.compare(self, other, "lt")
+    def __le__(self, other): return _ops.compare(self, other, "le")
+
     def reshape(self, *shape): return _ops.reshape(self, *shape)
-    def transpose(self, *axes): return _ops.transpose(self, *axes)
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def view(self, *shape): return _ops.reshape(self, *shape)   # a reshape: minidl has no strides to share
+
+    def transpose(self, *dims):
+        """Two dims: PyTorch's ``transpose(dim0, dim1)``, those two swapped. Otherwise NumPy's:
+        no dims reverses them all, a full permutation (or a tuple) reorders them."""
+        if len(dims) == 2 and not isinstance(dims[0], (tuple, list)):
+            return _shape.swapdims(self, *dims)
+        return _ops.transpose(self, *dims)
+
+    def permute(self, *dims): return _shape.permute(self, *dims)
+    def squeeze(self, dim=None): return _shape.squeeze(self, dim)
+    def unsqueeze(self, dim): return _shape.unsqueeze(self, dim)
+    def flatten(self, start_dim=0, end_dim=-1): return _shape.flatten(self, start_dim, end_dim)
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _ops.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _ops.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def argmax(self, dim=None, keepdim=False): return _ops.argmax(self, dim, keepdim)
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
+    def sqrt(self): return _ops.sqrt(self)
+    def abs(self): return _ops.absolute(self)
+    def clone(self): return _ops.clone(self)
+    def float(self): return self.astype(np.float32)
+    def double(self): return self.astype(np.float64)
+    def dim(self) -> int: return self.ndim
+    def numel(self) -> int: return self.size
 
     @property
     def T(self): return _ops.transpose(self)
@@ -324,3 +413,4 @@ def graph_key(t) -> tuple:
 
 from . import backprop as _backprop  # noqa: E402  (the walk needs Tensor defined first)
 from .functional import basic as _ops  # noqa: E402  (operators need Tensor defined first)
+from .functional import shape as _shape  # noqa: E402

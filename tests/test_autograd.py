@@ -327,3 +327,31 @@ def test_leaf_gradients_own_their_memory():
     F.concat([p, q], 0).sum().backward()
     p.grad.data[...] = 5
     np.testing.assert_array_equal(q.grad.numpy(), np.ones(2))
+
+
+def test_grad_modes_as_blocks_and_decorators():
+    x = minidl.tensor(np.ones(2), requires_grad=True)
+
+    @no_grad
+    def bare(t):
+        return t * 2.0
+
+    @no_grad()
+    def called(t):
+        return t * 2.0
+
+    assert not bare(x).requires_grad and not called(x).requires_grad and bare.__name__ == "bare"
+    with no_grad():
+        assert not (x * 2.0).requires_grad
+        with minidl.enable_grad():
+            assert (x * 2.0).requires_grad
+        assert not (x * 2.0).requires_grad
+    with minidl.set_grad_enabled(False):
+        assert not minidl.is_grad_enabled()
+    assert minidl.is_grad_enabled() and (x * 2.0).requires_grad
+    mode = no_grad()
+    with mode:          # one instance, nested: each exit restores its own entry's mode
+        with mode:
+            pass
+        assert not minidl.is_grad_enabled()
+    assert minidl.is_grad_enabled()

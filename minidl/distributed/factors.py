@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Function, Tensor, is_grad_enabled
-from ..functional.basic import reshape
+from ..functional.shape import reshape
 from ..kernels import dispatch
 from ..kernels.cpu.threads import matmul, parallel_map, workers
 from ._shm import HostMemory

@@ -6,7 +6,8 @@ backward on raw arrays) and the user-facing functions below.
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from .adaptive_pooling import adaptive_avg_pool2d, adaptive_max_pool2d
 from .average_pooling import avg_pool2d
-from .basic import concat, flatten
+from .basic import concat
+from .shape import flatten
 from .conv import conv2d
 from .dropout import dropout
 from .linear import linear

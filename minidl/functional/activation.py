@@ -15,7 +15,8 @@ from .. import backend
 from ..autograd import Function, Tensor
 from ..kernels import dispatch
 from ..special import erfc
-from .basic import Cast, reshape
+from .basic import Cast
+from .shape import reshape
 from .fast_path import FastPath
 
 

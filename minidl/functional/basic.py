@@ -1,4 +1,4 @@
-"""Arithmetic, reduction and shape operations: the glue every model needs.
+"""Arithmetic and reductions: the glue every model needs (shape operations: shape.py).
 
 Binary operations broadcast like NumPy; their backward sums the upstream gradient
 back to each input's shape (``sum_to``). Python scalars become arrays of the
@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
+from .shape import Reshape, Transpose, flatten, reshape, transpose  # noqa: F401  (importable from here as before)
 
 
 def sum_to(grad, shape):
@@ -30,6 +31,12 @@ def _as_tensors(a, b):
         return a, b
     ref = a if isinstance(a, Tensor) else b
     xp = backend.get_array_module(ref.data)
+    if ref.dtype.kind in "biu" and isinstance(a if ref is b else b, float):
+        # PyTorch's promotion: an integer tensor and a Python float give float32 (not
+        # the integer dtype, which would truncate 0.5 to 0)
+        promoted = Tensor(ref.data.astype(xp.float32))
+        a, b = (promoted, b) if ref is a else (a, promoted)
+        ref = promoted
 
     def wrap(v):
         if isinstance(v, Tensor):
@@ -126,6 +133,24 @@ class Log(Function):
         return gy / self.saved_arrays[0]
 
 
+class Abs(Function):
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.save_for_backward(xp.sign(x))
+        return xp.abs(x)
+
+    def backward(self, gy):
+        return gy * self.saved_arrays[0]
+
+
+class Clone(Function):
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, gy):
+        return gy
+
+
 class MatMul(Function):
     """a (..., M, K) @ b (..., K, N) -> (..., M, N); 1-D operands as in NumPy are not supported."""
 
@@ -141,31 +166,6 @@ class MatMul(Function):
         ga = sum_to(gy @ xp.swapaxes(b, -1, -2), a.shape) if self.needs_input_grad[0] else None
         gb = sum_to(xp.swapaxes(a, -1, -2) @ gy, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
-
-
-class Reshape(Function):
-    def __init__(self, shape):
-        self.shape = shape
-
-    def forward(self, x):
-        self.in_shape = x.shape
-        return x.reshape(self.shape)
-
-    def backward(self, gy):
-        return gy.reshape(self.in_shape)
-
-
-class Transpose(Function):
-    def __init__(self, axes):
-        self.axes = axes
-
-    def forward(self, x):
-        self.axes = tuple(self.axes) if self.axes else tuple(reversed(range(x.ndim)))
-        return x.transpose(self.axes)
-
-    def backward(self, gy):
-        inverse = tuple(int(i) for i in np.argsort(self.axes))  # axes are host ints: no device round trip
-        return gy.transpose(inverse)
 
 
 class Sum(Function):
@@ -275,28 +275,72 @@ def matmul(a, b):
     return MatMul()(a, b)
 
 
-def reshape(x, *shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return Reshape(shape)(x)
-
-
-def transpose(x, *axes):
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    return Transpose(axes or None)(x)
-
-
-def sum(x, axis=None, keepdims=False):  # noqa: A001  (mirrors ndarray.sum)
-    return Sum(axis, keepdims)(x)
-
-
-def mean(x, axis=None, keepdims=False):
-    axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
-    count = 1
+def _reduced_axes(fn: str, x, axis, keepdims, dim, keepdim):
+    """(axes as a tuple of non-negative ints or None, keepdims) from NumPy's or PyTorch's names."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{fn}: give axis= (NumPy's name) or dim= (PyTorch's), not both")
+        axis = dim
+    if keepdim is not None:
+        keepdims = keepdim
+    if axis is None:
+        return None, bool(keepdims)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     for a in axes:
+        if not -x.ndim <= int(a) < max(x.ndim, 1):
+            raise ValueError(f"{fn}: axis {a} is out of range for a tensor of shape {x.shape}")
+    if x.ndim == 0:   # PyTorch's dim 0 (or -1) of a 0-d tensor: the one value
+        return None, bool(keepdims)
+    axes = tuple(int(a) % x.ndim for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{fn}: axis {axis} repeats a dimension")
+    return axes, bool(keepdims)
+
+
+def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None):  # noqa: A001  (mirrors ndarray.sum)
+    """The sum over ``axis`` (an int, a tuple, or None: all); PyTorch's ``dim=``/``keepdim=`` as well."""
+    axes, keepdims = _reduced_axes("sum", x, axis, keepdims, dim, keepdim)
+    return Sum(axes, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """The mean over ``axis`` (as ``sum``); nan for an empty selection, as NumPy and PyTorch."""
+    axes, keepdims = _reduced_axes("mean", x, axis, keepdims, dim, keepdim)
+    count = 1
+    for a in (range(x.ndim) if axes is None else axes):
         count *= x.shape[a]
-    return Sum(axis, keepdims)(x) * (1.0 / count)
+    return Sum(axes, keepdims)(x) * (1.0 / count if count else float("nan"))
+
+
+def clone(x):
+    """A copy of x that gradients flow through (PyTorch's ``clone``)."""
+    return Clone()(x)
+
+
+def absolute(x):
+    """|x|; its gradient at 0 is 0 (PyTorch's choice)."""
+    return Abs()(x)
+
+
+def sqrt(x):
+    return Pow(0.5)(x)
+
+
+def compare(x, other, op: str):
+    """x <op> other elementwise as a bool Tensor (no gradient): op one of "gt", "ge", "lt", "le"."""
+    x, other = _as_tensors(x, other)
+    xp = backend.get_array_module(x.data)
+    return Tensor(getattr(xp, {"gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal"}[op])(
+        x.data, other.data))
+
+
+def argmax(x, dim=None, keepdim=False):
+    """Index of the largest value (over all values, flattened, when ``dim`` is None); int64, no gradient."""
+    axes, keepdim = _reduced_axes("argmax", x, dim, keepdim, None, None)
+    xp = backend.get_array_module(x.data)
+    if axes is None:
+        return Tensor(xp.asarray(xp.argmax(x.data), dtype=xp.int64))
+    return Tensor(xp.argmax(x.data, axis=axes[0], keepdims=keepdim).astype(xp.int64))
 
 
 def getitem(x, index):
@@ -316,13 +360,3 @@ def concat(tensors, axis=0):
         if t.ndim != ndim or any(t.shape[i] != tensors[0].shape[i] for i in range(ndim) if i != axis):
             raise ValueError(f"concat: shapes {[t.shape for t in tensors]} differ off axis {axis}")
     return Concat(axis)(*tensors)
-
-
-def flatten(x):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), keeping the (C, H, W) order of each sample."""
-    if x.ndim < 2:
-        raise ValueError(f"flatten: expected at least 2 dimensions (N, ...), got shape {x.shape}")
-    features = 1
-    for size in x.shape[1:]:   # named, not -1: an empty batch (N = 0) has no size to infer from
-        features *= int(size)
-    return Reshape((x.shape[0], features))(x)

@@ -40,7 +40,7 @@ from .. import backend
 from ..autograd import Function, Tensor
 from ..kernels import dispatch
 from ..window import int_pair, output_hw, pad2d, resolve_padding, tap_slice
-from .basic import reshape
+from .shape import reshape
 from .fast_path import FastPath
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..autograd import Function, Tensor
 from ..kernels import dispatch
-from .basic import reshape
+from .shape import reshape
 from .fast_path import FastPath
 
 

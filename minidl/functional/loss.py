@@ -41,7 +41,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from .activation import log_softmax_array
-from .basic import reshape
+from .shape import reshape
 
 REDUCTIONS = ("mean", "sum", "none")
 

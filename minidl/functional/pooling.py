@@ -31,7 +31,7 @@ from .. import backend
 from ..autograd import Function, Tensor
 from ..kernels import dispatch
 from ..window import ceil_mode_pads, effective_kernel, int_pair, output_hw, pad2d, resolve_padding, tap_slice
-from .basic import reshape
+from .shape import reshape
 from .fast_path import FastPath
 
 

@@ -1,0 +1,136 @@
+"""Tensor's PyTorch-style methods: the same results and gradients as torch's, and clear errors."""
+import numpy as np
+import pytest
+
+import minidl
+from minidl import no_grad
+from minidl.gradcheck import check_gradients
+
+torch = pytest.importorskip("torch")
+
+SHAPE = (2, 1, 3, 4)
+
+
+def _pair(rng, shape=SHAPE):
+    data = rng.standard_normal(shape)
+    return minidl.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+
+
+CASES = [
+    ("transpose(0, 1)", lambda t: t.transpose(0, 1)),
+    ("transpose(-1, 1)", lambda t: t.transpose(-1, 1)),
+    ("permute(3, 0, 2, 1)", lambda t: t.permute(3, 0, 2, 1)),
+    ("permute((1, 0, 3, 2))", lambda t: t.permute((1, 0, 3, 2))),
+    ("view(2, -1)", lambda t: t.view(2, -1)),
+    ("squeeze()", lambda t: t.squeeze()),
+    ("squeeze(1)", lambda t: t.squeeze(1)),
+    ("squeeze(2) keeps a dim of size 3", lambda t: t.squeeze(2)),
+    ("unsqueeze(-1)", lambda t: t.unsqueeze(-1)),
+    ("unsqueeze(0)", lambda t: t.unsqueeze(0)),
+    ("flatten()", lambda t: t.flatten()),
+    ("flatten(1)", lambda t: t.flatten(1)),
+    ("flatten(1, 2)", lambda t: t.flatten(1, 2)),
+    ("sum(dim=2)", lambda t: t.sum(dim=2)),
+    ("sum(dim=(0, 3), keepdim=True)", lambda t: t.sum(dim=(0, 3), keepdim=True)),
+    ("mean(dim=-1)", lambda t: t.mean(dim=-1)),
+    ("mean(dim=1, keepdim=True)", lambda t: t.mean(dim=1, keepdim=True)),
+    ("abs()", lambda t: t.abs()),
+    ("sqrt() of |t| + 1", lambda t: (t.abs() + 1.0).sqrt()),
+    ("clone() * 2", lambda t: t.clone() * 2.0),
+]
+
+
+@pytest.mark.parametrize("name, fn", CASES, ids=[c[0] for c in CASES])
+def test_methods_match_torch_forward_and_backward(name, fn):
+    rng = np.random.default_rng(0)
+    mine, theirs = _pair(rng)
+    y, y_torch = fn(mine), fn(theirs)
+    assert y.shape == tuple(y_torch.shape)
+    np.testing.assert_allclose(y.numpy(), y_torch.detach().numpy(), rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    y.backward(gy)
+    y_torch.backward(torch.tensor(gy))
+    np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, fn", CASES[:4] + CASES[10:13] + CASES[17:19],
+                         ids=[c[0] for c in CASES[:4] + CASES[10:13] + CASES[17:19]])
+def test_methods_pass_the_gradient_check(name, fn):
+    x = minidl.tensor(np.random.default_rng(1).standard_normal(SHAPE) + 0.1, requires_grad=True)
+    assert check_gradients(fn, [x])
+
+
+def test_transpose_keeps_numpys_permutations_and_reverse():
+    x = minidl.tensor(np.arange(24.0).reshape(2, 3, 4))
+    assert x.transpose().shape == (4, 3, 2) and x.T.shape == (4, 3, 2)
+    assert x.transpose(1, 2, 0).shape == (3, 4, 2) and x.transpose((2, 0, 1)).shape == (4, 2, 3)
+    m = minidl.tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(m.transpose(0, 1).numpy(), m.numpy().T)   # PyTorch's swap, not identity
+
+
+def test_argmax_comparisons_and_facts_match_torch():
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((3, 5))
+    x, t = minidl.tensor(data), torch.tensor(data)
+    assert x.argmax().item() == t.argmax().item()
+    np.testing.assert_array_equal(x.argmax(dim=1).numpy(), t.argmax(dim=1).numpy())
+    np.testing.assert_array_equal(x.argmax(1, keepdim=True).numpy(), t.argmax(1, keepdim=True).numpy())
+    for op in ("__gt__", "__ge__", "__lt__", "__le__"):
+        got = getattr(x, op)(0.1)
+        assert got.dtype == np.bool_ and not got.requires_grad
+        np.testing.assert_array_equal(got.numpy(), getattr(t, op)(0.1).numpy())
+    assert x.dim() == 2 and x.numel() == 15 and x.size == 15
+    assert x.double().dtype == np.float64 and x.float().dtype == np.float32
+
+
+def test_integer_tensors_and_python_floats_promote_as_in_torch():
+    x = minidl.tensor([1, 2, 3])
+    for op in (lambda a: a * 0.5, lambda a: a + 0.5, lambda a: 0.5 - a, lambda a: a / 2.0):
+        got, want = op(x), op(torch.tensor([1, 2, 3]))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got.numpy(), want.numpy())
+    assert (x * 2).dtype == np.int64
+
+
+def test_sum_and_mean_edges():
+    empty = minidl.tensor(np.zeros((0, 3)))
+    assert np.isnan(empty.mean().item()) and empty.sum().item() == 0.0
+    np.testing.assert_array_equal(empty.mean(dim=1).numpy(), np.zeros(0))
+    x = minidl.tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"mean: axis 2 is out of range for a tensor of shape \(2, 3\)"):
+        x.mean(2)
+    with pytest.raises(ValueError, match=r"sum: axis -3 is out of range"):
+        x.sum(dim=-3)
+    with pytest.raises(TypeError, match="axis= .* or dim= .* not both"):
+        x.sum(axis=0, dim=1)
+    scalar = minidl.tensor(3.0)
+    assert scalar.sum(dim=0).item() == 3.0
+    with pytest.raises(TypeError, match="len\\(\\) of a 0-d tensor"):
+        len(scalar)
+
+
+def test_shape_errors_name_the_method_the_dims_and_the_shape():
+    x = minidl.tensor(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"permute: expected 2 dims for a tensor of shape \(2, 3\)"):
+        x.permute(0, 1, 2)
+    with pytest.raises(ValueError, match=r"permute: \(0, 0\) is not a permutation"):
+        x.permute(0, 0)
+    with pytest.raises(ValueError, match=r"transpose: dim 2 is out of range for a tensor of shape \(2, 3\)"):
+        x.transpose(0, 2)
+    with pytest.raises(ValueError, match=r"unsqueeze: dim 3 is out of range"):
+        x.unsqueeze(3)
+    with pytest.raises(ValueError, match=r"flatten: start_dim 1 comes after end_dim 0"):
+        x.flatten(1, 0)
+
+
+def test_requires_grad_and_is_leaf():
+    x = minidl.tensor(np.ones(3))
+    assert x.is_leaf and x.requires_grad_() is x and x.requires_grad
+    y = x * 2.0
+    assert not y.is_leaf
+    with pytest.raises(RuntimeError, match="only a leaf"):
+        y.requires_grad_(False)
+    with pytest.raises(ValueError, match="floating-point"):
+        minidl.tensor([1, 2]).requires_grad_()
+    with no_grad():
+        assert (x * 2.0).is_leaf
