@@ -160,12 +160,16 @@ class Tensor:
         """A new leaf tensor sharing this data, cut off from the graph."""
         return Tensor(self.data)
 
-    def to(self, device) -> "Tensor":
-        """This tensor on ``device`` ("cpu", "cuda", "cuda:N"); differentiable."""
-        device = backend.parse_device(device)
-        if device == self.device:
-            return self
-        return _ops.ToDevice(device)(self)
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """This tensor on ``device`` ("cpu", "cuda", "cuda:N") and/or as ``dtype``; differentiable.
+
+        ``to(np.float64)`` is a cast, as PyTorch's ``to(dtype)``.
+        """
+        if device is not None and not isinstance(device, (str, backend.Device)):
+            dtype, device = device, None
+        out = self if dtype is None or np.dtype(dtype) == self.dtype else self.astype(dtype)
+        device = out.device if device is None else backend.parse_device(device)
+        return out if device == out.device else _ops.ToDevice(device)(out)
 
     def astype(self, dtype) -> "Tensor":
         """This tensor cast to ``dtype``; differentiable for float dtypes."""

@@ -59,7 +59,7 @@ from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
 from .models.resnet import ResNet, ZeroPadShortcut
 from .nn.structure import stack_layers
-from .window import covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
+from .window import ceil_mode_pads, covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
 IR_VERSION = 7  # the IR version of opset 13, so that older runtimes load the file too
@@ -103,8 +103,16 @@ class _Graph:
 
 
 def _pads(module, spatial):
-    """ONNX's pads [top, left, bottom, right] for a window layer at this input size."""
-    (top, bottom), (left, right) = resolve_padding("onnx", module.padding, spatial, module.kernel_size, module.stride)
+    """ONNX's pads [top, left, bottom, right] for a window layer at this input size.
+
+    A max pool's ceil_mode becomes extra padding after the input (-inf never wins),
+    so ONNX's floor rule gives PyTorch's ceil-mode windows exactly.
+    """
+    dilation = getattr(module, "dilation", (1, 1))
+    pads = resolve_padding("onnx", module.padding, spatial, module.kernel_size, module.stride, dilation)
+    if getattr(module, "ceil_mode", False) and isinstance(module, nn.MaxPool2d):
+        pads = ceil_mode_pads(spatial, module.kernel_size, module.stride, pads, dilation)
+    (top, bottom), (left, right) = pads
     return [top, left, bottom, right]
 
 
@@ -116,7 +124,8 @@ def _export_layer(graph, name, module, x, shape):
         if module.bias is not None:
             inputs.append(graph.weight(f"{name}.bias", module.bias.data))
         return graph.node("Conv", inputs, out, name, group=module.groups, kernel_shape=list(module.kernel_size),
-                          strides=list(module.stride), pads=_pads(module, shape[1:]), dilations=[1, 1])
+                          strides=list(module.stride), pads=_pads(module, shape[1:]),
+                          dilations=list(module.dilation))
     if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)):  # eval mode: all alike
         if module.running_mean is None:
             raise ValueError(f"minidl.onnx.export: {name} keeps no running statistics (track_running_stats=False), "
@@ -130,8 +139,11 @@ def _export_layer(graph, name, module, x, shape):
     if isinstance(module, nn.ReLU):
         return graph.node("Relu", [x], out, name)
     if isinstance(module, nn.MaxPool2d):
+        if module.return_indices:
+            raise ValueError(f"minidl.onnx.export: {name} returns indices; only the pooled values export")
         return graph.node("MaxPool", [x], out, name, kernel_shape=list(module.kernel_size),
-                          strides=list(module.stride), pads=_pads(module, shape[1:]))
+                          strides=list(module.stride), pads=_pads(module, shape[1:]),
+                          dilations=list(module.dilation))
     if isinstance(module, nn.LocalResponseNorm):
         if module.size % 2 == 0:
             raise ValueError(f"minidl.onnx.export: {name} is a LocalResponseNorm of even size {module.size}; "

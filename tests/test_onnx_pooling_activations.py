@@ -51,7 +51,19 @@ def test_every_avg_pool_option_matches_onnxruntime(tmp_path, kernel, stride, pad
                                            f"divisor_override={divisor}")
 
 
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, ceil_mode=True), nn.MaxPool2d(3, 2, 1, dilation=2),
+                                  nn.MaxPool2d((3, 2), 2, (1, 0), dilation=(1, 2), ceil_mode=True)])
+def test_max_pool_options_and_dilated_convolutions_match_onnxruntime(tmp_path, pool):
+    rng = np.random.default_rng(2)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=2, dilation=2, rng=rng), pool).eval()
+    x = rng.standard_normal((1, 2, 10, 9)).astype(np.float32)
+    theirs, ours, ops = _run(net, tmp_path / "pool.onnx", x)
+    assert ops == ["Conv", "MaxPool"] and theirs.shape == ours.shape
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("layer,match", [
+    (nn.MaxPool2d(2, return_indices=True), r"returns indices; only the pooled values export"),
     (nn.AdaptiveAvgPool2d((3, 3)), r"pools 8x8 to 3x3, whose windows differ in size"),
     (nn.AdaptiveMaxPool2d(2, return_indices=True), r"returns indices; only the pooled values export"),
 ])

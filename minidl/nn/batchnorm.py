@@ -83,8 +83,8 @@ class _BatchNorm(Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch norm over features. Shapes: x (N, C) -> y (N, C)."""
-    _ndims = (2,)
+    """Batch norm over features. Shapes: x (N, C) or (N, C, L) -> the same (statistics over N, or N and L)."""
+    _ndims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):

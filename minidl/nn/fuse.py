@@ -87,7 +87,8 @@ class FusedConv2d(Conv2d):
 
     def __init__(self, conv: Conv2d, bn=None, relu: bool = False):
         Module.__init__(self)
-        for attr in ("in_channels", "out_channels", "groups", "kernel_size", "stride", "padding", "_padding_arg"):
+        for attr in ("in_channels", "out_channels", "groups", "kernel_size", "stride", "padding", "_padding_arg",
+                     "dilation"):
             object.__setattr__(self, attr, getattr(conv, attr))
         bias = None if conv.bias is None else conv.bias.data
         weight, bias = fold_batch_norm(conv.weight.data, bias, bn) if bn is not None else (conv.weight.data, bias)
@@ -121,11 +122,16 @@ class ReLUMaxPool2d(MaxPool2d):
 
     def __init__(self, pool: MaxPool2d):
         Module.__init__(self)
-        for attr in ("kernel_size", "stride", "padding", "_padding_arg"):
+        for attr in ("kernel_size", "stride", "padding", "_padding_arg", "dilation", "return_indices", "ceil_mode"):
             object.__setattr__(self, attr, getattr(pool, attr))
 
     def forward(self, x):
-        return fused.relu_max_pool2d(x, self.kernel_size, self.stride, self._padding_arg)
+        return fused.relu_max_pool2d(x, self.kernel_size, self.stride, self._padding_arg, self.ceil_mode)
+
+
+def _plain_pool(layer) -> bool:
+    """A MaxPool2d that ReLUMaxPool2d can replace: undilated windows, no indices returned."""
+    return type(layer) is MaxPool2d and layer.dilation == (1, 1) and not layer.return_indices
 
 
 def _fuse_in_order(module: Module) -> None:
@@ -140,7 +146,7 @@ def _fuse_in_order(module: Module) -> None:
             i += 1
             continue
         nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, Conv2d) and not isinstance(layer, FusedConv2d):
+        if isinstance(layer, Conv2d) and not isinstance(layer, FusedConv2d) and layer.dilation == (1, 1):
             bn = nxt if _foldable(nxt) else None
             j = i + 1 + (bn is not None)
             relu = j < len(layers) and type(layers[j]) is ReLU
@@ -148,7 +154,7 @@ def _fuse_in_order(module: Module) -> None:
             for k in range(i + 1, j + relu):
                 setattr(module, names[k], None)
             i = j + relu
-            if relu and i < len(layers) and type(layers[i]) is MaxPool2d:
+            if relu and i < len(layers) and _plain_pool(layers[i]):
                 setattr(module, names[i], ReLUMaxPool2d(layers[i]))
                 i += 1
             continue
@@ -157,7 +163,7 @@ def _fuse_in_order(module: Module) -> None:
             setattr(module, names[i + 1], None)
             i += 2
             continue
-        if type(layer) is ReLU and type(nxt) is MaxPool2d:
+        if type(layer) is ReLU and _plain_pool(nxt):
             setattr(module, names[i], None)
             setattr(module, names[i + 1], ReLUMaxPool2d(nxt))
             i += 2

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from . import init
-from ..window import check_padding, int_pair, window_output
+from ..window import check_padding, effective_kernel, int_pair, pool_window_output, window_output
 from .batch_slice import current_batch_slice
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm  # noqa: F401  (importable from here as before)
 from .module import Module, Parameter
@@ -41,14 +41,24 @@ class Conv2d(Module):
         groups: split channels into independent groups ("streams"); group g's filters
             see only group g's input channels.
         bias: learn a per-filter bias.
+        dilation: int or (h, w): gaps between the kernel's taps (keyword only, see below).
+        padding_mode: "zeros" only (PyTorch's other modes: pad with ``F.pad`` first).
         rng, dtype: weights start as PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    Difference from PyTorch, on purpose (DESIGN.md): the sixth positional argument is
+    ``groups`` (PyTorch's is ``dilation``), so ``Conv2d(4, 8, 3, 1, 1, 2)`` is a grouped
+    convolution here; pass ``dilation=`` by name.
 
     Shapes: x (N, in_channels, H, W) -> y (N, out_channels, OH, OW).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=True,
-                 *, rng=None, dtype=np.float32):
+                 *, dilation=1, padding_mode="zeros", rng=None, dtype=np.float32):
         super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported, only 'zeros'; pad the input "
+                             f"with F.pad(x, pads, mode=...) and use padding=0")
+        self.dilation = int_pair("Conv2d", "dilation", dilation)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
@@ -69,46 +79,60 @@ class Conv2d(Module):
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self._padding_arg,
-                        groups=self.groups)
+                        groups=self.groups, dilation=self.dilation)
 
     def shape_info(self, shape):
         c, h, w = _spatial(shape, "Conv2d")
         if c != self.in_channels:
             raise ValueError(f"Conv2d: expected {self.in_channels} input channels, got shape {tuple(shape)}")
-        (oh, ow), formula = window_output("Conv2d", (h, w), self.kernel_size, self.stride, self.padding)
+        span = effective_kernel(self.kernel_size, self.dilation)
+        (oh, ow), formula = window_output("Conv2d", (h, w), span, self.stride, self.padding)
         return (self.out_channels, oh, ow), formula
 
     def extra_repr(self):
+        dilation = self.dilation
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self._padding_arg!r}, groups={self.groups}, bias={self.bias is not None}")
+                f"padding={self._padding_arg!r}, groups={self.groups}, bias={self.bias is not None}" +
+                (f", dilation={dilation}" if dilation != (1, 1) else ""))
 
 
 class MaxPool2d(Module):
     """Max pooling over KH x KW windows; padding (as Conv2d's) is filled with -inf.
 
-    Args:
-        kernel_size: int or (h, w); stride defaults to kernel_size.
+    Args (PyTorch's, in its order): kernel_size, stride (default kernel_size), padding,
+        dilation, return_indices (forward then returns (y, indices)), ceil_mode: as
+        ``F.max_pool2d``.
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__()
         self.kernel_size = int_pair("MaxPool2d", "kernel_size", kernel_size)
         self.stride = self.kernel_size if stride is None else int_pair("MaxPool2d", "stride", stride)
         self.padding = check_padding("MaxPool2d", padding)
         self._padding_arg = padding
+        self.dilation = int_pair("MaxPool2d", "dilation", dilation)
+        self.return_indices, self.ceil_mode = bool(return_indices), bool(ceil_mode)
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self._padding_arg)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self._padding_arg, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
     def shape_info(self, shape):
         c, h, w = _spatial(shape, "MaxPool2d")
-        (oh, ow), formula = window_output("MaxPool2d", (h, w), self.kernel_size, self.stride, self.padding)
+        span = effective_kernel(self.kernel_size, self.dilation)   # a dilated window covers this much
+        (oh, ow), formula = pool_window_output("MaxPool2d", (h, w), span, self.stride, self.padding,
+                                               self.ceil_mode)
         return (c, oh, ow), formula
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self._padding_arg!r}"
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self._padding_arg!r}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.return_indices:
+            text += ", return_indices=True"
+        return text + (", ceil_mode=True" if self.ceil_mode else "")
 
 
 class LocalResponseNorm(Module):
@@ -135,7 +159,16 @@ class LocalResponseNorm(Module):
 
 
 class ReLU(Module):
-    """max(x, 0), elementwise. Shapes: any -> same."""
+    """max(x, 0), elementwise. Shapes: any -> same.
+
+    ``inplace`` is accepted for PyTorch's signature and changes nothing: minidl never
+    overwrites a tensor (the result is always new; memory is no worse, since the input
+    is freed as soon as nothing holds it).
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x):
         return F.relu(x)
@@ -158,17 +191,18 @@ class Dropout(Module):
     ``F.dropout``'s ``batch_slice``).
 
     Args:
-        p: probability of zeroing an element, in [0, 1).
+        p: probability of zeroing an element, in [0, 1] (1 zeroes everything).
+        inplace: accepted for PyTorch's signature; minidl always returns a new tensor.
         rng: the Generator; ``np.random.default_rng(0)`` when None.
 
     Shapes: any -> same.
     """
 
-    def __init__(self, p=0.5, rng=None):
+    def __init__(self, p=0.5, inplace=False, rng=None):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p, self.inplace = p, bool(inplace)
         self.rng = _default_rng(rng)
 
     def forward(self, x):
@@ -216,10 +250,22 @@ class Linear(Module):
 
 
 class Flatten(Module):
-    """(N, C, H, W) -> (N, C*H*W), in (C, H, W) order (NumPy's C order)."""
+    """Dims ``start_dim`` .. ``end_dim`` merged: by default (N, C, H, W) -> (N, C*H*W), in (C, H, W) order."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
-        return F.flatten(x)
+        return F.flatten(x, self.start_dim, self.end_dim)
 
     def shape_info(self, shape):
-        return (int(np.prod(shape)),), ""
+        # per-sample shape: the batch dim is not in it, so dims shift by one
+        full = (None,) + tuple(shape)
+        start, end = self.start_dim % len(full), self.end_dim % len(full)
+        if start == 0:
+            raise ValueError("Flatten.shape_info: a Flatten that merges the batch dim has no per-sample shape")
+        return tuple(full[1:start]) + (int(np.prod(full[start:end + 1])),) + tuple(full[end + 1:]), ""
+
+    def extra_repr(self):
+        return "" if (self.start_dim, self.end_dim) == (1, -1) else f"start_dim={self.start_dim}, end_dim={self.end_dim}"

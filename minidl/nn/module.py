@@ -1,4 +1,4 @@
-"""``Module`` (a layer or a model), ``Parameter`` (a trainable tensor) and ``Sequential``.
+"""``Module`` (a layer or a model) and ``Parameter`` (a trainable tensor); containers.py: ``Sequential``.
 
 A module owns three kinds of state, each kept in registration order so that
 ``parameters()``, ``state_dict()`` and therefore optimizer state and checkpoints
@@ -103,13 +103,41 @@ class Module:
     def register_buffer(self, name: str, array) -> None:
         """Register a raw array (or None) as part of the state but not a parameter.
 
-        Buffers are saved by ``state_dict``, moved by ``to`` and never trained.
+        Buffers are saved by ``state_dict``, moved by ``to`` and never trained. A Tensor
+        is taken as its array (PyTorch's buffers are tensors; minidl's are arrays).
         """
+        if isinstance(array, Tensor):
+            array = array.data
         if array is not None and not backend.is_array(array):
             raise TypeError(f"{type(self).__name__}.register_buffer: {name!r} must be a NumPy/CuPy array "
                             f"or None, got {type(array).__name__}")
         self._register(name, self._buffer_names)
         object.__setattr__(self, name, array)
+
+    def add_module(self, name: str, module) -> None:
+        """Register ``module`` (or None) as the child ``name``: ``setattr`` for names made at run time."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"{type(self).__name__}.add_module: a name is a non-empty string without dots, "
+                           f"got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.add_module: {name!r} must be a Module or None, "
+                            f"got {type(module).__name__}")
+        if hasattr(type(self), name) or (name in self.__dict__ and name not in self._module_names):
+            raise KeyError(f"{type(self).__name__}.add_module: {name!r} is already an attribute")
+        self._register(name, self._module_names)
+        object.__setattr__(self, name, module)
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> "Module":
+        """The descendant named by the dotted path ``target`` ("" is this module), as PyTorch."""
+        module = self
+        for part in target.split(".") if target else ():
+            if part not in module._module_names or module.__dict__[part] is None:
+                raise AttributeError(f"{type(self).__name__}.get_submodule: no module {target!r} "
+                                     f"({type(module).__name__} has no child {part!r})")
+            module = module.__dict__[part]
+        return module
 
     # ---- traversal ---------------------------------------------------------
     def named_children(self):
@@ -145,15 +173,16 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self):
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
         """Yield (dotted name, Parameter): each module's own parameters, modules pre-order.
 
         The order is PyTorch's and fixed by the model's code, so an optimizer's
         per-parameter state lines up across runs. A parameter shared by two
-        modules is yielded once.
+        modules is yielded once. ``prefix`` starts every name; ``recurse=False``
+        gives this module's own parameters only.
         """
         seen = set()
-        for module_name, module in self.named_modules():
+        for module_name, module in (self.named_modules(prefix) if recurse else [(prefix, self)]):
             for name in module._param_names:
                 param = module.__dict__[name]
                 if param is None or id(param) in seen:
@@ -161,21 +190,28 @@ class Module:
                 seen.add(id(param))
                 yield (f"{module_name}.{name}" if module_name else name), param
 
-    def parameters(self):
-        for _, param in self.named_parameters():
+    def parameters(self, recurse: bool = True):
+        for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self):
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
         """Yield (dotted name, array) for every buffer, in the same order as parameters."""
-        for module_name, module in self.named_modules():
+        for module_name, module in (self.named_modules(prefix) if recurse else [(prefix, self)]):
             for name in module._buffer_names:
                 array = module.__dict__[name]
                 if array is not None:
                     yield (f"{module_name}.{name}" if module_name else name), array
 
-    def buffers(self):
-        for _, array in self.named_buffers():
+    def buffers(self, recurse: bool = True):
+        for _, array in self.named_buffers(recurse=recurse):
             yield array
+
+    def apply(self, fn) -> "Module":
+        """Call ``fn(module)`` on each child's tree in order, then on this module (PyTorch's order); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     # ---- modes, gradients, devices ------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -188,10 +224,19 @@ class Module:
         """Evaluation mode (Dropout off, BatchNorm uses running statistics); returns self."""
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Forget every parameter's gradient (sets ``.grad`` to None)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget every parameter's gradient: ``.grad`` None, or zeros in place (``set_to_none=False``)."""
         for param in self.parameters():
-            param.grad = None
+            if set_to_none or param.grad is None:
+                param.grad = None
+            else:
+                param.grad.data[...] = 0
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Freeze (False) or unfreeze every parameter; returns self."""
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
 
     def to(self, device=None, dtype=None) -> "Module":
         """Move parameters, their gradients and buffers to ``device`` and/or cast floats to ``dtype``.
@@ -203,6 +248,8 @@ class Module:
             device: "cpu", "cuda" or "cuda:N"; None keeps each array where it is.
             dtype: e.g. np.float64 for gradient checks; None keeps dtypes.
         """
+        if device is not None and not isinstance(device, (str, backend.Device)):
+            dtype, device = np.dtype(device), None          # to(np.float64): PyTorch's to(dtype)
         device = backend.parse_device(device) if device is not None else None
 
         def convert(array):
@@ -223,6 +270,15 @@ class Module:
                     object.__setattr__(module, name, convert(array))
         return self
 
+    def cpu(self) -> "Module":
+        return self.to("cpu")
+
+    def float(self) -> "Module":
+        return self.to(dtype=np.float32)
+
+    def double(self) -> "Module":
+        return self.to(dtype=np.float64)
+
     # ---- state ---------------------------------------------------------------
     def _state_items(self):
         """(dotted name, owner module, attribute name, array) for every saved value, in order.
@@ -240,9 +296,13 @@ class Module:
                 if array is not None:
                     yield prefix + name, module, name, array
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """An ordered dict: dotted name -> host NumPy copy of every parameter and buffer."""
-        return OrderedDict((key, np.array(backend.to_numpy(array), copy=True))
+    def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":
+        """An ordered dict: ``prefix`` + dotted name -> host NumPy copy of every parameter and buffer.
+
+        Copies, on purpose (PyTorch's values share the model's memory): a saved state
+        cannot change when training goes on.
+        """
+        return OrderedDict((prefix + key, np.array(backend.to_numpy(array), copy=True))
                            for key, _, _, array in self._state_items())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
@@ -327,41 +387,3 @@ class Module:
             lines.append(f"  ({name}): {child_text}")
         lines.append(")")
         return "\n".join(lines)
-
-
-class Sequential(Module):
-    """Modules applied one after the other: ``Sequential(conv, relu, pool)(x)``.
-
-    Children are named "0", "1", ... (so state_dict keys read "0.weight"), and can
-    be indexed, iterated and counted.
-    """
-
-    runs_children_in_order = True   # its forward is its children in order (nn.fuse_for_inference reads it)
-
-    def __init__(self, *modules: Module):
-        super().__init__()
-        for index, module in enumerate(modules):
-            if not isinstance(module, Module):
-                raise TypeError(f"Sequential: argument {index} is a {type(module).__name__}, not a Module")
-            setattr(self, str(index), module)
-
-    def forward(self, x):
-        for module in self.children():
-            x = module(x)
-        return x
-
-    def shape_info(self, shape):
-        """The output shape of the children applied in order to per-sample ``shape``; no formula."""
-        for module in self.children():
-            shape, _ = module.shape_info(shape)
-        return tuple(shape), ""
-
-    def __getitem__(self, index: int) -> Module:
-        return list(self.children())[index]
-
-    def __len__(self) -> int:
-        return len(self._module_names)
-
-    def __iter__(self):
-        return self.children()
-

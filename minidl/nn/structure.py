@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .module import Sequential
+from .containers import Sequential
 
 
 class Step(NamedTuple):

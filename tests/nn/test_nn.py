@@ -207,10 +207,10 @@ def test_layer_argument_errors():
         nn.Conv2d(3, 4, 5).shape_info((3, 4, 4))
     with pytest.raises(ValueError, match=r"expected input \(N, C, H, W\) with C=4"):
         nn.BatchNorm2d(4)(minidl.tensor(np.zeros((2, 3, 2, 2))))
-    with pytest.raises(ValueError, match=r"expected input \(N, C\) with C=4"):
+    with pytest.raises(ValueError, match=r"expected input \(N, C\) or \(N, C, L\) with C=4"):
         nn.BatchNorm1d(4)(minidl.tensor(np.zeros((2, 4, 1, 1))))
-    with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
-        nn.Dropout(1.0)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        nn.Dropout(1.5)
 
 
 def test_dropout_uses_its_own_generator_and_state_round_trips():
