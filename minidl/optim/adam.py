@@ -28,7 +28,7 @@ import numbers
 
 from .. import backend
 from ..kernels import dispatch
-from .optimizer import Optimizer, check_number, check_switches
+from .optimizer import Optimizer, check_number, check_switches, takes_closure
 
 
 class Adam(Optimizer):
@@ -85,7 +85,8 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = xp.zeros_like(p.data)
         return state
 
-    def step(self) -> None:
+    @takes_closure
+    def step(self):
         """Update every parameter that has a gradient, in place.
 
         This is the reference's loop; ``minidl.kernels.dispatch`` may give a fast path

@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from .optimizer import _copy_to
+from .optimizer import _copy_to, takes_closure
 
 
 class Lookahead:
@@ -93,7 +93,8 @@ class Lookahead:
         """alpha at the current step count."""
         return self._check_alpha(self.alpha(self.steps) if callable(self.alpha) else self.alpha)
 
-    def step(self) -> None:
+    @takes_closure
+    def step(self):
         """The wrapped optimizer's step; after every k-th, slow += alpha (fast - slow) and fast = slow."""
         self.optimizer.step()
         self.steps += 1

@@ -53,6 +53,10 @@ class LRScheduler:
         """The first group's learning rate now."""
         return self.optimizer.param_groups[0]["lr"]
 
+    def get_last_lr(self) -> list:
+        """Every group's learning rate now (PyTorch's name)."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
     def step_batch(self) -> None:
         """Called after every optimizer step (no-op for epoch-based schedules)."""
 
@@ -96,13 +100,18 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """lr = base_lr * gamma ** (epochs_done // step_size_epochs), per group."""
+    """lr = base_lr * gamma ** (epochs_done // step_size), per group (PyTorch's StepLR, stepped per epoch).
+
+    ``step_size_epochs=`` is minidl's earlier name for ``step_size``.
+    """
 
     _state_keys, _clock = ("epoch",), "epoch"
 
-    def __init__(self, optimizer, step_size_epochs, gamma=0.1):
+    def __init__(self, optimizer, step_size=None, gamma=0.1, *, step_size_epochs=None):
         super().__init__(optimizer)
-        self.step_size = _count("StepLR: step_size_epochs", step_size_epochs, 1)
+        if (step_size is None) == (step_size_epochs is None):
+            raise TypeError("StepLR: give step_size (or its older name step_size_epochs), once")
+        self.step_size = _count("StepLR: step_size", step_size if step_size is not None else step_size_epochs, 1)
         self.gamma = check_number("StepLR: gamma", gamma, 0.0, False)
         self.epoch = 0
 
@@ -253,34 +262,49 @@ class OneCycleLR(LRScheduler):
 
 
 class ReduceLROnPlateau(LRScheduler):
-    """Multiply every group's lr by ``factor`` when the epoch metric has not improved for more than ``patience`` epochs.
+    """Multiply every group's lr by ``factor`` when the epoch metric has stopped improving (PyTorch's).
 
-    PyTorch's rule with relative threshold: in mode "max" a metric improves when it
-    exceeds best * (1 + threshold) ("min": falls below best * (1 - threshold)). After
-    ``patience`` epochs without improvement the next bad one cuts the lr (never below
-    min_lr) and the count restarts.
+    Args, in PyTorch's order and with its defaults: mode "min" (a loss; "max" for an
+    accuracy), factor 0.1, patience 10, threshold 1e-4 with threshold_mode "rel" (improving
+    means beating best * (1 -/+ threshold)) or "abs" (best -/+ threshold), cooldown 0
+    (epochs after a cut that count as neither good nor bad), min_lr 0 (one number, or one
+    per group), eps 1e-8 (a cut smaller than this is skipped). After ``patience`` epochs
+    without improvement the next bad one cuts the lr and the count restarts.
     """
 
-    _state_keys = ("best", "bad_epochs", "epoch")
+    _state_keys = ("best", "bad_epochs", "epoch", "cooldown_counter")
 
-    def __init__(self, optimizer, mode="max", factor=0.1, patience=2, min_lr=0.0, threshold=1e-4):
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0.0, eps=1e-8):
         super().__init__(optimizer)
         if mode not in ("max", "min"):
             raise ValueError(f"ReduceLROnPlateau: mode must be 'max' or 'min', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
-        self.mode, self.factor = mode, float(factor)
+        self.mode, self.factor, self.threshold_mode = mode, float(factor), threshold_mode
         self.patience = _count("ReduceLROnPlateau: patience", patience, 0)
-        self.min_lr = check_number("ReduceLROnPlateau: min_lr", min_lr)
+        self.cooldown = _count("ReduceLROnPlateau: cooldown", cooldown, 0)
+        floors = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * len(self.base_lrs)
+        if len(floors) != len(self.base_lrs):
+            raise ValueError(f"ReduceLROnPlateau: {len(floors)} min_lr values for {len(self.base_lrs)} parameter "
+                             "groups")
+        self.min_lrs = [check_number("ReduceLROnPlateau: min_lr", m) for m in floors]
         self.threshold = check_number("ReduceLROnPlateau: threshold", threshold)
-        self.best, self.bad_epochs, self.epoch = None, 0, 0  # best None: no metric seen yet
+        self.eps = check_number("ReduceLROnPlateau: eps", eps)
+        self.best, self.bad_epochs, self.epoch, self.cooldown_counter = None, 0, 0, 0  # best None: no metric yet
+
+    @property
+    def min_lr(self) -> float:
+        return self.min_lrs[0]
 
     def _improves(self, metric: float) -> bool:
         if self.best is None:
             return True
-        if self.mode == "max":
-            return metric > self.best * (1.0 + self.threshold)
-        return metric < self.best * (1.0 - self.threshold)
+        sign = 1.0 if self.mode == "max" else -1.0
+        margin = self.best * self.threshold * sign if self.threshold_mode == "rel" else self.threshold * sign
+        return sign * (metric - (self.best + margin)) > 0
 
     def step_epoch(self, metric=None) -> None:
         if metric is None:
@@ -291,13 +315,17 @@ class ReduceLROnPlateau(LRScheduler):
             self.best, self.bad_epochs = metric, 0
         else:
             self.bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.bad_epochs = 0   # PyTorch: bad epochs during the cooldown do not count
         if self.bad_epochs > self.patience:
-            for group in self.optimizer.param_groups:
-                new_lr = max(group["lr"] * self.factor, self.min_lr)
-                if group["lr"] - new_lr > 1e-8:  # PyTorch's eps: ignore negligible changes
+            for group, floor in zip(self.optimizer.param_groups, self.min_lrs):
+                new_lr = max(group["lr"] * self.factor, floor)
+                if group["lr"] - new_lr > self.eps:   # a negligible change is skipped
                     group["lr"] = new_lr
-            self.bad_epochs = 0
+            self.cooldown_counter, self.bad_epochs = self.cooldown, 0
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the counters; the rates themselves live in the optimizer's state."""
+        state = {"cooldown_counter": 0, **state}   # checkpoints from before the cooldown existed
         super().load_state_dict({k: v for k, v in state.items() if k not in ("base_lrs", "base_lr")})

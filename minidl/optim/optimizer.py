@@ -17,11 +17,13 @@ floats; PyTorch keeps them as 0-d float tensors, and such a 0-d array loads as i
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 
 from .. import backend
+from ..autograd import Tensor, enable_grad
 
 
 def check_number(where: str, value, low: float = 0.0, low_inclusive: bool = True) -> float:
@@ -51,6 +53,54 @@ def check_switches(where: str, **switches) -> None:
                              f"chosen by minidl.kernels.dispatch); leave {name} out or pass None/False, got {value!r}")
 
 
+def takes_closure(step):
+    """Give an optimizer's ``step(self)`` PyTorch's ``step(closure=None)``.
+
+    The closure (zero the gradients, compute the loss, ``backward``, return the loss)
+    runs first, with gradients enabled; the step then uses the gradients it left, and
+    its loss comes back.
+    """
+    @functools.wraps(step)
+    def step_with_closure(self, closure=None):
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        step(self)
+        return loss
+    return step_with_closure
+
+
+# What PyTorch's optimizers keep in a parameter group and minidl's do not: its implementation
+# switches (see check_switches) and the schedulers' starting rate. A state_dict from PyTorch
+# loads with them dropped, as long as the switches ask for nothing special.
+_TORCH_ONLY_SETTINGS = ("foreach", "fused", "capturable", "differentiable", "initial_lr", "decoupled_weight_decay")
+
+
+def _host(value):
+    """A PyTorch tensor (in a state_dict that PyTorch made) as a NumPy array; anything else as it is."""
+    if not backend.is_array(value) and hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _param_list(where: str, params) -> list:
+    """``params`` as a list of leaf Tensors: PyTorch's rules, and (name, tensor) pairs from named_parameters()."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{where}: params must be an iterable of Parameters (or of parameter groups), "
+                        f"got one tensor of shape {params.shape}; wrap it in a list")
+    items = list(params)
+    items = [item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) else item
+             for item in items]
+    for index, p in enumerate(items):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{where}: parameter {index} is a {type(p).__name__}, not a Parameter (Tensor)")
+        if p.creator is not None:
+            raise ValueError(f"{where}: parameter {index} is not a leaf (it was computed from others), "
+                             "so no gradient accumulates in it")
+    return items
+
+
 def _copy_to(array, param):
     """A fresh copy of ``array`` on ``param``'s device, in its dtype (made there: CuPy allocates on the current GPU)."""
     device = param.device
@@ -63,8 +113,9 @@ class Optimizer:
     """Base class: subclasses give ``defaults`` and implement ``step()`` (and may check a group).
 
     Args:
-        params: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ..., ...}``
-            (parameter groups). Their order fixes the indices of ``state_dict()``.
+        params: an iterable of Parameters (or of ``named_parameters()``'s pairs), or of
+            dicts ``{"params": [...], "lr": ..., ...}`` (parameter groups). Their order
+            fixes the indices of ``state_dict()``.
         defaults: every hyper-parameter with its value for groups that do not set it.
     Raises:
         ValueError for no parameters, a parameter in two groups, or a bad hyper-parameter.
@@ -76,6 +127,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: dict = {}            # parameter -> its state between steps
         self.param_groups: list = []
+        if isinstance(params, Tensor):
+            params = _param_list(type(self).__name__, params)   # raises: one tensor is not a list
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -87,7 +140,8 @@ class Optimizer:
         name = type(self).__name__
         if not isinstance(group, dict) or "params" not in group:
             raise ValueError(f"{name}: a parameter group is a dict with a 'params' entry, got {group!r}")
-        params = list(group["params"])
+        params = group["params"]
+        params = _param_list(name, [params] if isinstance(params, Tensor) else params)
         if not params:
             raise ValueError(f"{name}: parameter group {len(self.param_groups)} has no parameters")
         unknown = sorted(set(group) - set(self.defaults) - {"params"})
@@ -126,7 +180,7 @@ class Optimizer:
             elif set_to_none:
                 p.grad = None
 
-    def step(self) -> None:
+    def step(self, closure=None):
         raise NotImplementedError(f"{type(self).__name__} must implement step")
 
     def _with_grads(self) -> list:
@@ -174,6 +228,7 @@ class Optimizer:
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are {len(params)}")
             p = params[i]
+            entries = {k: _host(v) for k, v in entries.items()}
             # a count given as a 0-d array or NumPy scalar (PyTorch's step tensor): its Python float
             entries = {k: float(v) if k in self._count_keys and not isinstance(v, numbers.Real) else v
                        for k, v in entries.items()}
@@ -183,7 +238,18 @@ class Optimizer:
                                      f"{tuple(np.shape(value))}, the parameter {p.shape}")
             restored[p] = {k: _copy_to(v, p) if backend.is_array(v) else v for k, v in entries.items()}
         for saved, group in zip(groups, self.param_groups):
-            settings = {k: v for k, v in saved.items() if k != "params"}
+            switches = {k: v for k, v in saved.items()
+                        if k in _TORCH_ONLY_SETTINGS and k not in ("initial_lr", "decoupled_weight_decay")}
+            check_switches(f"{name}.load_state_dict", **switches)
+            if bool(saved.get("decoupled_weight_decay", False)) != (name == "AdamW") and \
+                    "decoupled_weight_decay" in saved:
+                raise ValueError(f"{name}.load_state_dict: the saved groups have decoupled_weight_decay="
+                                 f"{saved['decoupled_weight_decay']!r}: that is AdamW's rule, and this is {name}")
+            settings = {k: v for k, v in saved.items() if k != "params" and k not in _TORCH_ONLY_SETTINGS}
+            unknown = sorted(set(settings) - set(self.defaults))
+            if unknown:
+                raise ValueError(f"{name}.load_state_dict: the saved groups have settings {name} does not know: "
+                                 f"{unknown}")
             self._check_group({**group, **settings})
             group.update(settings)
         self.state = restored

@@ -21,7 +21,7 @@ The update is in place on ``p.data``; ``p.grad`` is never changed.
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_number, check_switches
+from .optimizer import Optimizer, check_number, check_switches, takes_closure
 
 
 class RMSprop(Optimizer):
@@ -56,7 +56,8 @@ class RMSprop(Optimizer):
             group[key] = check_number(f"RMSprop: {key}", group[key])
         group["centered"], group["maximize"] = bool(group["centered"]), bool(group["maximize"])
 
-    def step(self) -> None:
+    @takes_closure
+    def step(self):
         """Update every parameter that has a gradient, in place."""
         for p, group in self._with_grads():
             with backend.device_context(p.device):

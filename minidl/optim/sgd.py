@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import backend
 from ..kernels import dispatch
-from .optimizer import Optimizer, check_number
+from .optimizer import Optimizer, check_number, takes_closure
 
 
 class SGD(Optimizer):
@@ -75,7 +75,8 @@ class SGD(Optimizer):
             squares = sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads)
             return xp.minimum(1.0, self.max_grad_norm / (xp.sqrt(squares) + 1e-6)).astype(grads[0].dtype)
 
-    def step(self) -> None:
+    @takes_closure
+    def step(self):
         """Update every parameter that has a gradient, in place."""
         todo = self._with_grads()
         factor = self._clip_factor([p.grad.data for p, _ in todo])

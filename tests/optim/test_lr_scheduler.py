@@ -40,8 +40,10 @@ def test_step_lr_sequence_and_batch_noop():
         sched.step_epoch()
         seen.append(opt.lr)
     assert seen == [1.0, 0.5, 0.5, 0.25, 0.25]
-    with pytest.raises(ValueError, match="step_size_epochs"):
+    with pytest.raises(ValueError, match="step_size must be an int >= 1"):
         StepLR(opt, 0)
+    with pytest.raises(TypeError, match="give step_size"):
+        StepLR(opt, 2, step_size_epochs=2)
 
 
 def test_cosine_lr_hand_formula_with_warmup():
@@ -100,14 +102,16 @@ def test_one_cycle_endpoints_by_hand():
 
 
 @needs_torch
-@pytest.mark.parametrize("mode", ["max", "min"])
-def test_reduce_on_plateau_matches_torch(mode):
-    metrics = [0.5, 0.6, 0.6, 0.60001, 0.59, 0.7, 0.7, 0.7, 0.7, 0.71, 0.5, 0.5, 0.5, 0.5]
+@pytest.mark.parametrize("mode, extra", [("max", {}), ("min", {}), ("max", dict(threshold_mode="abs", threshold=0.15)),
+                                         ("min", dict(cooldown=2)), ("max", dict(patience=1, cooldown=1, eps=0.3))])
+def test_reduce_on_plateau_matches_torch(mode, extra):
+    metrics = [0.5, 0.6, 0.6, 0.60001, 0.59, 0.7, 0.7, 0.7, 0.7, 0.71, 0.5, 0.5, 0.5, 0.5, 0.4, 0.45, 0.3, 0.3]
     opt = opt_with(1.0)
-    sched = ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=2, min_lr=0.1, threshold=1e-4)
+    kwargs = dict(mode=mode, factor=0.5, patience=2, min_lr=0.1, threshold=1e-4)
+    kwargs.update(extra)
+    sched = ReduceLROnPlateau(opt, **kwargs)
     t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(t_opt, mode=mode, factor=0.5, patience=2, min_lr=0.1,
-                                                     threshold=1e-4)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(t_opt, **kwargs)
     seen = []
     for m in metrics:
         sched.step_batch()  # no-op
@@ -165,7 +169,7 @@ def test_schedules_scale_every_group_and_keep_their_ratios():
     assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.005)
     one_cycle = OneCycleLR(SGD([{"params": [a]}, {"params": [b]}], lr=1.0), max_lr=[0.4, 0.2], total_steps=10)
     assert [g["lr"] for g in one_cycle.optimizer.param_groups] == pytest.approx([0.4 / 25, 0.2 / 25])
-    plateau = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    plateau = ReduceLROnPlateau(opt, "max", factor=0.5, patience=0)
     plateau.step_epoch(0.5), plateau.step_epoch(0.4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([lrs[0] / 2, lrs[1] / 2])
     with pytest.raises(ValueError, match="2 max_lr values for 1 parameter groups"):
