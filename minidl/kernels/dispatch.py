@@ -130,7 +130,7 @@ def _raw_cuda(array) -> bool:
 
 def _fast(array) -> str | None:
     """"cpu", "cuda" (raw kernels apply) or None (the reference runs)."""
-    if mode() == "reference":
+    if mode() == "reference" or not backend.is_array(array):   # a list or a number: the reference takes it
         return None
     if device_type(array) == "cpu":
         return "cpu"

@@ -1,7 +1,12 @@
 """The layers: thin modules that own parameters and call the kernels in minidl.functional.
 
 Every layer with weights takes ``rng`` (a numpy Generator; a fixed seed when None)
-and ``dtype`` (float32 by default). Every layer also answers ``shape_info(shape)``:
+and ``dtype`` (float32 by default). Difference from PyTorch, on purpose (all randomness
+goes through explicit generators, so a run is reproducible from its own code, not from
+what ran before it in the process): there is no global seed, so two layers of one shape
+built without ``rng`` start with equal weights, and two Dropouts draw equal masks. Pass
+one generator to every layer of a model, as minidl's models do:
+``rng = np.random.default_rng(seed); nn.Linear(8, 8, rng=rng); nn.Linear(8, 8, rng=rng)``. Every layer also answers ``shape_info(shape)``:
 the output shape for a per-sample input shape (no batch axis) and, for windows,
 the size formula; model summaries are built from it without running the model.
 """
