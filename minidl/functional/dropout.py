@@ -69,6 +69,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None, batch_sl
         return x
     if rng is None:
         raise ValueError("dropout: training mode needs an explicit rng (numpy.random.Generator)")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"dropout: rng must be a numpy.random.Generator, got {rng!r} (the fourth positional "
+                        "argument is rng; PyTorch's is inplace, which minidl takes by name)")
     if batch_slice is not None:
         start, total = batch_slice
         if not 0 <= start <= start + x.shape[0] <= total:

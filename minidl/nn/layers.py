@@ -64,7 +64,11 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported, only 'zeros'; pad the input "
                              f"with F.pad(x, pads, mode=...) and use padding=0")
         self.dilation = int_pair("Conv2d", "dilation", dilation)
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                   for n in (in_channels, out_channels, groups)):
+            raise ValueError(f"Conv2d: in_channels, out_channels and groups must be ints >= 1, got "
+                             f"{in_channels!r}, {out_channels!r} and {groups!r}")
+        if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -231,8 +235,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype=np.float32):
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear: feature counts must be >= 1, got {in_features} and {out_features}")
+        if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                   for n in (in_features, out_features)):
+            raise ValueError(f"Linear: feature counts must be ints >= 1, got {in_features!r} and {out_features!r}")
         self.in_features, self.out_features = in_features, out_features
         rng = _default_rng(rng)
         self.weight = Parameter(np.zeros((out_features, in_features), dtype))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import minidl
+import minidl.functional
 import minidl.nn as nn
 
 torch = pytest.importorskip("torch")
@@ -107,6 +108,12 @@ def test_layer_constructors_take_torchs_arguments():
     assert not y.numpy().any()
     with pytest.raises(ValueError, match="padding_mode 'reflect' is not supported"):
         nn.Conv2d(3, 4, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match=r"Linear: feature counts must be ints >= 1, got 3.0 and 4"):
+        nn.Linear(3.0, 4)
+    with pytest.raises(ValueError, match=r"Conv2d: in_channels, out_channels and groups must be ints >= 1"):
+        nn.Conv2d(3, 8.0, 3)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator, got False .* inplace"):
+        minidl.functional.dropout(minidl.tensor(np.ones(3)), 0.5, True, False)
 
 
 @pytest.mark.parametrize("start, end, shape", [(1, -1, (2, 48)), (2, 3, (2, 3, 16)), (0, 1, (6, 4, 4))])
