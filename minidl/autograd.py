@@ -283,6 +283,8 @@ class Tensor:
         return _ops.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def argmax(self, dim=None, keepdim=False): return _ops.argmax(self, dim, keepdim)
+    def max(self, dim=None, keepdim=False): return _extrema.maximum_of(self, dim, keepdim)   # dim: (values, indices)
+    def min(self, dim=None, keepdim=False): return _extrema.minimum_of(self, dim, keepdim)
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
@@ -417,4 +419,4 @@ def graph_key(t) -> tuple:
 
 from . import backprop as _backprop  # noqa: E402  (the walk needs Tensor defined first)
 from .functional import basic as _ops  # noqa: E402  (operators need Tensor defined first)
-from .functional import shape as _shape  # noqa: E402
+from .functional import extrema as _extrema, shape as _shape  # noqa: E402

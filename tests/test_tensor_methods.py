@@ -134,3 +134,22 @@ def test_requires_grad_and_is_leaf():
         minidl.tensor([1, 2]).requires_grad_()
     with no_grad():
         assert (x * 2.0).is_leaf
+
+
+@pytest.mark.parametrize("method", ["max", "min"])
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (1, False), (0, True), (-1, True)])
+def test_max_and_min_match_torch_with_ties(method, dim, keepdim):
+    data = np.array([[1.0, 3.0, 3.0, -2.0], [2.0, 0.0, 2.0, -2.0], [0.5, 3.0, -1.0, 4.0]])
+    mine, theirs = minidl.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    args = () if dim is None else (dim, keepdim)
+    got, want = getattr(mine, method)(*args), getattr(theirs, method)(*args)
+    if dim is not None:
+        np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
+        got, want = got.values, want.values
+    np.testing.assert_array_equal(got.numpy(), want.detach().numpy())
+    gy = np.arange(1.0, 1.0 + got.size).reshape(got.shape)
+    got.backward(gy)
+    want.backward(torch.tensor(gy))
+    np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match=f"{method}: the tensor of shape \\(0,\\) is empty"):
+        getattr(minidl.tensor(np.zeros(0)), method)()

@@ -15,13 +15,15 @@ from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import Module, Parameter
-from .activation import GELU, Identity, LeakyReLU, Sigmoid, Tanh
+from .activation import GELU, Identity, LeakyReLU, LogSoftmax, Sigmoid, Softmax, Tanh
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear", "LocalResponseNorm", "MaxPool2d",
            "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice",
            "current_batch_slice", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
+__all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax"]
 from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
 
 __all__ += ["FusedConv2d", "FusedLinear", "ReLUMaxPool2d", "fuse_for_inference"]

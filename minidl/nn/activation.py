@@ -93,3 +93,28 @@ class GELU(Module):
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
+
+
+class Softmax(Module):
+    """softmax along ``dim``, as ``torch.nn.Softmax`` (minidl's default dim is the last: PyTorch warns
+    and guesses when dim is left out). Shapes: any -> same."""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, dim=self.dim)
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log_softmax along ``dim`` (before ``NLLLoss``), as ``torch.nn.LogSoftmax``. Shapes: any -> same."""
+
+    def forward(self, x):
+        return F.log_softmax(x, dim=self.dim)

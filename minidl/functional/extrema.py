@@ -1,0 +1,71 @@
+"""max and min of a tensor: over everything, or along one dim with the indices (PyTorch's ``max``/``min``).
+
+The gradient goes where the extreme value was. Along a dim that is the index returned
+(the first of equal values, as PyTorch's CPU kernel picks); over the whole tensor, equal
+maxima share it evenly (PyTorch's rule for ``max()``). min is max of -x, negated.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+from .. import backend
+from ..autograd import Function, Tensor
+
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+class Max(Function):
+    # x (..., d_axis, ...) -> y (...) with idx (...): y = x[..., idx, ...];  axis None: y () = max(x)
+    def __init__(self, axis, keepdim: bool):
+        self.axis, self.keepdim = axis, keepdim
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.in_shape = x.shape
+        if self.axis is None:
+            y = x.max()
+            self.winners = (x == y)
+            return y
+        self.index = xp.expand_dims(xp.argmax(x, axis=self.axis), self.axis)
+        y = xp.take_along_axis(x, self.index, axis=self.axis)
+        return y if self.keepdim else y.squeeze(self.axis)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        if self.axis is None:
+            gx = self.winners * (gy / self.winners.sum())
+        else:
+            gx = xp.zeros(self.in_shape, dtype=gy.dtype)
+            xp.put_along_axis(gx, self.index, gy if self.keepdim else xp.expand_dims(gy, self.axis), axis=self.axis)
+        assert gx.shape == self.in_shape
+        return gx.astype(gy.dtype, copy=False)
+
+
+def _axis(fn: str, x, dim):
+    if dim is None:
+        return None
+    if not -x.ndim <= dim < max(x.ndim, 1):
+        raise ValueError(f"{fn}: dim {dim} is out of range for a tensor of shape {x.shape}")
+    return dim % max(x.ndim, 1) if x.ndim else None
+
+
+def maximum_of(x: Tensor, dim=None, keepdim: bool = False):
+    """The largest value (dim None), or (values, indices) along ``dim``: PyTorch's ``t.max(dim)``."""
+    if x.size == 0:
+        raise ValueError(f"max: the tensor of shape {x.shape} is empty; it has no largest value")
+    axis = _axis("max", x, dim)
+    values = Max(axis, keepdim)(x)
+    if dim is None or axis is None:
+        return values
+    indices = backend.get_array_module(x.data).argmax(x.data, axis=axis)
+    return ValuesIndices(values, Tensor(indices.reshape(values.shape)))
+
+
+def minimum_of(x: Tensor, dim=None, keepdim: bool = False):
+    """The smallest value (dim None), or (values, indices) along ``dim``: PyTorch's ``t.min(dim)``."""
+    if x.size == 0:
+        raise ValueError(f"min: the tensor of shape {x.shape} is empty; it has no smallest value")
+    result = maximum_of(-x, dim, keepdim)
+    if isinstance(result, ValuesIndices):
+        return ValuesIndices(-result.values, result.indices)
+    return -result
