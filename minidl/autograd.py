@@ -252,6 +252,7 @@ class Tensor:
     def __rtruediv__(self, other): return _ops.div(other, self)
     def __neg__(self): return _ops.neg(self)
     def __pow__(self, exponent): return _ops.power(self, exponent)
+    def __rpow__(self, base): return _ops.rpower(base, self)
     def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __getitem__(self, index): return _ops.getitem(self, index)

@@ -153,3 +153,30 @@ def test_max_and_min_match_torch_with_ties(method, dim, keepdim):
     np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match=f"{method}: the tensor of shape \\(0,\\) is empty"):
         getattr(minidl.tensor(np.zeros(0)), method)()
+
+
+@pytest.mark.parametrize("left, right", [((3,), (3, 4)), ((4, 3), (3,)), ((3,), (3,)), ((3,), (2, 3, 4)),
+                                         ((2, 4, 3), (3,))])
+def test_matmul_with_vectors_matches_torch(left, right):
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(left), rng.standard_normal(right)
+    ma, mb = minidl.tensor(a, requires_grad=True), minidl.tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    got, want = ma @ mb, ta @ tb
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-12)
+    gy = rng.standard_normal(got.shape)
+    got.backward(gy)
+    want.backward(torch.tensor(gy))
+    np.testing.assert_allclose(ma.grad.numpy(), ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-12)
+
+
+def test_a_number_to_a_tensor_power():
+    x = minidl.tensor(np.array([0.5, 1.0, 3.0]), requires_grad=True)
+    t = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    (2.0 ** x).sum().backward()
+    (2.0 ** t).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match="positive constant"):
+        (-2.0) ** x

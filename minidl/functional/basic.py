@@ -152,7 +152,7 @@ class Clone(Function):
 
 
 class MatMul(Function):
-    """a (..., M, K) @ b (..., K, N) -> (..., M, N); 1-D operands as in NumPy are not supported."""
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N) (``matmul`` turns 1-D operands into these shapes)."""
 
     def forward(self, a, b):
         if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
@@ -271,8 +271,23 @@ def power(x, exponent):
 
 
 def matmul(a, b):
+    """a @ b; a 1-D operand is a row (on the left) or a column (on the right), dropped again after (NumPy's rule)."""
     a, b = _as_tensors(a, b)
+    if a.ndim == 1 or b.ndim == 1:
+        row, column = a.ndim == 1, b.ndim == 1
+        a = reshape(a, (1,) + a.shape) if row else a
+        b = reshape(b, b.shape + (1,)) if column else b
+        y = MatMul()(a, b)
+        shape = y.shape[:-2] + (() if row else y.shape[-2:-1]) + (() if column else y.shape[-1:])
+        return reshape(y, shape)
     return MatMul()(a, b)
+
+
+def rpower(base, x):
+    """base ** x for a constant positive base: exp(x * log(base))."""
+    if isinstance(base, Tensor) or backend.is_array(base) or not base > 0:
+        raise TypeError(f"power: only a positive constant (Python number) base is supported, got {base!r}")
+    return exp(x * float(np.log(base)))
 
 
 def _reduced_axes(fn: str, x, axis, keepdims, dim, keepdim):

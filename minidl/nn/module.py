@@ -100,11 +100,12 @@ class Module:
             self._forget(name)
             names.append(name)
 
-    def register_buffer(self, name: str, array) -> None:
+    def register_buffer(self, name: str, array, persistent: bool = True) -> None:
         """Register a raw array (or None) as part of the state but not a parameter.
 
-        Buffers are saved by ``state_dict``, moved by ``to`` and never trained. A Tensor
-        is taken as its array (PyTorch's buffers are tensors; minidl's are arrays).
+        Buffers are moved by ``to`` and never trained; ``state_dict`` saves them unless
+        ``persistent=False`` (a cache that can be rebuilt). A Tensor is taken as its
+        array (PyTorch's buffers are tensors; minidl's are arrays).
         """
         if isinstance(array, Tensor):
             array = array.data
@@ -112,6 +113,10 @@ class Module:
             raise TypeError(f"{type(self).__name__}.register_buffer: {name!r} must be a NumPy/CuPy array "
                             f"or None, got {type(array).__name__}")
         self._register(name, self._buffer_names)
+        if not persistent:
+            self.__dict__.setdefault("_transient_buffers", set()).add(name)
+        else:
+            self.__dict__.get("_transient_buffers", set()).discard(name)
         object.__setattr__(self, name, array)
 
     def add_module(self, name: str, module) -> None:
@@ -291,9 +296,10 @@ class Module:
                 param = module.__dict__[name]
                 if param is not None:
                     yield prefix + name, module, name, param.data
+            transient = module.__dict__.get("_transient_buffers", ())
             for name in module._buffer_names:
                 array = module.__dict__[name]
-                if array is not None:
+                if array is not None and name not in transient:
                     yield prefix + name, module, name, array
 
     def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":

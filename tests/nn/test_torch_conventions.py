@@ -99,6 +99,13 @@ def test_module_methods_follow_torch():
     assert "extra.weight" in mine.state_dict()
     mine.register_buffer("scale", minidl.tensor([2.0]))
     assert mine.state_dict()["scale"].tolist() == [2.0]
+    mine.register_buffer("cache", np.ones(3), persistent=False)
+    theirs.register_buffer("scale", torch.tensor([2.0]))
+    theirs.add_module("extra", torch.nn.Linear(3, 1))
+    theirs.register_buffer("cache", torch.ones(3), persistent=False)
+    assert list(mine.state_dict()) == list(theirs.state_dict())       # the transient buffer is not saved
+    assert mine.double().cache.dtype == np.float64                     # but it moves with the module
+    mine.load_state_dict(mine.state_dict())
 
 
 def test_layer_constructors_take_torchs_arguments():
