@@ -1,4 +1,4 @@
-"""Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``no_grad``.
+"""Reverse-mode automatic differentiation: ``Tensor`` and ``Function`` (``no_grad`` and its kin: grad_mode.py).
 
 A ``Tensor`` wraps one raw array (NumPy or CuPy) and remembers the ``Function`` that
 made it. Calling a ``Function`` on tensors runs its ``forward`` on the raw arrays and,
@@ -14,65 +14,11 @@ operands, are freed as soon as forward moves on); backward frees the rest as it 
 """
 from __future__ import annotations
 
-import functools
-import threading
 
 import numpy as np
 
 from . import backend
-
-_grad_mode = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    """Whether new Function calls are recorded for backward (per thread)."""
-    return getattr(_grad_mode, "enabled", True)
-
-
-class set_grad_enabled:
-    """Record Function calls for backward (``mode`` True) or not, in a ``with`` block or a
-    decorated function; the previous mode comes back afterwards (per thread, as PyTorch)."""
-
-    def __init__(self, mode: bool):
-        self.mode, self._previous = bool(mode), []
-
-    def __enter__(self):
-        self._previous.append(is_grad_enabled())
-        _grad_mode.enabled = self.mode
-
-    def __exit__(self, *exc_info):
-        _grad_mode.enabled = self._previous.pop()
-
-    def __call__(self, fn):
-        mode = self.mode
-
-        @functools.wraps(fn)
-        def with_mode(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return fn(*args, **kwargs)
-        return with_mode
-
-
-class no_grad(set_grad_enabled):
-    """Inside this block (or function: ``@no_grad()`` or ``@no_grad``) Function calls record
-    nothing and outputs never require grad."""
-
-    def __new__(cls, fn=None):
-        self = super().__new__(cls)
-        if fn is not None:    # a bare @no_grad: decorate fn at once
-            self.__init__()
-            return self(fn)
-        return self
-
-    def __init__(self, fn=None):
-        super().__init__(False)
-
-
-class enable_grad(no_grad):
-    """Record again inside a ``no_grad`` block (``with enable_grad():`` or ``@enable_grad``)."""
-
-    def __init__(self, fn=None):
-        set_grad_enabled.__init__(self, True)
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401  (minidl.autograd's names)
 
 
 def _as_array(value, dtype=None):

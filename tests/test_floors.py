@@ -13,27 +13,28 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidl"
 
 BASE = {"backend", "window", "special"}   # special: erfc on arrays, for GELU's reference and fast path
 KERNELS = BASE | {"kernels"}
-OPS = KERNELS | {"autograd", "backprop", "functional"}
+OPS = KERNELS | {"autograd", "backprop", "grad_mode", "functional"}
 LAYERS = OPS | {"nn"}
 # part of minidl -> the parts it may import (besides itself)
 ALLOWED = {
     "backend": set(),
     "window": {"backend"},
     "special": {"backend"},
-    "autograd": {"backend", "backprop"},  # plus functional.basic and .shape for the operators, below
+    "grad_mode": set(),
+    "autograd": {"backend", "backprop", "grad_mode"},  # plus functional.basic, .shape, .extrema: operators
     "backprop": {"backend", "autograd"},  # the walk over autograd's graph: the same floor
     "kernels": KERNELS,
     "functional": OPS,
     "gradcheck": OPS,
     "checkpoint": {"backend"},
     "nn": LAYERS,
-    "optim": KERNELS | {"autograd"},
+    "optim": KERNELS | {"autograd", "grad_mode"},
     "viz": LAYERS | {"checkpoint"},
     "models": LAYERS | {"viz", "data"},
     "metrics": LAYERS,                    # evaluate runs nn.fuse_for_inference(model)
     "plots": BASE | {"checkpoint"},
     "_progress": set(),
-    "data": KERNELS | {"autograd", "checkpoint"},
+    "data": KERNELS | {"autograd", "grad_mode", "checkpoint"},
     "torch_format": set(),                # reads torch.save files with NumPy alone
     "weights": LAYERS | {"checkpoint", "models", "data", "torch_format"},
     "onnx": LAYERS | {"checkpoint", "models"},
