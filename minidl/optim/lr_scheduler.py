@@ -5,8 +5,9 @@ the rate from a step or epoch count keep each group's starting rate (``base_lrs`
 scale it, so groups keep their ratios. They share one interface, so a training loop
 needs no case analysis: ``step_batch()`` after every optimizer step,
 ``step_epoch(metric=None)`` at every epoch end (each a no-op for schedules driven by
-the other), and JSON-able ``state_dict()`` / ``load_state_dict()``. (PyTorch calls
-``scheduler.step()`` for either; minidl names the two clocks.)
+the other), and JSON-able ``state_dict()`` / ``load_state_dict()``. PyTorch's one call,
+``scheduler.step()``, works too: it advances the schedule's own clock, at whatever
+cadence the loop calls it (minidl's Trainer names the two clocks instead).
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def _warmup_count(where: str, warmup_steps, total_steps: int) -> int:
         raise ValueError(f"{where}: warmup_steps must be an int in [0, total_steps={total_steps}), "
                          f"got {warmup_steps!r}")
     return int(warmup_steps)
+
+
+# A batch-clocked schedule's counter is saved under "step" (its name before ``step()`` became a method).
+_SAVED_AS = {"steps_done": "step"}
+_LOADED_AS = {"step": "steps_done"}
 
 
 class LRScheduler:
@@ -63,6 +69,15 @@ class LRScheduler:
     def step_epoch(self, metric=None) -> None:
         """Called at every epoch end (no-op for batch-based schedules)."""
 
+    def step(self, metrics=None) -> None:
+        """PyTorch's one call: advance this schedule's own clock by one (its batch or its epoch
+        counter; ReduceLROnPlateau takes the epoch's ``metrics``). Call it at the cadence you
+        mean, as in PyTorch; minidl's Trainer calls ``step_batch`` and ``step_epoch`` instead."""
+        if self._clock == "epoch" or isinstance(self, ReduceLROnPlateau):
+            self.step_epoch(metrics)
+        else:
+            self.step_batch()
+
     def lr_at(self, t: int, base_lr: float) -> float:
         raise NotImplementedError
 
@@ -79,10 +94,12 @@ class LRScheduler:
 
     def state_dict(self) -> dict:
         """JSON-able numbers only (checkpoints store it without pickle)."""
-        return {"base_lrs": list(self.base_lrs), **{key: getattr(self, key) for key in self._state_keys}}
+        return {"base_lrs": list(self.base_lrs), **{_SAVED_AS.get(key, key): getattr(self, key)
+                                                    for key in self._state_keys}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()``; minidl's earlier single-rate state (``base_lr``) loads too."""
+        state = {_LOADED_AS.get(key, key): value for key, value in state.items()}
         missing = [key for key in self._state_keys if key not in state]
         if missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
@@ -158,7 +175,7 @@ class CosineLR(LRScheduler):
     (PyTorch's CosineAnnealingLR with eta_min = min_lr, plus the warmup.)
     """
 
-    _state_keys, _clock = ("step",), "step"
+    _state_keys, _clock = ("steps_done",), "steps_done"
 
     def __init__(self, optimizer, total_steps, min_lr=0.0, warmup_steps=0):
         super().__init__(optimizer)
@@ -167,7 +184,7 @@ class CosineLR(LRScheduler):
         self.min_lr = check_number("CosineLR: min_lr", min_lr)
         if self.min_lr > min(self.base_lrs):
             raise ValueError(f"CosineLR: min_lr ({min_lr}) exceeds a group's lr ({min(self.base_lrs)})")
-        self.step = 0
+        self.steps_done = 0
         self._apply()
 
     def step_batch(self) -> None:
@@ -178,6 +195,30 @@ class CosineLR(LRScheduler):
             return base_lr * (t + 1) / self.warmup_steps
         q = min((t - self.warmup_steps) / (self.total_steps - self.warmup_steps), 1.0)
         return self.min_lr + (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * q)) / 2.0
+
+
+class CosineAnnealingLR(LRScheduler):
+    """PyTorch's CosineAnnealingLR: lr = eta_min + (base_lr - eta_min) (1 + cos(pi t / T_max)) / 2.
+
+    t counts epochs here (``step_epoch``, or ``step()`` at the cadence you choose), as in
+    PyTorch's usual use; past T_max the cosine goes on and the rate rises again, as
+    PyTorch's does. (``CosineLR`` counts optimizer steps, has a warm-up, and stays at
+    its floor after its last step.)
+    """
+
+    _state_keys, _clock = ("epoch",), "epoch"
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        super().__init__(optimizer)
+        self.T_max = _count("CosineAnnealingLR: T_max", T_max, 1)
+        self.eta_min = check_number("CosineAnnealingLR: eta_min", eta_min)
+        self.epoch = 0
+
+    def step_epoch(self, metric=None) -> None:
+        self._tick()
+
+    def lr_at(self, t, base_lr):
+        return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * t / self.T_max)) / 2.0
 
 
 class LinearWarmupDecayLR(LRScheduler):
@@ -191,7 +232,7 @@ class LinearWarmupDecayLR(LRScheduler):
     two ``LinearLR``s with these factors; airbench94 uses 23% warm-up from 0.2 and ends at 0.07.)
     """
 
-    _state_keys, _clock = ("step",), "step"
+    _state_keys, _clock = ("steps_done",), "steps_done"
 
     def __init__(self, optimizer, total_steps, warmup_steps=0, start_factor=0.2, end_factor=0.0):
         super().__init__(optimizer)
@@ -199,7 +240,7 @@ class LinearWarmupDecayLR(LRScheduler):
         self.warmup_steps = _warmup_count("LinearWarmupDecayLR", warmup_steps, total_steps)
         self.start_factor = check_number("LinearWarmupDecayLR: start_factor", start_factor)
         self.end_factor = check_number("LinearWarmupDecayLR: end_factor", end_factor)
-        self.step = 0
+        self.steps_done = 0
         self._apply()
 
     def step_batch(self) -> None:
@@ -222,7 +263,7 @@ class OneCycleLR(LRScheduler):
     number for every group or a list with one per group (PyTorch's rule).
     """
 
-    _state_keys, _clock = ("step",), "step"
+    _state_keys, _clock = ("steps_done",), "steps_done"
 
     def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
         super().__init__(optimizer)
@@ -237,7 +278,7 @@ class OneCycleLR(LRScheduler):
         self.div_factor = check_number("OneCycleLR: div_factor", div_factor, 0.0, False)
         self.final_div_factor = check_number("OneCycleLR: final_div_factor", final_div_factor, 0.0, False)
         self.warmup_end = self.pct_start * self.total_steps - 1  # a float, as in PyTorch
-        self.step = 0
+        self.steps_done = 0
         self._apply()
 
     @property

@@ -5,6 +5,7 @@ import pytest
 import minidl
 import minidl.functional as F
 import minidl.nn as nn
+import minidl.optim as mine_lib
 from minidl.optim import SGD, Adam, AdamW, Lookahead, RMSprop, StepLR
 
 torch = pytest.importorskip("torch")
@@ -89,3 +90,27 @@ def test_schedules_report_every_groups_rate():
     sched = StepLR(opt, 1, gamma=0.1)
     sched.step_epoch()
     assert sched.get_last_lr() == pytest.approx([0.1, 0.05])
+
+
+@pytest.mark.parametrize("name", ["StepLR", "MultiStepLR", "CosineAnnealingLR", "OneCycleLR", "ReduceLROnPlateau"])
+def test_scheduler_step_follows_torch(name):
+    make = {"StepLR": (lambda lib, o: lib.StepLR(o, 3, gamma=0.5)),
+            "MultiStepLR": (lambda lib, o: lib.MultiStepLR(o, [2, 5], gamma=0.1)),
+            "CosineAnnealingLR": (lambda lib, o: lib.CosineAnnealingLR(o, T_max=4, eta_min=0.01)),
+            "OneCycleLR": (lambda lib, o: lib.OneCycleLR(o, max_lr=0.5, total_steps=12)),
+            "ReduceLROnPlateau": (lambda lib, o: lib.ReduceLROnPlateau(o, patience=1))}[name]
+    opt = SGD([nn.Parameter(np.ones(1))], lr=0.2)
+    torch_opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.2)
+    mine, theirs = make(mine_lib, opt), make(torch.optim.lr_scheduler, torch_opt)
+    losses = [1.0, 0.9, 0.95, 0.97, 0.96, 0.99, 0.5, 0.6, 0.7, 0.8, 0.9]
+    for loss in losses:
+        args = (loss,) if name == "ReduceLROnPlateau" else ()
+        torch_opt.step()
+        mine.step(*args)
+        theirs.step(*args)
+        assert opt.param_groups[0]["lr"] == pytest.approx(torch_opt.param_groups[0]["lr"], rel=1e-9)
+    state = mine.state_dict()
+    again = make(mine_lib, SGD([nn.Parameter(np.ones(1))], lr=0.2))
+    again.load_state_dict(state)
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"]) or name == \
+        "ReduceLROnPlateau"    # the plateau's rate lives in the optimizer's state, not the schedule's
