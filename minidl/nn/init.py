@@ -1,5 +1,10 @@
 """Weight initialisers. Each fills a Parameter in place from an explicit numpy Generator.
 
+PyTorch's names and signatures (``normal_(w, mean, std)``, ``kaiming_normal_(w, a, mode,
+nonlinearity)``, ``xavier_uniform_(w, gain)``, ``calculate_gain``), with the generator
+given as ``rng=`` or PyTorch's ``generator=`` and required: minidl has no global seed.
+minidl's own ``he_*``/``glorot_*`` take ``groups`` for a grouped convolution's fans.
+
 Values are drawn on the host (so a seed gives the same numbers on every device),
 in the parameter's dtype when it is float32 or float64 (drawing float32 directly
 halves the time and memory for AlexNet's 57 M weights), and written into the
@@ -64,14 +69,21 @@ def _uniform(rng, low, high, param):
     return values
 
 
-def _check_rng(rng, name):
+def _check_rng(rng, name, generator=None):
+    """The Generator given as ``rng`` (minidl's name) or ``generator`` (PyTorch's); there is no default."""
+    if generator is not None:
+        if rng is not None and rng is not generator:
+            raise ValueError(f"{name}: give rng or generator (the same thing, PyTorch's name), not both")
+        rng = generator
     if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"{name}: expected an explicit numpy.random.Generator as rng, got {rng!r}")
+        raise ValueError(f"{name}: expected an explicit numpy.random.Generator as rng (or generator=), got "
+                         f"{rng!r}; minidl has no global seed: pass rng=np.random.default_rng(seed)")
+    return rng
 
 
-def constant_(param, value: float):
-    """Fill ``param`` with ``value``."""
-    return _fill(param, np.full(param.shape, value, dtype=np.float64))
+def constant_(param, val: float):
+    """Fill ``param`` with ``val``."""
+    return _fill(param, np.full(param.shape, val, dtype=np.float64))
 
 
 def zeros_(param):
@@ -82,20 +94,41 @@ def ones_(param):
     return constant_(param, 1.0)
 
 
-def normal_(param, std: float = 0.01, mean: float = 0.0, *, rng):
-    """Fill from N(mean, std^2); the paper's AlexNet uses std = 0.01."""
-    _check_rng(rng, "normal_")
+def normal_(param, mean: float = 0.0, std: float = 1.0, *, rng=None, generator=None):
+    """Fill from N(mean, std^2), PyTorch's signature (the paper's AlexNet uses std = 0.01)."""
+    rng = _check_rng(rng, "normal_", generator)
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     return _fill(param, _normal(rng, mean, std, param))
 
 
-def uniform_(param, low: float, high: float, *, rng):
-    """Fill from U(low, high)."""
-    _check_rng(rng, "uniform_")
-    if not low <= high:
-        raise ValueError(f"uniform_: need low <= high, got {low} and {high}")
-    return _fill(param, _uniform(rng, low, high, param))
+def uniform_(param, a: float = 0.0, b: float = 1.0, *, rng=None, generator=None):
+    """Fill from U(a, b), PyTorch's signature."""
+    rng = _check_rng(rng, "uniform_", generator)
+    if not a <= b:
+        raise ValueError(f"uniform_: need a <= b, got {a} and {b}")
+    return _fill(param, _uniform(rng, a, b, param))
+
+
+def calculate_gain(nonlinearity: str, param=None) -> float:
+    """PyTorch's recommended gain for a nonlinearity: the factor that keeps activations' variance.
+
+    linear, conv and sigmoid 1; tanh 5/3; relu sqrt(2); leaky_relu sqrt(2 / (1 + slope^2))
+    (slope ``param``, default 0.01); selu 3/4.
+    """
+    if nonlinearity in ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                        "conv_transpose3d", "sigmoid"):
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3.0
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else param
+        return math.sqrt(2.0 / (1.0 + slope ** 2))
+    if nonlinearity == "selu":
+        return 0.75
+    raise ValueError(f"calculate_gain: unknown nonlinearity {nonlinearity!r}")
 
 
 def _fan(shape, groups, mode, name):
@@ -145,8 +178,34 @@ def default_uniform_(param, fan_in: int, *, rng):
     return _fill(param, _uniform(rng, -bound, bound, param))
 
 
-# Aliases under the other common names.
-kaiming_normal_ = he_normal_
-kaiming_uniform_ = he_uniform_
-xavier_uniform_ = glorot_uniform_
-xavier_normal_ = glorot_normal_
+# PyTorch's names and signatures. The rng is still required (rng= or PyTorch's generator=).
+def kaiming_normal_(param, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                    rng=None, generator=None, groups: int = 1):
+    """N(0, std^2), std = gain / sqrt(fan): ``he_normal_`` with PyTorch's gain (``calculate_gain``)."""
+    rng = _check_rng(rng, "kaiming_normal_", generator)
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(param.shape, groups, mode, "kaiming_normal_"))
+    return _fill(param, _normal(rng, 0.0, std, param))
+
+
+def kaiming_uniform_(param, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                     rng=None, generator=None, groups: int = 1):
+    """U(-b, b), b = gain * sqrt(3 / fan): ``he_uniform_`` with PyTorch's gain."""
+    rng = _check_rng(rng, "kaiming_uniform_", generator)
+    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(param.shape, groups, mode, "kaiming_uniform_"))
+    return _fill(param, _uniform(rng, -bound, bound, param))
+
+
+def xavier_uniform_(param, gain: float = 1.0, *, rng=None, generator=None, groups: int = 1):
+    """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)): ``glorot_uniform_`` with a gain."""
+    rng = _check_rng(rng, "xavier_uniform_", generator)
+    fan_in, fan_out = compute_fans(param.shape, groups)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return _fill(param, _uniform(rng, -bound, bound, param))
+
+
+def xavier_normal_(param, gain: float = 1.0, *, rng=None, generator=None, groups: int = 1):
+    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)): ``glorot_normal_`` with a gain."""
+    rng = _check_rng(rng, "xavier_normal_", generator)
+    fan_in, fan_out = compute_fans(param.shape, groups)
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return _fill(param, _normal(rng, 0.0, std, param))

@@ -173,3 +173,29 @@ def test_batch_norm_1d_takes_sequences_like_torch():
     mine.eval(), theirs.eval()
     np.testing.assert_allclose(mine(minidl.tensor(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_init_functions_take_torchs_arguments_in_torchs_order():
+    import inspect
+    from minidl.nn import init
+    for name in ("normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_", "xavier_normal_",
+                 "constant_", "zeros_", "ones_"):
+        ours = [p for p in inspect.signature(getattr(init, name)).parameters.values()
+                if p.kind is p.POSITIONAL_OR_KEYWORD]
+        theirs = [p for p in inspect.signature(getattr(torch.nn.init, name)).parameters.values()
+                  if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "generator"]   # minidl: keyword only
+        assert [p.name for p in ours][1:] == [p.name for p in theirs][1:], name
+        assert [p.default for p in ours][1:] == [p.default for p in theirs][1:], name
+    for args in [("linear",), ("relu",), ("tanh",), ("leaky_relu",), ("leaky_relu", 0.2), ("selu",)]:
+        assert init.calculate_gain(*args) == pytest.approx(torch.nn.init.calculate_gain(*args))
+    w = nn.Parameter(np.zeros((400, 300), np.float32))
+    init.normal_(w, 0.0, 0.01, generator=np.random.default_rng(0))   # PyTorch's (mean, std), not swapped
+    assert abs(w.numpy().std() - 0.01) < 5e-4 and abs(w.numpy().mean()) < 5e-4
+    init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu", rng=np.random.default_rng(1))
+    assert w.numpy().std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    init.kaiming_uniform_(w, a=np.sqrt(5), rng=np.random.default_rng(2))   # PyTorch's Linear default
+    assert np.abs(w.numpy()).max() == pytest.approx(1 / np.sqrt(300), rel=0.01)
+    init.xavier_normal_(w, gain=2.0, rng=np.random.default_rng(3))
+    assert w.numpy().std() == pytest.approx(2 * np.sqrt(2 / 700), rel=0.02)
+    with pytest.raises(ValueError, match="kaiming_normal_: expected an explicit numpy.random.Generator"):
+        init.kaiming_normal_(w)
