@@ -9,6 +9,14 @@ from . import backend
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import Device, DeviceError, is_cuda_available
 
+from . import functional, nn, optim  # noqa: E402  (minidl.nn and minidl.optim after a plain `import minidl`)
+from .creation import (DTYPES, arange, cat, eye, from_numpy, full, linspace, load, ones, ones_like, rand,  # noqa: E402
+                       randint, randn, save, stack, zeros, zeros_like)
+
+globals().update(DTYPES)   # minidl.float32, minidl.long, ...: PyTorch's dtype names, NumPy's dtypes
+
 __version__ = "0.1.0"
 __all__ = ["Device", "DeviceError", "Function", "Tensor", "backend", "is_cuda_available", "is_grad_enabled",
            "no_grad", "tensor", "enable_grad", "set_grad_enabled"]
+__all__ += ["arange", "cat", "eye", "from_numpy", "full", "functional", "linspace", "load", "nn", "ones", "ones_like",
+            "optim", "rand", "randint", "randn", "save", "stack", "zeros", "zeros_like"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import backend
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401  (minidl.autograd's names)
+from .tensor_methods import ElementCount, TensorMethods
 
 
 def _as_array(value, dtype=None):
@@ -31,7 +32,7 @@ def _as_array(value, dtype=None):
     return array
 
 
-class Tensor:
+class Tensor(TensorMethods):
     """An n-dimensional array with an optional gradient.
 
     Attributes:
@@ -42,10 +43,10 @@ class Tensor:
 
     Operators and methods follow PyTorch (``transpose(0, 1)``, ``permute``, ``sum(dim=,
     keepdim=)``, ``view``, ``squeeze`` ...) beside NumPy's names (``axis=``, ``keepdims=``).
-    Differences, on purpose: ``size`` is NumPy's element count (PyTorch's ``size()`` is
-    ``shape``; ``numel()`` works too), ``view`` is a reshape (no shared strides), ``==``
-    compares identity (tensors live in sets and dicts), and the comparisons give bool
-    tensors without gradients.
+    Differences, on purpose: ``size`` is NumPy's element count that can also be called
+    (``t.size(0)``, PyTorch's), ``view`` is a reshape (no shared strides), ``==`` compares
+    identity (tensors live in sets and dicts; ``eq`` compares values), and the comparisons
+    give bool tensors without gradients. More of PyTorch's spellings: tensor_methods.py.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "creator", "name", "_grad_hooks", "__weakref__")
@@ -72,7 +73,8 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(self.data.size)
+        """The element count (NumPy's); ``t.size(dim)`` also answers as PyTorch's ``size()``."""
+        return ElementCount(self.data.size, self.shape)
 
     @property
     def dtype(self):

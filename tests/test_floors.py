@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidl"
 
 BASE = {"backend", "window", "special"}   # special: erfc on arrays, for GELU's reference and fast path
 KERNELS = BASE | {"kernels"}
-OPS = KERNELS | {"autograd", "backprop", "grad_mode", "functional"}
+OPS = KERNELS | {"autograd", "backprop", "grad_mode", "tensor_methods", "functional"}
 LAYERS = OPS | {"nn"}
 # part of minidl -> the parts it may import (besides itself)
 ALLOWED = {
@@ -21,12 +21,14 @@ ALLOWED = {
     "window": {"backend"},
     "special": {"backend"},
     "grad_mode": set(),
-    "autograd": {"backend", "backprop", "grad_mode"},  # plus functional.basic, .shape, .extrema: operators
+    "tensor_methods": {"backend", "functional"},   # Tensor's conveniences; ops imported where called
+    "autograd": {"backend", "backprop", "grad_mode", "tensor_methods"},  # plus functional.basic, .shape, .extrema: operators
     "backprop": {"backend", "autograd"},  # the walk over autograd's graph: the same floor
     "kernels": KERNELS,
     "functional": OPS,
     "gradcheck": OPS,
     "checkpoint": {"backend"},
+    "creation": OPS | {"checkpoint"},     # minidl.zeros, minidl.cat, minidl.save: PyTorch's top-level names
     "nn": LAYERS,
     "optim": KERNELS | {"autograd", "grad_mode"},
     "viz": LAYERS | {"checkpoint"},

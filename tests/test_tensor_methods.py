@@ -180,3 +180,50 @@ def test_a_number_to_a_tensor_power():
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12)
     with pytest.raises(TypeError, match="positive constant"):
         (-2.0) ** x
+
+
+def test_one_element_tensors_act_as_python_numbers_and_larger_ones_refuse():
+    loss, label = minidl.tensor(0.25), minidl.tensor(np.int64(2))
+    assert float(loss) == 0.25 and f"{loss:.3f}" == "0.250" and int(label) == 2
+    assert ("a", "b", "c")[label] == "c" and bool(minidl.tensor([1.0])) and not bool(minidl.tensor(0.0))
+    many = minidl.tensor(np.ones(3))
+    with pytest.raises(RuntimeError, match=r"truth value of a tensor of shape \(3,\) is ambiguous"):
+        bool(many)
+    with pytest.raises(TypeError, match="only one-element tensors"):
+        float(many)
+    with pytest.raises(TypeError, match="only integer tensors"):
+        [0, 1][loss]
+
+
+def test_size_is_numpys_count_and_torchs_call():
+    x = minidl.tensor(np.zeros((4, 3, 2)))
+    assert x.size == 24 and x.size + 1 == 25 and x.size() == (4, 3, 2) and x.size(0) == 4 and x.size(-1) == 2
+    assert x.view(x.size(0), -1).shape == (4, 6) and x.nelement() == 24
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("var", lambda t: t.var()), ("var(1)", lambda t: t.var(1)), ("std(0, keepdim)", lambda t: t.std(0, keepdim=True)),
+    ("var correction 0", lambda t: t.var(1, correction=0)), ("clamp", lambda t: t.clamp(-0.5, 0.7)),
+    ("clamp(min)", lambda t: t.clamp(min=0.1)), ("expand", lambda t: t[:, :1].expand(3, 4)),
+    ("expand -1", lambda t: t[None].expand(2, -1, -1)), ("t()", lambda t: t.t()), ("pow", lambda t: t.pow(2)),
+    ("softmax", lambda t: t.softmax(1)), ("log_softmax", lambda t: t.log_softmax(0)),
+    ("view_as", lambda t: t.view_as(t.t())),
+])
+def test_small_ops_match_torch(name, fn):
+    rng = np.random.default_rng(5)
+    mine, theirs = _pair(rng, (3, 4))
+    got, want = fn(mine), fn(theirs)
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-12, atol=1e-14)
+    gy = rng.standard_normal(got.shape)
+    got.backward(gy)
+    want.backward(torch.tensor(gy))
+    np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_conversions_and_value_comparisons():
+    x = minidl.tensor(np.array([[1.5, -2.0]]))
+    assert x.tolist() == [[1.5, -2.0]] and x.cpu().device == "cpu" and x.contiguous() is x
+    assert x.long().dtype == np.int64 and x.int().dtype == np.int32 and x.bool().dtype == np.bool_
+    labels, predicted = minidl.tensor([1, 2, 3]), minidl.tensor([1, 0, 3])
+    assert predicted.eq(labels).sum().item() == 2 and predicted.ne(labels).tolist() == [False, True, False]
+    assert predicted.eq(3).tolist() == [False, False, True]

@@ -143,6 +143,26 @@ class Abs(Function):
         return gy * self.saved_arrays[0]
 
 
+class Clamp(Function):
+    """x clipped to [low, high] (either may be None); the gradient passes where low <= x <= high."""
+
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        inside = xp.ones(x.shape, dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        self.save_for_backward(inside)
+        return xp.clip(x, self.low, self.high)
+
+    def backward(self, gy):
+        return gy * self.saved_arrays[0]
+
+
 class Clone(Function):
     def forward(self, x):
         return x.copy()
@@ -330,6 +350,13 @@ def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
 def clone(x):
     """A copy of x that gradients flow through (PyTorch's ``clone``)."""
     return Clone()(x)
+
+
+def clamp(x, min=None, max=None):   # noqa: A002  (PyTorch's names)
+    """x clipped to [min, max] (PyTorch's ``clamp``); at least one bound."""
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    return Clamp(min, max)(x)
 
 
 def absolute(x):
