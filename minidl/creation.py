@@ -107,6 +107,8 @@ def rand(*size, generator=None, dtype=None, device="cpu", requires_grad: bool = 
 
 def randint(low, high=None, size=(), *, generator=None, dtype=None, device="cpu") -> Tensor:
     """Integers in [low, high) (``randint(high, size)`` starts at 0), int64, from ``generator`` (required)."""
+    if isinstance(high, (tuple, list)):   # randint(high, size), PyTorch's short form
+        high, size = None, high
     if high is None:
         low, high = 0, low
     rng = _generator("randint", generator)

@@ -7,7 +7,7 @@ from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, t
 from .adaptive_pooling import adaptive_avg_pool2d, adaptive_max_pool2d
 from .average_pooling import avg_pool2d
 from .basic import concat
-from .composed_losses import mse_loss, nll_loss
+from .composed_losses import mse_loss, nll_loss, one_hot
 from .shape import flatten
 from .conv import conv2d
 from .dropout import dropout
@@ -20,4 +20,4 @@ from .pooling import max_pool2d
 __all__ = ["batch_norm", "concat", "conv2d", "cross_entropy", "dropout", "flatten", "linear", "local_response_norm",
            "log_softmax", "max_pool2d", "relu", "softmax", "softmax_cross_entropy"]
 __all__ += ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "gelu", "leaky_relu", "sigmoid", "tanh"]
-__all__ += ["pad", "mse_loss", "nll_loss"]
+__all__ += ["pad", "mse_loss", "nll_loss", "one_hot"]

@@ -391,8 +391,10 @@ def getitem(x, index):
     return GetItem(index)(x)
 
 
-def concat(tensors, axis=0):
-    """Join tensors along ``axis``; shapes must agree on every other axis."""
+def concat(tensors, axis=0, *, dim=None):
+    """Join tensors along ``axis`` (PyTorch's ``dim=`` too); shapes must agree on every other axis."""
+    if dim is not None:
+        axis = dim
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concat: expected at least one tensor, got none")

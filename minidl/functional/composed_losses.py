@@ -1,4 +1,4 @@
-"""``nll_loss`` and ``mse_loss``: losses written as compositions of autograd's operations.
+"""``nll_loss`` and ``mse_loss``: losses written as compositions of autograd's operations (and ``one_hot``).
 
 Neither has a Function of its own: indexing, multiplication and sums already have
 backwards, so autograd derives these losses' gradients from the expressions below,
@@ -81,3 +81,19 @@ def mse_loss(input: Tensor, target, size_average=None, reduce=None, reduction: s
         return squared
     return squared.sum() if reduction == "sum" else squared.mean()
 
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    """Class indices (any shape) as one-hot rows: (..., num_classes) int64, PyTorch's ``one_hot``.
+
+    ``num_classes`` -1 takes the largest index + 1. No gradient (the input is integers).
+    """
+    labels = tensor.data if isinstance(tensor, Tensor) else label_array(tensor)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"one_hot: expected integer class indices, got dtype {labels.dtype}")
+    xp = backend.get_array_module(labels)
+    if num_classes == -1:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"one_hot: class indices must lie in [0, {num_classes}), got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
+    return Tensor((labels[..., None] == xp.arange(num_classes)).astype(xp.int64))

@@ -9,7 +9,7 @@ them: ``SyncBatchNorm`` gets its process group at construction or from
 total)`` (a context around the forward) tells Dropout which rows of the global
 batch it holds.
 """
-from . import init
+from . import init, utils
 from .batch_slice import batch_slice, current_batch_slice
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
@@ -23,7 +23,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear
            "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice",
            "current_batch_slice", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
-__all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax"]
+__all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax", "utils"]
 from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
 
 __all__ += ["FusedConv2d", "FusedLinear", "ReLUMaxPool2d", "fuse_for_inference"]

@@ -254,7 +254,11 @@ class LinearWarmupDecayLR(LRScheduler):
 
 
 class OneCycleLR(LRScheduler):
-    """PyTorch's one-cycle policy with cosine annealing (no momentum cycling).
+    """PyTorch's one-cycle policy with cosine annealing, without momentum cycling.
+
+    Difference from PyTorch, on purpose: ``cycle_momentum`` defaults to False and True is
+    refused (PyTorch's default cycles SGD's momentum or Adam's beta1 between 0.85 and 0.95
+    against the rate); the rates match PyTorch's with ``cycle_momentum=False``.
 
     Per group: starts at max_lr / div_factor, rises to max_lr over the first
     pct_start * total_steps - 1 steps, then falls to start / final_div_factor at
@@ -265,8 +269,21 @@ class OneCycleLR(LRScheduler):
 
     _state_keys, _clock = ("steps_done",), "steps_done"
 
-    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=False, base_momentum=0.85, max_momentum=0.95,
+                 div_factor=25.0, final_div_factor=1e4):
         super().__init__(optimizer)
+        if total_steps is None:   # PyTorch's other way to say it
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
+            total_steps = _count("OneCycleLR: epochs", epochs, 1) * _count("OneCycleLR: steps_per_epoch",
+                                                                             steps_per_epoch, 1)
+        if anneal_strategy != "cos":
+            raise ValueError(f"OneCycleLR: only anneal_strategy='cos' is implemented, got {anneal_strategy!r}")
+        if cycle_momentum:
+            raise ValueError("OneCycleLR: minidl does not cycle momentum (PyTorch's default does); pass "
+                             "cycle_momentum=False, which is minidl's default")
+        del base_momentum, max_momentum   # accepted for PyTorch's signature; they act only with cycle_momentum
         peaks = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(self.base_lrs)
         if len(peaks) != len(self.base_lrs):
             raise ValueError(f"OneCycleLR: {len(peaks)} max_lr values for {len(self.base_lrs)} parameter groups")

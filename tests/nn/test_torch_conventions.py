@@ -199,3 +199,38 @@ def test_init_functions_take_torchs_arguments_in_torchs_order():
     assert w.numpy().std() == pytest.approx(2 * np.sqrt(2 / 700), rel=0.02)
     with pytest.raises(ValueError, match="kaiming_normal_: expected an explicit numpy.random.Generator"):
         init.kaiming_normal_(w)
+
+
+@pytest.mark.parametrize("norm_type, max_norm", [(2.0, 1.0), (2.0, 100.0), (float("inf"), 0.5), (1.0, 2.0)])
+def test_gradient_clipping_matches_torch(norm_type, max_norm):
+    rng = np.random.default_rng(6)
+    grads = [rng.standard_normal(s) for s in [(3, 4), (4,), (2, 2, 2)]]
+    mine = [nn.Parameter(np.zeros(g.shape)) for g in grads]
+    theirs = [torch.nn.Parameter(torch.zeros(g.shape, dtype=torch.float64)) for g in grads]
+    for p, t, g in zip(mine, theirs, grads):
+        p.grad, t.grad = minidl.tensor(g.copy()), torch.tensor(g.copy())
+    norm = nn.utils.clip_grad_norm_(mine, max_norm, norm_type)
+    torch_norm = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert norm == pytest.approx(float(torch_norm), rel=1e-12)
+    for p, t in zip(mine, theirs):
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+    nn.utils.clip_grad_value_(mine, 0.1)
+    torch.nn.utils.clip_grad_value_(theirs, 0.1)
+    for p, t in zip(mine, theirs):
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+
+
+def test_one_hot_concat_dim_and_one_cycle_by_epochs():
+    labels = np.array([[0, 2], [1, 3]])
+    np.testing.assert_array_equal(minidl.functional.one_hot(minidl.tensor(labels)).numpy(),
+                                  torch.nn.functional.one_hot(torch.tensor(labels)).numpy())
+    assert minidl.functional.one_hot(labels, 6).shape == (2, 2, 6)
+    with pytest.raises(ValueError, match=r"one_hot: class indices must lie in \[0, 3\)"):
+        minidl.functional.one_hot(labels, 3)
+    a, b = minidl.ones(2, 1), minidl.zeros(2, 2)
+    assert minidl.functional.concat([a, b], dim=1).shape == (2, 3)
+    from minidl.optim import SGD, OneCycleLR
+    by_epochs = OneCycleLR(SGD([nn.Parameter(np.ones(1))], lr=0.1), max_lr=0.1, epochs=3, steps_per_epoch=4)
+    assert by_epochs.total_steps == 12
+    with pytest.raises(ValueError, match="does not cycle momentum"):
+        OneCycleLR(SGD([nn.Parameter(np.ones(1))], lr=0.1), max_lr=0.1, total_steps=5, cycle_momentum=True)
