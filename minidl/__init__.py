@@ -15,8 +15,16 @@ from .creation import (DTYPES, arange, cat, eye, from_numpy, full, linspace, loa
 
 globals().update(DTYPES)   # minidl.float32, minidl.long, ...: PyTorch's dtype names, NumPy's dtypes
 
+# PyTorch's functions that are its tensor methods: minidl.max(t, 1) is t.max(1), and so on.
+(abs, argmax, clamp, exp, flatten, log, max, mean, min, permute, reshape, softmax, sqrt, squeeze, sum,  # noqa: A001
+ transpose, unsqueeze) = (Tensor.abs, Tensor.argmax, Tensor.clamp, Tensor.exp, Tensor.flatten, Tensor.log, Tensor.max,
+                          Tensor.mean, Tensor.min, Tensor.permute, Tensor.reshape, Tensor.softmax, Tensor.sqrt,
+                          Tensor.squeeze, Tensor.sum, Tensor.transpose, Tensor.unsqueeze)
+
 __version__ = "0.1.0"
 __all__ = ["Device", "DeviceError", "Function", "Tensor", "backend", "is_cuda_available", "is_grad_enabled",
            "no_grad", "tensor", "enable_grad", "set_grad_enabled"]
 __all__ += ["arange", "cat", "eye", "from_numpy", "full", "functional", "linspace", "load", "nn", "ones", "ones_like",
             "optim", "rand", "randint", "randn", "save", "stack", "zeros", "zeros_like"]
+__all__ += ["abs", "argmax", "clamp", "exp", "flatten", "log", "max", "mean", "min", "permute", "reshape", "softmax",
+            "sqrt", "squeeze", "sum", "transpose", "unsqueeze"]

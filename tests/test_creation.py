@@ -75,3 +75,17 @@ def test_import_minidl_alone_reaches_nn_and_optim():
     code = "import minidl; print(minidl.nn.Linear.__name__, minidl.optim.SGD.__name__, minidl.float32.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Linear", "SGD", "float32"]
+
+
+def test_torchs_functions_that_are_tensor_methods():
+    data = np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 1.0]])
+    x, t = minidl.tensor(data), torch.tensor(data)
+    values, indices = minidl.max(x, 1)
+    torch_values, torch_indices = torch.max(t, 1)
+    np.testing.assert_array_equal(values.numpy(), torch_values.numpy())
+    np.testing.assert_array_equal(indices.numpy(), torch_indices.numpy())
+    for name, args in [("flatten", ()), ("sum", ()), ("mean", ()), ("argmax", (1,)), ("transpose", (0, 1)),
+                       ("unsqueeze", (0,)), ("exp", ()), ("sqrt", ()), ("clamp", (1.0, 4.0))]:
+        np.testing.assert_allclose(getattr(minidl, name)(x, *args).numpy(), getattr(torch, name)(t, *args).numpy(),
+                                   err_msg=name)
+    np.testing.assert_allclose(minidl.softmax(x, dim=1).numpy(), torch.softmax(t, dim=1).numpy())
