@@ -227,3 +227,12 @@ def test_conversions_and_value_comparisons():
     labels, predicted = minidl.tensor([1, 2, 3]), minidl.tensor([1, 0, 3])
     assert predicted.eq(labels).sum().item() == 2 and predicted.ne(labels).tolist() == [False, True, False]
     assert predicted.eq(3).tolist() == [False, False, True]
+
+
+def test_shape_mistakes_name_the_operation():
+    with pytest.raises(ValueError, match=r"add: shapes \(2, 3\) and \(4, 5\) do not broadcast"):
+        minidl.tensor(np.zeros((2, 3))) + minidl.tensor(np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"mul: shapes \(3,\) and \(2,\) do not broadcast"):
+        minidl.tensor(np.zeros(3)) * np.zeros(2)
+    with pytest.raises(ValueError, match=r"reshape: a tensor of shape \(4, 3\) \(12 values\) cannot become \(5, -1\)"):
+        minidl.tensor(np.zeros((4, 3))).view(5, -1)

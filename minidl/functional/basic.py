@@ -6,6 +6,8 @@ tensor's dtype on the tensor's device, so ``x * 2`` stays float32 and stays put.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .. import backend
@@ -21,6 +23,17 @@ def sum_to(grad, shape):
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
     out = grad.sum(axis=axes, keepdims=True) if axes else grad
     return out.reshape(shape)
+
+
+def _broadcast(fn: str, op, a, b):
+    """a <op> b, with NumPy's broadcasting error restated to name the operation."""
+    try:
+        return op(a, b)
+    except ValueError as exc:
+        if "broadcast" not in str(exc):
+            raise
+        raise ValueError(f"{fn}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast (from the last dim "
+                         f"on, each pair of sizes must be equal or one of them 1)") from None
 
 
 def _as_tensors(a, b):
@@ -51,7 +64,7 @@ def _as_tensors(a, b):
 class Add(Function):
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        return a + b
+        return _broadcast("add", operator.add, a, b)
 
     def backward(self, gy):
         return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
@@ -60,7 +73,7 @@ class Add(Function):
 class Sub(Function):
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        return a - b
+        return _broadcast("sub", operator.sub, a, b)
 
     def backward(self, gy):
         return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
@@ -69,7 +82,7 @@ class Sub(Function):
 class Mul(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a * b
+        return _broadcast("mul", operator.mul, a, b)
 
     def backward(self, gy):
         a, b = self.saved_arrays
@@ -81,7 +94,7 @@ class Mul(Function):
 class Div(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a / b
+        return _broadcast("div", operator.truediv, a, b)
 
     def backward(self, gy):
         a, b = self.saved_arrays

@@ -19,7 +19,11 @@ class Reshape(Function):
 
     def forward(self, x):
         self.in_shape = x.shape
-        return x.reshape(self.shape)
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: a tensor of shape {tuple(x.shape)} ({x.size} values) cannot become "
+                             f"{tuple(self.shape)}") from None
 
     def backward(self, gy):
         return gy.reshape(self.in_shape)

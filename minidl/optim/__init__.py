@@ -4,11 +4,13 @@
     sgd.py            SGD: PyTorch's rule (momentum, Nesterov, weight decay), readable in a few lines
     adam.py           Adam (amsgrad, L2 or decoupled weight decay) and AdamW: torch.optim's rule
     rmsprop.py        RMSprop (momentum, centered): torch.optim's rule
+    adadelta.py       Adadelta: torch.optim's rule
     lookahead.py      Lookahead: every k steps, slow += alpha (fast - slow), fast = slow (any optimizer)
     lr_scheduler.py   StepLR, MultiStepLR, CosineLR, CosineAnnealingLR, LinearWarmupDecayLR, OneCycleLR,
                       ReduceLROnPlateau,
                       on every group of any optimizer
 """
+from .adadelta import Adadelta
 from .adam import Adam, AdamW
 from .lookahead import Lookahead
 from .lr_scheduler import (CosineAnnealingLR, CosineLR, LinearWarmupDecayLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau,
@@ -17,5 +19,5 @@ from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Adam", "AdamW", "CosineAnnealingLR", "CosineLR", "LinearWarmupDecayLR", "Lookahead", "LRScheduler", "MultiStepLR", "OneCycleLR",
+__all__ = ["Adadelta", "Adam", "AdamW", "CosineAnnealingLR", "CosineLR", "LinearWarmupDecayLR", "Lookahead", "LRScheduler", "MultiStepLR", "OneCycleLR",
            "Optimizer", "RMSprop", "ReduceLROnPlateau", "SGD", "StepLR"]
