@@ -44,9 +44,8 @@ class Tensor(TensorMethods):
     Operators and methods follow PyTorch (``transpose(0, 1)``, ``permute``, ``sum(dim=,
     keepdim=)``, ``view``, ``squeeze`` ...) beside NumPy's names (``axis=``, ``keepdims=``).
     Differences, on purpose: ``size`` is NumPy's element count that can also be called
-    (``t.size(0)``, PyTorch's), ``view`` is a reshape (no shared strides), ``==`` compares
-    identity (tensors live in sets and dicts; ``eq`` compares values), and the comparisons
-    give bool tensors without gradients. More of PyTorch's spellings: tensor_methods.py.
+    (``t.size(0)``, PyTorch's), and ``view`` is a reshape (no shared strides). More of
+    PyTorch's spellings: tensor_methods.py.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "creator", "name", "_grad_hooks", "__weakref__")
@@ -205,7 +204,12 @@ class Tensor(TensorMethods):
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __getitem__(self, index): return _ops.getitem(self, index)
 
-    def __gt__(self, other): return _ops.compare(self, other, "gt")   # bool tensors, no gradient
+    # Comparisons give bool tensors without gradients, == and != too (PyTorch's meaning);
+    # a tensor still hashes by identity, so it can live in sets and dicts and key a state.
+    __hash__ = object.__hash__
+    def __eq__(self, other): return self.eq(other)
+    def __ne__(self, other): return self.ne(other)
+    def __gt__(self, other): return _ops.compare(self, other, "gt")
     def __ge__(self, other): return _ops.compare(self, other, "ge")
     def __lt__(self, other): return _ops.compare(self, other, "lt")
     def __le__(self, other): return _ops.compare(self, other, "le")

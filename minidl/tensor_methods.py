@@ -96,7 +96,7 @@ class TensorMethods:
         return self ** exponent
 
     def eq(self, other):
-        """Elementwise equality as a bool tensor (no gradient); ``==`` compares identity (docs/pytorch.md)."""
+        """Elementwise equality as a bool tensor (no gradient): ``t == u``."""
         return self._compared(other, "equal")
 
     def ne(self, other):

@@ -227,6 +227,8 @@ def test_conversions_and_value_comparisons():
     labels, predicted = minidl.tensor([1, 2, 3]), minidl.tensor([1, 0, 3])
     assert predicted.eq(labels).sum().item() == 2 and predicted.ne(labels).tolist() == [False, True, False]
     assert predicted.eq(3).tolist() == [False, False, True]
+    assert (predicted == labels).sum().item() == 2 and (predicted != 3).tolist() == [True, True, False]
+    assert {labels: "kept"}[labels] == "kept"            # hashing stays by identity
 
 
 def test_shape_mistakes_name_the_operation():
