@@ -59,6 +59,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and tuple(bias.shape) != w_shape[:-1]:
         raise ValueError(f"linear: bias shape {tuple(bias.shape)} does not match weight {w_shape}: "
                          f"expected {w_shape[:-1]}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        # as conv2d (and PyTorch): float64 inputs to a float32 layer would silently compute in float64
+        raise ValueError(f"linear: x, weight and bias must share one dtype, got x {x.dtype}, weight {weight.dtype}"
+                         + (f", bias {bias.dtype}" if bias is not None else "") + "; cast x (x.float()) or the "
+                         "layer (module.to(dtype))")
     if len(w_shape) == 1:   # one output, its axis dropped afterwards
         y = linear(x, reshape(weight, (1, in_features)), None if bias is None else reshape(bias, (1,)))
         return reshape(y, x_shape[:-1])

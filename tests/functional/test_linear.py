@@ -80,3 +80,12 @@ def test_rejects_bad_shapes(x_shape, w_shape, b_shape):
     bias = None if b_shape is None else leaf(np.ones(b_shape))
     with pytest.raises(ValueError, match="linear"):
         F.linear(leaf(np.ones(x_shape)), leaf(np.ones(w_shape)), bias)
+
+
+def test_mixed_dtypes_are_refused_as_conv2d_and_pytorch_do():
+    w = minidl.tensor(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"linear: x, weight and bias must share one dtype, got x float64, "
+                                         r"weight float32"):
+        F.linear(minidl.tensor(np.ones((4, 3))), w)
+    with pytest.raises(ValueError, match=r"bias float64"):
+        F.linear(minidl.tensor(np.ones((4, 3), np.float32)), w, minidl.tensor(np.zeros(2)))
