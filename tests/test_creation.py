@@ -72,9 +72,11 @@ def test_save_and_load_a_model_and_its_optimizer(tmp_path):
 
 
 def test_import_minidl_alone_reaches_nn_and_optim():
-    code = "import minidl; print(minidl.nn.Linear.__name__, minidl.optim.SGD.__name__, minidl.float32.__name__)"
+    code = ("import minidl; import minidl.nn.functional as F; "
+            "print(minidl.nn.Linear.__name__, minidl.optim.SGD.__name__, minidl.float32.__name__, "
+            "F is minidl.functional)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["Linear", "SGD", "float32"]
+    assert out.split() == ["Linear", "SGD", "float32", "True"]
 
 
 def test_torchs_functions_that_are_tensor_methods():

@@ -9,7 +9,7 @@ them: ``SyncBatchNorm`` gets its process group at construction or from
 total)`` (a context around the forward) tells Dropout which rows of the global
 batch it holds.
 """
-from . import init, utils
+from . import functional, init, utils
 from .batch_slice import batch_slice, current_batch_slice
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
