@@ -167,8 +167,8 @@ schedules: onecycle (lr is the peak; warm-up over 30% of the steps, then cosine
 
 resuming: --resume continues <out>/checkpoint.npz with the settings it was started
   with; flags that would change them are refused, except --epochs, which may be
-  raised to train longer. onecycle, cosine and step are then rebuilt for the new
-  length and continue from the current step on the new curve (the lr jumps to the
+  raised to train longer. onecycle, cosine, step and multistep are then rebuilt for the
+  new length and continue from the current step on the new curve (the lr jumps to the
   new curve's value), as linear does; plateau and constant carry on unchanged. --device, --data-dir,
   --checkpoint-every, --tf32, --workers and --on-bad-image may differ. On the CPU a resumed run ends with
   weights and results bit-identical to an uninterrupted one. A run started from --weights keeps the
@@ -177,7 +177,7 @@ resuming: --resume continues <out>/checkpoint.npz with the settings it was start
 fine-tuning: --weights FILE starts from a minidl checkpoint (.npz), a .safetensors or a PyTorch
   .pth/.pt (a state_dict, or a checkpoint dict with one under "state_dict" or "model"). Every
   layer must match the model, key for key and shape for shape, except the classifier (the last
-  dense layer: fc8, classifier.6, fc): with another number of classes (your folders') it starts
+  dense layer: fc8, classifier.6, fc, head): with another number of classes (your folders') it starts
   fresh. Folder runs from weights of torchvision's ImageNet models (resnet18, resnet34,
   --variant torchvision) normalise with ImageNet's mean/std unless --mean/--std or --normalize
   say otherwise; CIFAR-10 runs keep per-image standardisation.

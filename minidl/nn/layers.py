@@ -50,7 +50,7 @@ class Conv2d(Module):
         padding_mode: "zeros" only (PyTorch's other modes: pad with ``F.pad`` first).
         rng, dtype: weights start as PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-    Difference from PyTorch, on purpose (DESIGN.md): the sixth positional argument is
+    Difference from PyTorch, on purpose (minidl's fixed public signature): the sixth positional argument is
     ``groups`` (PyTorch's is ``dilation``), so ``Conv2d(4, 8, 3, 1, 1, 2)`` is a grouped
     convolution here; pass ``dilation=`` by name.
 
