@@ -153,6 +153,8 @@ def test_max_and_min_match_torch_with_ties(method, dim, keepdim):
     np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match=f"{method}: the tensor of shape \\(0,\\) is empty"):
         getattr(minidl.tensor(np.zeros(0)), method)()
+    with pytest.raises(TypeError, match=f"{method}: dim is one int, got \\(0, 1\\)"):
+        getattr(mine, method)(dim=(0, 1))
 
 
 @pytest.mark.parametrize("left, right", [((3,), (3, 4)), ((4, 3), (3,)), ((3,), (3,)), ((3,), (2, 3, 4)),

@@ -389,13 +389,21 @@ def compare(x, other, op: str):
         x.data, other.data))
 
 
+def one_axis(fn: str, x, dim):
+    """PyTorch's single ``dim`` of argmax, max and min as a non-negative axis, or None (all of x)."""
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{fn}: dim is one int, got {dim!r}")
+    axes, _ = _reduced_axes(fn, x, dim, False, None, None)
+    return None if axes is None else axes[0]
+
+
 def argmax(x, dim=None, keepdim=False):
     """Index of the largest value (over all values, flattened, when ``dim`` is None); int64, no gradient."""
-    axes, keepdim = _reduced_axes("argmax", x, dim, keepdim, None, None)
+    axis = one_axis("argmax", x, dim)
     xp = backend.get_array_module(x.data)
-    if axes is None:
+    if axis is None:
         return Tensor(xp.asarray(xp.argmax(x.data), dtype=xp.int64))
-    return Tensor(xp.argmax(x.data, axis=axes[0], keepdims=keepdim).astype(xp.int64))
+    return Tensor(xp.argmax(x.data, axis=axis, keepdims=keepdim).astype(xp.int64))
 
 
 def getitem(x, index):

@@ -10,14 +10,16 @@ from collections import namedtuple
 
 from .. import backend
 from ..autograd import Function, Tensor
+from .basic import one_axis
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
 
 class Max(Function):
-    # x (..., d_axis, ...) -> y (...) with idx (...): y = x[..., idx, ...];  axis None: y () = max(x)
-    def __init__(self, axis, keepdim: bool):
-        self.axis, self.keepdim = axis, keepdim
+    # x (..., d_axis, ...) -> y (...): y = x[..., index, ...], the index given (argmax, the axis kept);
+    # axis None: y () = max(x)
+    def __init__(self, axis=None, keepdim: bool = False, index=None):
+        self.axis, self.keepdim, self.index = axis, keepdim, index
 
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -26,7 +28,6 @@ class Max(Function):
             y = x.max()
             self.winners = (x == y)
             return y
-        self.index = xp.expand_dims(xp.argmax(x, axis=self.axis), self.axis)
         y = xp.take_along_axis(x, self.index, axis=self.axis)
         return y if self.keepdim else y.squeeze(self.axis)
 
@@ -41,31 +42,29 @@ class Max(Function):
         return gx.astype(gy.dtype, copy=False)
 
 
-def _axis(fn: str, x, dim):
-    if dim is None:
-        return None
-    if not -x.ndim <= dim < max(x.ndim, 1):
-        raise ValueError(f"{fn}: dim {dim} is out of range for a tensor of shape {x.shape}")
-    return dim % max(x.ndim, 1) if x.ndim else None
+def _largest(fn: str, x: Tensor, dim, keepdim: bool):
+    """max of x, or (values, indices) along ``dim``; ``fn`` names the caller in errors."""
+    axis = one_axis(fn, x, dim)
+    if axis is None:
+        return Max()(x)
+    xp = backend.get_array_module(x.data)
+    index = xp.argmax(x.data, axis=axis)    # once: the values are read there, and returned
+    values = Max(axis, keepdim, xp.expand_dims(index, axis))(x)
+    return ValuesIndices(values, Tensor(index.reshape(values.shape)))
 
 
 def maximum_of(x: Tensor, dim=None, keepdim: bool = False):
     """The largest value (dim None), or (values, indices) along ``dim``: PyTorch's ``t.max(dim)``."""
     if x.size == 0:
         raise ValueError(f"max: the tensor of shape {x.shape} is empty; it has no largest value")
-    axis = _axis("max", x, dim)
-    values = Max(axis, keepdim)(x)
-    if dim is None or axis is None:
-        return values
-    indices = backend.get_array_module(x.data).argmax(x.data, axis=axis)
-    return ValuesIndices(values, Tensor(indices.reshape(values.shape)))
+    return _largest("max", x, dim, keepdim)
 
 
 def minimum_of(x: Tensor, dim=None, keepdim: bool = False):
     """The smallest value (dim None), or (values, indices) along ``dim``: PyTorch's ``t.min(dim)``."""
     if x.size == 0:
         raise ValueError(f"min: the tensor of shape {x.shape} is empty; it has no smallest value")
-    result = maximum_of(-x, dim, keepdim)
+    result = _largest("min", -x, dim, keepdim)
     if isinstance(result, ValuesIndices):
         return ValuesIndices(-result.values, result.indices)
     return -result
