@@ -97,15 +97,12 @@ class TensorMethods:
 
     def eq(self, other):
         """Elementwise equality as a bool tensor (no gradient): ``t == u``."""
-        return self._compared(other, "equal")
+        from .functional.basic import compare
+        return compare(self, other, "eq")
 
     def ne(self, other):
-        return self._compared(other, "not_equal")
-
-    def _compared(self, other, op: str):
-        xp = backend.get_array_module(self.data)
-        other = other.data if isinstance(other, TensorMethods) else other
-        return type(self)(getattr(xp, op)(self.data, other))
+        from .functional.basic import compare
+        return compare(self, other, "ne")
 
     def var(self, dim=None, keepdim: bool = False, *, correction: int = 1):
         """The variance over ``dim``, dividing by n - correction (1: PyTorch's unbiased default)."""

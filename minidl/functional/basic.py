@@ -381,12 +381,15 @@ def sqrt(x):
     return Pow(0.5)(x)
 
 
+_COMPARISONS = {"gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal", "eq": "equal",
+                "ne": "not_equal"}
+
+
 def compare(x, other, op: str):
-    """x <op> other elementwise as a bool Tensor (no gradient): op one of "gt", "ge", "lt", "le"."""
+    """x <op> other elementwise as a bool Tensor (no gradient): op one of gt, ge, lt, le, eq, ne."""
     x, other = _as_tensors(x, other)
     xp = backend.get_array_module(x.data)
-    return Tensor(getattr(xp, {"gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal"}[op])(
-        x.data, other.data))
+    return Tensor(getattr(xp, _COMPARISONS[op])(x.data, other.data))
 
 
 def one_axis(fn: str, x, dim):
