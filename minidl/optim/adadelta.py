@@ -51,9 +51,7 @@ class Adadelta(Optimizer):
     @takes_closure
     def step(self):
         """Update every parameter that has a gradient, in place."""
-        for p, group in self._with_grads():
-            with backend.device_context(p.device):
-                self._update(p, group)
+        self._update_each(self._with_grads())
 
     def _update(self, p, group: dict) -> None:
         w, g = p.data, p.grad.data

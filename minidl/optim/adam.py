@@ -98,9 +98,7 @@ class Adam(Optimizer):
         fast = dispatch.adam_step([a for p, _, state in todo for a in (p.data, *(state[k] for k in moments if k in state))],
                                   [p.grad.data for p, _, _ in todo])
         if fast is None:
-            for p, group, state in todo:
-                with backend.device_context(p.device):
-                    self._update(p, group, state)
+            self._update_each(todo)
             return
         updates = []
         for p, group, state in todo:

@@ -196,6 +196,13 @@ class Optimizer:
                                  f"shape {p.grad.shape}")
         return todo
 
+    def _update_each(self, todo, *extra) -> None:
+        """The reference update: ``self._update(p, group, ..., *extra)`` for each item of ``todo``
+        (tuples that start with the parameter), with the parameter's GPU current."""
+        for item in todo:
+            with backend.device_context(item[0].device):
+                self._update(*item, *extra)
+
     def state_dict(self) -> dict:
         """``{"state": {index: {name: array}}, "param_groups": [...]}`` with host NumPy copies."""
         index = {id(p): i for i, p in enumerate(self.parameters())}

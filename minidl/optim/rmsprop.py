@@ -59,9 +59,7 @@ class RMSprop(Optimizer):
     @takes_closure
     def step(self):
         """Update every parameter that has a gradient, in place."""
-        for p, group in self._with_grads():
-            with backend.device_context(p.device):
-                self._update(p, group)
+        self._update_each(self._with_grads())
 
     def _update(self, p, group: dict) -> None:
         """The rule of the module doc on one parameter (the reference)."""

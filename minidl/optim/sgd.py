@@ -83,9 +83,7 @@ class SGD(Optimizer):
         buffers = [self.state[p]["momentum_buffer"] for p, _ in todo if "momentum_buffer" in self.state.get(p, {})]
         fast = dispatch.sgd_step([p.data for p, _ in todo] + buffers, [p.grad.data for p, _ in todo])
         if fast is None:
-            for p, group in todo:
-                with backend.device_context(p.device):
-                    self._update(p, group, factor)
+            self._update_each(todo, factor)
             return
         updates = []
         for p, group in todo:
