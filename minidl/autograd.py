@@ -122,8 +122,12 @@ class Tensor(TensorMethods):
         """This tensor cast to ``dtype``; differentiable for float dtypes."""
         return _ops.Cast(dtype)(self)
 
-    def zero_grad(self) -> None:
-        self.grad = None
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradient: ``.grad`` None, or zeros in place (``set_to_none=False``)."""
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad.data[...] = 0
 
     @property
     def is_leaf(self) -> bool:

@@ -175,10 +175,7 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget all gradients: ``.grad = None`` (the next backward starts fresh), or zeros."""
         for p in self.parameters():
-            if p.grad is not None and not set_to_none:
-                p.grad.data[...] = 0
-            elif set_to_none:
-                p.grad = None
+            p.zero_grad(set_to_none)
 
     def step(self, closure=None):
         raise NotImplementedError(f"{type(self).__name__} must implement step")
