@@ -34,10 +34,9 @@ AdaptiveAvgPool2d      GlobalAveragePool for 1 x 1; AveragePool when the output 
                        the input (other sizes do not export)
 AdaptiveMaxPool2d      GlobalMaxPool / MaxPool, likewise
 Identity               nothing
-Sigmoid, Tanh          Sigmoid, Tanh
-LeakyReLU              LeakyRelu
-GELU                   its formula, since opset 13 has no Gelu: x * 0.5 * (1 + Erf(x /
-                       sqrt 2)), or the tanh approximation with Tanh
+Sigmoid, Tanh, GELU,   see ``onnx_activations.py``: ONNX's operator where opset 13 has
+LeakyReLU, the ReLU    one (Sigmoid, LeakyRelu, Clip, HardSigmoid, Elu, ...), else the
+family                 function's formula (GELU, SiLU, Mish, Hardswish)
 BasicBlock (ResNet)    its main path and its shortcut (the 1x1 Conv and
                        BatchNormalization of ``downsample``, or none), both reading the
                        block's input, then Add and Relu
@@ -59,6 +58,7 @@ from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
 from .models.resnet import ResNet, ZeroPadShortcut
 from .nn.structure import stack_layers
+from .onnx_activations import constant as _constant, export_activation
 from .window import ceil_mode_pads, covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
@@ -273,11 +273,6 @@ def export(model, path, input_shape, *, input_name="input", output_name="logits"
 
 # ---- the layers added for modern CNNs ----------------------------------------------------
 
-def _constant(graph, name, value):
-    """A constant initializer in the graph's float dtype."""
-    return graph.weight(name, np.asarray(value, dtype=graph.dtype))
-
-
 def _export_avg_pool(graph, name, module, x, shape):
     """AvgPool2d as AveragePool, or as Pad + AveragePool + Mul where ONNX's divisors differ from PyTorch's."""
     spatial, kernel, stride = shape[1:], module.kernel_size, module.stride
@@ -319,23 +314,6 @@ def _export_adaptive_pool(graph, name, module, x, shape):
     return graph.node("AveragePool" if average else "MaxPool", [x], name, name, kernel_shape=kernel, strides=kernel)
 
 
-def _export_gelu(graph, name, module, x):
-    """GELU from its formula (opset 13 has no Gelu operator)."""
-    def step(op, inputs, label):
-        return graph.node(op, inputs, f"{name}/{label}", f"{name}/{label}")
-    one, half = _constant(graph, f"{name}.one", 1.0), _constant(graph, f"{name}.half", 0.5)
-    if module.approximate == "tanh":   # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        cube = step("Mul", [step("Mul", [x, x], "square"), x], "cube")
-        inner = step("Add", [x, step("Mul", [cube, _constant(graph, f"{name}.cubic", 0.044715)], "scaled_cube")],
-                     "inner")
-        phi = step("Tanh", [step("Mul", [inner, _constant(graph, f"{name}.sqrt_2_over_pi", np.sqrt(2 / np.pi))],
-                                 "scaled")], "tanh")
-    else:   # 0.5 x (1 + erf(x / sqrt 2))
-        phi = step("Erf", [step("Div", [x, _constant(graph, f"{name}.sqrt2", np.sqrt(2.0))], "scaled")], "erf")
-    half_x = step("Mul", [x, half], "half_x")
-    return graph.node("Mul", [half_x, step("Add", [phi, one], "one_plus")], name, name)
-
-
 def _export_more_layers(graph, name, module, x, shape):
     """``_export_layer`` for the pooling and activation layers beyond AlexNet's."""
     if isinstance(module, nn.AvgPool2d):
@@ -344,14 +322,9 @@ def _export_more_layers(graph, name, module, x, shape):
         return _export_adaptive_pool(graph, name, module, x, shape)
     if isinstance(module, nn.Identity):
         return x
-    if isinstance(module, nn.Sigmoid):
-        return graph.node("Sigmoid", [x], name, name)
-    if isinstance(module, nn.Tanh):
-        return graph.node("Tanh", [x], name, name)
-    if isinstance(module, nn.LeakyReLU):
-        return graph.node("LeakyRelu", [x], name, name, alpha=float(module.negative_slope))
-    if isinstance(module, nn.GELU):
-        return _export_gelu(graph, name, module, x)
+    activation = export_activation(graph, name, module, x)
+    if activation is not None:
+        return activation
     if hasattr(module, "paths"):
         return _export_block(graph, name, module, x, shape)
     if isinstance(module, ZeroPadShortcut):

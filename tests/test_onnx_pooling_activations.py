@@ -70,3 +70,16 @@ def test_max_pool_options_and_dilated_convolutions_match_onnxruntime(tmp_path, p
 def test_what_cannot_be_exported(tmp_path, layer, match):
     with pytest.raises(ValueError, match=r"minidl.onnx.export: 0 " + match):
         minidl.onnx.export(nn.Sequential(layer), tmp_path / "x.onnx", (2, 8, 8))
+
+
+def test_the_relu_family_matches_onnxruntime(tmp_path):
+    rng = np.random.default_rng(5)
+    layers = [nn.Hardtanh(-2.0, 2.5), nn.ReLU6(), nn.Hardsigmoid(), nn.Hardswish(), nn.SiLU(), nn.Mish(),
+              nn.ELU(0.7), nn.SELU(), nn.Softplus(), nn.Softplus(beta=2.0, threshold=3.0)]
+    x = rng.uniform(-8, 8, (2, 3, 5, 6)).astype(np.float32)
+    x[0, 0, 0, :] = [-3.0, 3.0, 0.0, 6.0, 1.5, 1.49]   # kinks, and Softplus(beta=2)'s switch at x = 1.5
+    for layer in layers:
+        theirs, ours, ops = _run(nn.Sequential(layer), tmp_path / "act.onnx", x)
+        np.testing.assert_allclose(theirs, ours, rtol=2e-6, atol=2e-6, err_msg=repr(layer))
+    assert _run(nn.Sequential(nn.ReLU6()), tmp_path / "a.onnx", x)[2] == ["Clip"]
+    assert _run(nn.Sequential(nn.Mish()), tmp_path / "a.onnx", x)[2] == ["Softplus", "Tanh", "Mul"]

@@ -16,6 +16,7 @@ from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import Module, Parameter
 from .activation import GELU, Identity, LeakyReLU, LogSoftmax, Sigmoid, Softmax, Tanh
+from .activation import ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6, SiLU, Softplus
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 
@@ -24,6 +25,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear
            "current_batch_slice", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
 __all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax", "utils"]
+__all__ += ["ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Mish", "ReLU6", "SiLU", "Softplus"]
 from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
 
 __all__ += ["FusedConv2d", "FusedLinear", "ReLUMaxPool2d", "fuse_for_inference"]

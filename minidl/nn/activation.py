@@ -1,4 +1,4 @@
-"""Identity, sigmoid, tanh, leaky ReLU and GELU as layers (ReLU is in ``layers.py``).
+"""Identity, sigmoid, tanh, leaky ReLU, GELU and the ReLU family as layers (ReLU is in ``layers.py``).
 
 Thin modules over ``minidl.functional``, with PyTorch's names and constructor signatures.
 None has parameters or buffers, so their state_dicts are empty, as PyTorch's are; each
@@ -118,3 +118,120 @@ class LogSoftmax(Softmax):
 
     def forward(self, x):
         return F.log_softmax(x, dim=self.dim)
+
+
+class _Elementwise(Module):
+    """A parameter-free elementwise layer over ``function``; ``inplace`` is accepted, never used.
+
+    minidl never overwrites a layer's input (autograd may still need it), so an
+    ``inplace=True`` layer returns a new Tensor, as ``F.relu`` explains. Shapes: any -> same.
+    """
+    function = None   # the minidl.functional function a subclass applies
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def forward(self, x):
+        return type(self).function(x)
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU6(_Elementwise):
+    """min(max(x, 0), 6), as ``torch.nn.ReLU6`` (MobileNet). Shapes: any -> same."""
+    function = F.relu6
+
+
+class Hardsigmoid(_Elementwise):
+    """clip(x / 6 + 1/2, 0, 1), as ``torch.nn.Hardsigmoid`` (MobileNetV3). Shapes: any -> same."""
+    function = F.hardsigmoid
+
+
+class Hardswish(_Elementwise):
+    """x * hardsigmoid(x), as ``torch.nn.Hardswish`` (MobileNetV3). Shapes: any -> same."""
+    function = F.hardswish
+
+
+class SiLU(_Elementwise):
+    """x * sigmoid(x) (swish), as ``torch.nn.SiLU`` (EfficientNet). Shapes: any -> same."""
+    function = F.silu
+
+
+class Mish(_Elementwise):
+    """x * tanh(softplus(x)), as ``torch.nn.Mish``. Shapes: any -> same."""
+    function = F.mish
+
+
+class SELU(_Elementwise):
+    """scale * elu(x, alpha) with fixed constants, as ``torch.nn.SELU``. Shapes: any -> same."""
+    function = F.selu
+
+
+class Hardtanh(Module):
+    """clip(x, min_val, max_val), as ``torch.nn.Hardtanh``. Shapes: any -> same.
+
+    Args:
+        min_val, max_val: the bounds (min_val <= max_val).
+        inplace: accepted for PyTorch's signature; minidl never overwrites the input.
+    """
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"Hardtanh: min_val must not exceed max_val, got min_val={min_val}, max_val={max_val}")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, bool(inplace)
+
+    def forward(self, x):
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ELU(Module):
+    """x where x > 0, else alpha (exp(x) - 1), as ``torch.nn.ELU``. Shapes: any -> same.
+
+    Args:
+        alpha: the negative branch's scale.
+        inplace: accepted for PyTorch's signature; minidl never overwrites the input.
+    """
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, bool(inplace)
+
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class Softplus(Module):
+    """log(1 + exp(beta x)) / beta, linear past ``threshold``, as ``torch.nn.Softplus``. Shapes: any -> same."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        if not beta > 0:
+            raise ValueError(f"Softplus: beta must be positive, got {beta!r}")
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
