@@ -15,6 +15,7 @@ from .linear import linear
 from .loss import cross_entropy, softmax_cross_entropy
 from .normalization import batch_norm, local_response_norm
 from .padding import pad
+from .sample_normalization import group_norm, layer_norm
 from .relu_variants import elu, hardsigmoid, hardswish, hardtanh, mish, relu6, selu, silu, softplus
 from .pooling import max_pool2d
 
@@ -23,3 +24,4 @@ __all__ = ["batch_norm", "concat", "conv2d", "cross_entropy", "dropout", "flatte
 __all__ += ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "gelu", "leaky_relu", "sigmoid", "tanh"]
 __all__ += ["pad", "mse_loss", "nll_loss", "one_hot"]
 __all__ += ["elu", "hardsigmoid", "hardswish", "hardtanh", "mish", "relu6", "selu", "silu", "softplus"]
+__all__ += ["group_norm", "layer_norm"]
