@@ -271,16 +271,19 @@ def tensor(array_like, requires_grad: bool = False, device="cpu", dtype=None) ->
     """Make a leaf Tensor.
 
     Args:
-        array_like: a NumPy/CuPy array, nested list or scalar. Arrays keep their
+        array_like: a NumPy/CuPy array, Tensor, nested list or scalar. Arrays keep their
             dtype; Python floats become float32, Python ints int64.
         requires_grad: accumulate gradients into ``.grad`` during backward.
         device: "cpu", "cuda" or "cuda:N".
         dtype: optional dtype to cast to.
+
+    The data is always copied, as ``torch.tensor`` copies: changing the array afterwards
+    leaves the tensor as it was (``minidl.from_numpy`` shares memory instead).
     """
-    if isinstance(array_like, Tensor):
-        array_like = array_like.data
-    array = _as_array(array_like, dtype)
-    array = backend.to_device(array, backend.parse_device(device))
+    source = array_like.data if isinstance(array_like, Tensor) else array_like
+    array = backend.to_device(_as_array(source, dtype), backend.parse_device(device))
+    if array is source:   # neither the cast nor the move made a new array
+        array = array.copy()
     if requires_grad and array.dtype.kind != "f":
         raise ValueError(f"tensor: only floating-point tensors can require grad, got dtype {array.dtype}")
     return Tensor(array, requires_grad=requires_grad)

@@ -218,6 +218,11 @@ def test_tensor_facts_and_conversions():
     n = t.numpy()
     n[0, 0] = 99
     assert t.data[0, 0] == 1.0  # numpy() is a copy
+    source = np.zeros(3)
+    for copied in (minidl.tensor(source), minidl.tensor(source, dtype=np.float64), minidl.tensor(minidl.from_numpy(source))):
+        source[0] = 7.0
+        assert copied.data[0] == 0.0 and not np.shares_memory(copied.data, source)   # torch.tensor copies too
+    assert minidl.from_numpy(source).data is source                                 # from_numpy shares
     assert minidl.tensor(np.arange(3)).dtype == np.int64
     assert minidl.tensor(np.ones(2, np.float64)).dtype == np.float64
     assert minidl.tensor(5.0).item() == 5.0
