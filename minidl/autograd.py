@@ -257,7 +257,7 @@ class Tensor(TensorMethods):
 
 
 class HookHandle:
-    """Returned by ``register_post_accumulate_grad_hook``; ``remove()`` unregisters the hook."""
+    """Returned by ``register_post_accumulate_grad_hook`` and the forward hooks of ``nn.Module``; ``remove()`` unregisters the hook."""
 
     def __init__(self, hooks: list, hook):
         self._hooks, self._hook = hooks, hook

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from .hooks import ForwardHooks, call_with_hooks
 
 
 class Parameter(Tensor):
@@ -41,12 +42,13 @@ class Parameter(Tensor):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-class Module:
+class Module(ForwardHooks):
     """Base class of every layer and model.
 
     Subclasses call ``super().__init__()`` first, assign parameters, buffers (via
     ``register_buffer``) and sub-modules as attributes, and implement ``forward``.
-    Calling the module calls ``forward``. ``training`` (set by ``train()`` and
+    Calling the module calls ``forward`` (with the forward hooks of ``hooks.py``
+    around it, where any are registered). ``training`` (set by ``train()`` and
     ``eval()`` for the whole tree) tells layers such as Dropout and BatchNorm which
     behaviour to use.
     """
@@ -374,6 +376,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def __call__(self, *args, **kwargs):
+        if "_forward_pre_hooks" in self.__dict__ or "_forward_hooks" in self.__dict__:
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def extra_repr(self) -> str:
