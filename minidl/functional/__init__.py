@@ -10,7 +10,7 @@ from .basic import concat
 from .composed_losses import mse_loss, nll_loss, one_hot
 from .shape import flatten
 from .conv import conv2d
-from .dropout import dropout
+from .dropout import dropout, dropout2d
 from .linear import linear
 from .loss import cross_entropy, softmax_cross_entropy
 from .normalization import batch_norm, local_response_norm
@@ -25,3 +25,4 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "gelu", 
 __all__ += ["pad", "mse_loss", "nll_loss", "one_hot"]
 __all__ += ["elu", "hardsigmoid", "hardswish", "hardtanh", "mish", "relu6", "selu", "silu", "softplus"]
 __all__ += ["group_norm", "layer_norm"]
+__all__ += ["dropout2d"]

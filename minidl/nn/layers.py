@@ -221,7 +221,17 @@ class Dropout(Module):
         return tuple(shape), ""
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout2d(Dropout):
+    """Channel dropout while training (whole (image, channel) maps), as ``torch.nn.Dropout2d``.
+
+    Args and generator as ``Dropout``. Shapes: x (N, C, H, W) -> same.
+    """
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, training=self.training, rng=self.rng, batch_slice=current_batch_slice())
 
 
 class Linear(Module):

@@ -4,6 +4,7 @@ import pytest
 
 import minidl
 import minidl.functional as F
+import minidl.nn as nn
 from minidl.gradcheck import check_gradients
 
 
@@ -111,3 +112,30 @@ def test_mask_is_kept_as_bytes_and_backward_uses_it(rng):
     y.backward(gy)
     np.testing.assert_array_equal(x.grad.numpy(), np.where(mask, gy * np.float32(1 / 0.75), 0))
     np.testing.assert_array_equal(y.numpy(), np.where(mask, x.numpy() * np.float32(1 / 0.75), 0))
+
+
+def test_dropout2d_keeps_or_zeros_whole_channels_and_backward_uses_the_same_mask(device):
+    x = minidl.tensor(np.random.default_rng(5).uniform(1, 2, (6, 8, 3, 4)), requires_grad=True, device=device)
+    y = F.dropout2d(x, 0.5, rng=np.random.default_rng(0))
+    gy = np.ones(x.shape)
+    y.backward(minidl.tensor(gy, device=device).data)
+    ratio = y.numpy() / x.numpy()
+    per_channel = ratio.reshape(6, 8, -1)
+    assert np.all(per_channel == per_channel[:, :, :1])                 # one decision per (image, channel)
+    assert set(np.unique(per_channel)) == {0.0, 2.0}                    # zeroed, or scaled by 1 / (1 - p)
+    np.testing.assert_array_equal(x.grad.numpy(), ratio)                 # gy = 1: the gradient is the mask
+
+
+def test_dropout2d_layer_statistics_eval_slices_and_errors():
+    layer = nn.Dropout2d(0.25, rng=np.random.default_rng(1))
+    x = minidl.tensor(np.ones((400, 50, 2, 2)))
+    kept = (layer(x).numpy()[:, :, 0, 0] > 0).mean()
+    assert abs(kept - 0.75) < 0.01 and repr(layer) == "Dropout2d(p=0.25, inplace=False)"
+    assert layer.eval()(x) is x
+    whole = F.dropout2d(x[:6], 0.5, rng=np.random.default_rng(2)).numpy()
+    parts = [F.dropout2d(x[s:s + 3], 0.5, rng=np.random.default_rng(2), batch_slice=(s, 6)).numpy() for s in (0, 3)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)          # data parallel: the one-process mask
+    with pytest.raises(ValueError, match=r"dropout2d: expected input \(N, C, H, W\), got \(4, 5\)"):
+        F.dropout2d(minidl.tensor(np.ones((4, 5))), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"dropout2d: p must be in \[0, 1\]"):
+        F.dropout2d(x, 1.5, rng=np.random.default_rng(0))
