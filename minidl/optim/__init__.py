@@ -9,9 +9,13 @@
     lr_scheduler.py   StepLR, MultiStepLR, CosineLR, CosineAnnealingLR, LinearWarmupDecayLR, OneCycleLR,
                       ReduceLROnPlateau,
                       on every group of any optimizer
+    epoch_schedules.py LambdaLR, MultiplicativeLR, ExponentialLR, LinearLR, ConstantLR, PolynomialLR,
+                      CosineAnnealingWarmRestarts (also importable from lr_scheduler, as PyTorch's)
 """
 from .adadelta import Adadelta
 from .adam import Adam, AdamW
+from .epoch_schedules import (ConstantLR, CosineAnnealingWarmRestarts, ExponentialLR, LambdaLR, LinearLR,
+                              MultiplicativeLR, PolynomialLR)
 from .lookahead import Lookahead
 from .lr_scheduler import (CosineAnnealingLR, CosineLR, LinearWarmupDecayLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau,
                            StepLR)
@@ -21,3 +25,5 @@ from .sgd import SGD
 
 __all__ = ["Adadelta", "Adam", "AdamW", "CosineAnnealingLR", "CosineLR", "LinearWarmupDecayLR", "Lookahead", "LRScheduler", "MultiStepLR", "OneCycleLR",
            "Optimizer", "RMSprop", "ReduceLROnPlateau", "SGD", "StepLR"]
+__all__ += ["ConstantLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "LambdaLR", "LinearLR", "MultiplicativeLR",
+            "PolynomialLR"]
