@@ -11,6 +11,7 @@ from .composed_losses import mse_loss, nll_loss, one_hot
 from .shape import flatten
 from .conv import conv2d
 from .dropout import dropout, dropout2d
+from .interpolation import interpolate
 from .linear import linear
 from .loss import cross_entropy, softmax_cross_entropy
 from .normalization import batch_norm, local_response_norm
@@ -26,3 +27,4 @@ __all__ += ["pad", "mse_loss", "nll_loss", "one_hot"]
 __all__ += ["elu", "hardsigmoid", "hardswish", "hardtanh", "mish", "relu6", "selu", "silu", "softplus"]
 __all__ += ["group_norm", "layer_norm"]
 __all__ += ["dropout2d"]
+__all__ += ["interpolate"]

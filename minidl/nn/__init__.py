@@ -20,13 +20,14 @@ from .activation import ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 from .sample_norm import GroupNorm, LayerNorm
+from .upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear", "LocalResponseNorm", "MaxPool2d",
            "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice",
            "current_batch_slice", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
 __all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax", "utils"]
-__all__ += ["Dropout2d", "GroupNorm", "LayerNorm"]
+__all__ += ["Dropout2d", "GroupNorm", "LayerNorm", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
 __all__ += ["ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Mish", "ReLU6", "SiLU", "Softplus"]
 from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
 
