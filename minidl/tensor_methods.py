@@ -142,3 +142,56 @@ class TensorMethods:
     def log_softmax(self, dim):
         from .functional.activation import log_softmax
         return log_softmax(self, dim=dim)
+
+    # ---- in place, outside the graph: setting values, initialising ----------------------
+    # minidl's autograd has no in-place operations: a value a graph saved must not change
+    # under it. So, as PyTorch's rule for leaves, these change only a tensor that is in no
+    # graph: one that does not require grad, or a parameter under ``no_grad()`` (initialising
+    # it, or an update of your own, the way the optimizers change parameters).
+    def _writable(self, what: str):
+        from .grad_mode import is_grad_enabled
+        if self.creator is not None:
+            raise RuntimeError(f"Tensor.{what}: this tensor was computed in a graph, and minidl's autograd has "
+                               "no in-place operations; compute a new tensor instead (e.g. y = y * mask)")
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"Tensor.{what}: a leaf tensor that requires grad cannot change in place while "
+                               "gradients are recorded; do it inside `with minidl.no_grad():`, as in PyTorch")
+        return self.data
+
+    def _raw(self, value):
+        """``value`` (a tensor, array or number) as a raw array or number on this tensor's device."""
+        from .autograd import Tensor
+        if isinstance(value, Tensor):
+            value = value.data
+        return backend.to_device(value, self.device) if backend.is_array(value) else value
+
+    def __setitem__(self, index, value):
+        """``t[index] = value`` (numbers, arrays or tensors; NumPy's indexing rules), outside the graph."""
+        self._writable("__setitem__")[self._raw(index)] = self._raw(value)
+
+    def copy_(self, src):
+        """Overwrite every value with ``src`` (broadcast to this shape), outside the graph; returns self."""
+        data = self._writable("copy_")
+        data[...] = self._raw(src)
+        return self
+
+    def fill_(self, value):
+        """Set every value to ``value``, outside the graph; returns self."""
+        self._writable("fill_")[...] = value
+        return self
+
+    def zero_(self):
+        """Set every value to 0, outside the graph; returns self."""
+        return self.fill_(0)
+
+    def add_(self, other, *, alpha=1):
+        """self += alpha * other, outside the graph; returns self."""
+        data = self._writable("add_")
+        data += alpha * self._raw(other) if alpha != 1 else self._raw(other)
+        return self
+
+    def mul_(self, other):
+        """self *= other, outside the graph; returns self."""
+        data = self._writable("mul_")
+        data *= self._raw(other)
+        return self

@@ -240,3 +240,33 @@ def test_shape_mistakes_name_the_operation():
         minidl.tensor(np.zeros(3)) * np.zeros(2)
     with pytest.raises(ValueError, match=r"reshape: a tensor of shape \(4, 3\) \(12 values\) cannot become \(5, -1\)"):
         minidl.tensor(np.zeros((4, 3))).view(5, -1)
+
+
+def test_in_place_writes_outside_the_graph_match_torch():
+    torch = pytest.importorskip("torch")
+    values = np.arange(12.0).reshape(3, 4)
+    ours, theirs = minidl.tensor(values), torch.tensor(values)
+    for t, lib in ((ours, minidl), (theirs, torch)):
+        t[0, 1] = -5.0
+        t[1] = lib.tensor(np.full(4, 7.0))
+        t[t > 9] = 0.0                                   # a boolean tensor as the index
+        t[np.array([0, 2]), 3] = 1.5                     # an integer array as the index
+        t.mul_(2).add_(lib.tensor(np.ones(4)), alpha=0.5)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert ours.copy_(np.ones(4)).numpy().sum() == 12 and ours.zero_().numpy().sum() == 0
+    assert ours.fill_(3.0).numpy().min() == 3.0
+
+
+def test_in_place_writes_refuse_what_a_graph_may_need():
+    w = minidl.nn.Parameter(np.ones(3))
+    with pytest.raises(RuntimeError, match=r"Tensor.__setitem__: a leaf tensor that requires grad .*no_grad"):
+        w[0] = 2.0
+    with minidl.no_grad():                               # initialising a parameter, as in PyTorch
+        w[0] = 2.0
+        w.mul_(3.0)
+    np.testing.assert_array_equal(w.numpy(), [6.0, 3.0, 3.0])
+    y = w * 2
+    with pytest.raises(RuntimeError, match="Tensor.add_: this tensor was computed in a graph"):
+        y.add_(1.0)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0, 2.0])
