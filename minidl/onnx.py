@@ -34,9 +34,10 @@ AdaptiveAvgPool2d      GlobalAveragePool for 1 x 1; AveragePool when the output 
                        the input (other sizes do not export)
 AdaptiveMaxPool2d      GlobalMaxPool / MaxPool, likewise
 Identity               nothing
-Sigmoid, Tanh, GELU,   see ``onnx_activations.py``: ONNX's operator where opset 13 has
-LeakyReLU, the ReLU    one (Sigmoid, LeakyRelu, Clip, HardSigmoid, Elu, ...), else the
-family                 function's formula (GELU, SiLU, Mish, Hardswish)
+Sigmoid, Tanh, GELU,   see ``onnx_layers.py``: ONNX's operator where opset 13 has
+LeakyReLU, the ReLU    one (Sigmoid, LeakyRelu, Clip, HardSigmoid, Elu, Resize, ...),
+family, LayerNorm,     else the layer's formula (GELU, SiLU, Mish, Hardswish,
+GroupNorm, Upsample    LayerNorm, GroupNorm through InstanceNormalization)
 BasicBlock (ResNet)    its main path and its shortcut (the 1x1 Conv and
                        BatchNormalization of ``downsample``, or none), both reading the
                        block's input, then Add and Relu
@@ -58,7 +59,7 @@ from .checkpoint import atomic_write
 from .models.alexnet import AlexNet
 from .models.resnet import ResNet, ZeroPadShortcut
 from .nn.structure import stack_layers
-from .onnx_activations import constant as _constant, export_activation
+from .onnx_layers import constant as _constant, export_modern_layer
 from .window import ceil_mode_pads, covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
@@ -322,9 +323,9 @@ def _export_more_layers(graph, name, module, x, shape):
         return _export_adaptive_pool(graph, name, module, x, shape)
     if isinstance(module, nn.Identity):
         return x
-    activation = export_activation(graph, name, module, x)
-    if activation is not None:
-        return activation
+    modern = export_modern_layer(graph, name, module, x, shape)
+    if modern is not None:
+        return modern
     if hasattr(module, "paths"):
         return _export_block(graph, name, module, x, shape)
     if isinstance(module, ZeroPadShortcut):

@@ -83,3 +83,22 @@ def test_the_relu_family_matches_onnxruntime(tmp_path):
         np.testing.assert_allclose(theirs, ours, rtol=2e-6, atol=2e-6, err_msg=repr(layer))
     assert _run(nn.Sequential(nn.ReLU6()), tmp_path / "a.onnx", x)[2] == ["Clip"]
     assert _run(nn.Sequential(nn.Mish()), tmp_path / "a.onnx", x)[2] == ["Softplus", "Tanh", "Mul"]
+
+
+def test_layer_norm_group_norm_and_upsample_match_onnxruntime(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.normal(1, 2, (2, 4, 5, 6)).astype(np.float32)
+    layers = [nn.GroupNorm(2, 4), nn.GroupNorm(4, 4, affine=False), nn.GroupNorm(1, 4, bias=False),
+              nn.LayerNorm((5, 6)), nn.LayerNorm(6, elementwise_affine=False),
+              nn.Upsample(scale_factor=2), nn.Upsample(size=(7, 13)), nn.Upsample(scale_factor=1.5, mode="nearest-exact"),
+              nn.Upsample(size=(9, 4), mode="nearest-exact"), nn.Upsample(size=(11, 3), mode="bilinear"),
+              nn.Upsample(scale_factor=2.5, mode="bilinear"), nn.Upsample(size=(1, 3), mode="bilinear"),
+              nn.UpsamplingBilinear2d(size=(8, 9)), nn.Upsample(scale_factor=0.5, mode="bilinear", align_corners=True)]
+    for layer in layers:
+        for name, p in layer.named_parameters():   # not the initial ones and zeros
+            p.data[...] = rng.standard_normal(p.shape)
+        theirs, ours, _ = _run(nn.Sequential(layer), tmp_path / "layer.onnx", x)
+        assert theirs.shape == ours.shape, repr(layer)
+        np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5, err_msg=repr(layer))
+    with pytest.raises(ValueError, match="Upsample\\(mode='area'\\); export it as AdaptiveAvgPool2d"):
+        minidl.onnx.export(nn.Sequential(nn.Upsample(size=2, mode="area")), tmp_path / "a.onnx", (4, 5, 6))
