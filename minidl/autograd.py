@@ -283,7 +283,7 @@ def tensor(array_like, requires_grad: bool = False, device="cpu", dtype=None) ->
     source = array_like.data if isinstance(array_like, Tensor) else array_like
     array = backend.to_device(_as_array(source, dtype), backend.parse_device(device))
     if array is source:   # neither the cast nor the move made a new array
-        array = array.copy()
+        array = backend.get_array_module(array).copy(array, order="K")   # "K": the memory layout too
     if requires_grad and array.dtype.kind != "f":
         raise ValueError(f"tensor: only floating-point tensors can require grad, got dtype {array.dtype}")
     return Tensor(array, requires_grad=requires_grad)

@@ -223,6 +223,8 @@ def test_tensor_facts_and_conversions():
         source[0] = 7.0
         assert copied.data[0] == 0.0 and not np.shares_memory(copied.data, source)   # torch.tensor copies too
     assert minidl.from_numpy(source).data is source                                 # from_numpy shares
+    last = np.zeros((2, 3, 4, 5)).transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)   # channels-last memory
+    assert minidl.tensor(last).data.strides == last.strides                         # the copy keeps the layout
     assert minidl.tensor(np.arange(3)).dtype == np.int64
     assert minidl.tensor(np.ones(2, np.float64)).dtype == np.float64
     assert minidl.tensor(5.0).item() == 5.0
