@@ -160,8 +160,7 @@ class TensorMethods:
 
     def _raw(self, value):
         """``value`` (a tensor, array or number) as a raw array or number on this tensor's device."""
-        from .autograd import Tensor
-        if isinstance(value, Tensor):
+        if isinstance(value, TensorMethods):   # a Tensor (autograd.py's Tensor mixes these methods in)
             value = value.data
         return backend.to_device(value, self.device) if backend.is_array(value) else value
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "window": {"backend"},
     "special": {"backend"},
     "grad_mode": set(),
-    "tensor_methods": {"backend", "functional"},   # Tensor's conveniences; ops imported where called
+    "tensor_methods": {"backend", "functional", "grad_mode"},   # Tensor's conveniences; ops imported where called
     "autograd": {"backend", "backprop", "grad_mode", "tensor_methods"},  # plus functional.basic, .shape, .extrema: operators
     "backprop": {"backend", "autograd"},  # the walk over autograd's graph: the same floor
     "kernels": KERNELS,
@@ -39,7 +39,8 @@ ALLOWED = {
     "data": KERNELS | {"autograd", "grad_mode", "checkpoint"},
     "torch_format": set(),                # reads torch.save files with NumPy alone
     "weights": LAYERS | {"checkpoint", "models", "data", "torch_format"},
-    "onnx": LAYERS | {"checkpoint", "models"},
+    "onnx": LAYERS | {"checkpoint", "models", "onnx_layers"},
+    "onnx_layers": LAYERS,                # the activation, per-sample norm and resizing layers' ONNX forms
     "distributed": LAYERS | {"optim", "data", "checkpoint"},
 }
 # The parts that sit on top (the training loop, callbacks, the command line) may use any

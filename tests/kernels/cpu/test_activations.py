@@ -19,7 +19,7 @@ CALLS = {
 
 
 def _run(fn, x, gy):
-    t = minidl.tensor(x, requires_grad=True)
+    t = minidl.from_numpy(x).requires_grad_()   # x's memory as it is (minidl.tensor would copy it compact)
     y = fn(t)
     label = getattr(y.creator, "label", type(y.creator).__name__)
     y.backward(gy)
