@@ -1,4 +1,4 @@
-"""ONNX export of the activation, per-sample normalisation and resizing layers (part of ``minidl.onnx``).
+"""ONNX export of the activation, per-sample normalisation and upsampling layers (part of ``minidl.onnx``).
 
 Each layer becomes ONNX's own operator where opset 13 has one with the same meaning,
 else its formula in elementary operators:
@@ -23,6 +23,7 @@ LayerNorm                       its formula: ReduceMean, Sub, Mul, ReduceMean, A
                                 arrived in opset 17)
 GroupNorm                       Reshape to (N, G, -1), InstanceNormalization (scale 1,
                                 bias 0), Reshape back, Mul weight, Add bias
+ConvTranspose2d                 ConvTranspose (the same weight layout)
 Upsample                        Resize: nearest with "asymmetric" coordinates and floor;
                                 nearest-exact with "half_pixel" and round_prefer_ceil;
                                 bilinear with "half_pixel" or "align_corners"; the
@@ -123,7 +124,7 @@ def _export_upsample(graph, name, module, x, shape, step):
 
 
 def export_modern_layer(graph, name, module, x, shape):
-    """The ONNX output name for ``module`` (an activation, LayerNorm, GroupNorm or Upsample) applied to
+    """The ONNX output name for ``module`` (an activation, LayerNorm, GroupNorm, Upsample, ConvTranspose2d) applied to
     ``x`` of per-sample ``shape``; None for other layers."""
     def step(op, inputs, label, **attributes):
         return graph.node(op, inputs, f"{name}/{label}", f"{name}/{label}", **attributes)
@@ -163,4 +164,12 @@ def export_modern_layer(graph, name, module, x, shape):
         return _export_group_norm(graph, name, module, x, shape, step)
     if isinstance(module, nn.Upsample):
         return _export_upsample(graph, name, module, x, shape, step)
+    if isinstance(module, nn.ConvTranspose2d):
+        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
+        if module.bias is not None:
+            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
+        (ph, pw), (eh, ew) = module.padding, module.output_padding
+        return graph.node("ConvTranspose", inputs, name, name, kernel_shape=list(module.kernel_size),
+                          strides=list(module.stride), dilations=list(module.dilation), pads=[ph, pw, ph, pw],
+                          output_padding=[eh, ew], group=module.groups)
     return None

@@ -10,6 +10,7 @@ from .basic import concat
 from .composed_losses import mse_loss, nll_loss, one_hot
 from .shape import flatten
 from .conv import conv2d
+from .conv_transpose import conv_transpose2d
 from .dropout import dropout, dropout2d
 from .interpolation import interpolate
 from .linear import linear
@@ -28,3 +29,4 @@ __all__ += ["elu", "hardsigmoid", "hardswish", "hardtanh", "mish", "relu6", "sel
 __all__ += ["group_norm", "layer_norm"]
 __all__ += ["dropout2d"]
 __all__ += ["interpolate"]
+__all__ += ["conv_transpose2d"]

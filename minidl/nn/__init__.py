@@ -12,7 +12,7 @@ batch it holds.
 from . import functional, init, utils
 from .batch_slice import batch_slice, current_batch_slice
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
-from .layers import Conv2d, Dropout, Dropout2d, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
+from .layers import Conv2d, ConvTranspose2d, Dropout, Dropout2d, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import Module, Parameter
 from .activation import GELU, Identity, LeakyReLU, LogSoftmax, Sigmoid, Softmax, Tanh
@@ -27,7 +27,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear
            "current_batch_slice", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
 __all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax", "utils"]
-__all__ += ["Dropout2d", "GroupNorm", "LayerNorm", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
+__all__ += ["ConvTranspose2d", "Dropout2d", "GroupNorm", "LayerNorm", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
 __all__ += ["ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Mish", "ReLU6", "SiLU", "Softplus"]
 from .fuse import FusedConv2d, FusedLinear, ReLUMaxPool2d, fuse_for_inference  # noqa: E402
 

@@ -105,6 +105,64 @@ class Conv2d(Module):
                 (f", dilation={dilation}" if dilation != (1, 1) else ""))
 
 
+class ConvTranspose2d(Module):
+    """Transposed convolution (learnable upsampling), weight (in_channels, out_channels/groups, KH, KW).
+
+    PyTorch's ``nn.ConvTranspose2d``, with its argument order: in_channels, out_channels,
+    kernel_size, stride, padding, output_padding, groups, bias, dilation (see
+    ``F.conv_transpose2d``); padding_mode "zeros" only. rng, dtype: weights start as
+    PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = out_channels/groups * KH * KW.
+
+    Shapes: x (N, in_channels, H, W) -> y (N, out_channels, OH, OW),
+    OH = (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros", *, rng=None, dtype=np.float32):
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"ConvTranspose2d: padding_mode {padding_mode!r} is not supported, only 'zeros'")
+        if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                   for n in (in_channels, out_channels, groups)) or in_channels % groups or out_channels % groups:
+            raise ValueError(f"ConvTranspose2d: in_channels, out_channels and groups must be ints >= 1, the "
+                             f"channels divisible by groups, got {in_channels!r}, {out_channels!r}, {groups!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = int_pair("ConvTranspose2d", "kernel_size", kernel_size)
+        self.stride = int_pair("ConvTranspose2d", "stride", stride)
+        self.dilation = int_pair("ConvTranspose2d", "dilation", dilation)
+        self.padding = padding if isinstance(padding, tuple) else (padding, padding)
+        self.output_padding = output_padding if isinstance(output_padding, tuple) else (output_padding,) * 2
+        rng = _default_rng(rng)
+        shape = (in_channels, out_channels // groups) + self.kernel_size
+        fan_in, _ = init.compute_fans(shape, groups)
+        self.weight = Parameter(np.zeros(shape, dtype))
+        init.default_uniform_(self.weight, fan_in, rng=rng)
+        self.bias = None
+        if bias:
+            self.bias = Parameter(np.zeros(out_channels, dtype))
+            init.default_uniform_(self.bias, fan_in, rng=rng)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
+
+    def shape_info(self, shape):
+        c, h, w = _spatial(shape, "ConvTranspose2d")
+        if c != self.in_channels:
+            raise ValueError(f"ConvTranspose2d: expected {self.in_channels} input channels, got shape {tuple(shape)}")
+        oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + e + 1 for n, s, p, d, k, e in
+                  zip((h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding))
+        return (self.out_channels, oh, ow), "(H - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1"
+
+    def extra_repr(self):   # PyTorch's: the settings that differ from the defaults
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        for name, default in (("padding", (0, 0)), ("dilation", (1, 1)), ("output_padding", (0, 0))):
+            if tuple(getattr(self, name)) != default:
+                text += f", {name}={tuple(getattr(self, name))}"
+        text += f", groups={self.groups}" if self.groups != 1 else ""
+        return text + (", bias=False" if self.bias is None else "")
+
+
 class MaxPool2d(Module):
     """Max pooling over KH x KW windows; padding (as Conv2d's) is filled with -inf.
 
