@@ -150,9 +150,10 @@ class ConvTranspose2d(Module):
         c, h, w = _spatial(shape, "ConvTranspose2d")
         if c != self.in_channels:
             raise ValueError(f"ConvTranspose2d: expected {self.in_channels} input channels, got shape {tuple(shape)}")
-        oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + e + 1 for n, s, p, d, k, e in
-                  zip((h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding))
-        return (self.out_channels, oh, ow), "(H - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1"
+        terms = list(zip((h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding))
+        oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + e + 1 for n, s, p, d, k, e in terms)
+        n, s, p, d, k, e = terms[0]   # the rows' arithmetic, as Conv2d shows its own
+        return (self.out_channels, oh, ow), f"({n} - 1) * {s} - 2 * {p} + {d} * ({k} - 1) + {e} + 1 = {oh}"
 
     def extra_repr(self):   # PyTorch's: the settings that differ from the defaults
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
