@@ -49,7 +49,10 @@ _COLOURS = {"Conv2d": "#9ecae1", "BatchNorm2d": "#c7e9c0", "BatchNorm1d": "#c7e9
             "LocalResponseNorm": "#c7e9c0", "ReLU": "#e5e5e5", "MaxPool2d": "#fdd0a2", "Flatten": "#f0f0f0",
             "Linear": "#dadaeb", "Dropout": "#f7f7f7", "AvgPool2d": "#fdd0a2", "AdaptiveAvgPool2d": "#fdd0a2",
             "AdaptiveMaxPool2d": "#fdd0a2", "Sigmoid": "#e5e5e5", "Tanh": "#e5e5e5", "LeakyReLU": "#e5e5e5",
-            "GELU": "#e5e5e5", "Identity": "#f7f7f7", "BasicBlock": "#fee391"}
+            "GELU": "#e5e5e5", "Identity": "#f7f7f7", "BasicBlock": "#fee391", "ConvTranspose2d": "#9ecae1",
+            "LayerNorm": "#c7e9c0", "GroupNorm": "#c7e9c0", "Dropout2d": "#f7f7f7", "Upsample": "#fdd0a2"}
+_COLOURS.update(dict.fromkeys(["ReLU6", "Hardtanh", "Hardsigmoid", "Hardswish", "SiLU", "Mish", "ELU", "SELU",
+                               "Softplus"], "#e5e5e5"))
 _CROSS = "#e6550d"  # arrows where information moves from one stream to the other
 _SHORTCUT = "#3182bd"  # residual shortcuts: from a block's input round to its addition
 
@@ -68,6 +71,12 @@ def _describe(module) -> str:
         groups = f" groups={module.groups}" if getattr(module, "groups", 1) > 1 else ""
         stride = f" /{_pair_text(s)}" if s != (1, 1) else ""
         return f"{kind} {k[0]}x{k[1]}{stride}{pad}{groups}"
+    if isinstance(module, nn.ConvTranspose2d):
+        stride = f" x{_pair_text(module.stride)}" if module.stride != (1, 1) else ""   # it upsamples by its stride
+        return f"{kind} {module.kernel_size[0]}x{module.kernel_size[1]}{stride}"
+    if isinstance(module, nn.Upsample):
+        scale = module.scale_factor if module.size is None else None
+        return f"{kind} {module.mode}" + (f" x{scale:g}" if isinstance(scale, float) else "")
     if isinstance(module, nn.Linear):
         return f"{kind} {module.in_features} -> {module.out_features}"
     if isinstance(module, nn.Dropout):
