@@ -92,6 +92,8 @@ def read_weights(path):
         InputError naming the file when it is missing or holds no weights.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--weights: {path} is a directory; give a weights file (.npz, .safetensors or .pth)")
     if not path.is_file():
         raise InputError(f"--weights: {path} does not exist")
     suffix = path.suffix.lower()

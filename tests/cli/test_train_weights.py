@@ -145,11 +145,14 @@ def test_a_mismatch_outside_the_classifier_is_one_line_naming_key_and_shapes(dat
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "does not exist"),
+    ("directory", "is a directory; give a weights file (.npz, .safetensors or .pth)"),
     ("another_model", "does not fit AlexNet variant 'cifar': the model's conv1.bias, conv2.weight, conv2.bias ... "
                       "(31 in all) not in the file; the file's "),
 ])
 def test_unusable_weights_files(case, message, data_dir, tmp_path, capsys):
     path = tmp_path / "w.safetensors"
+    if case == "directory":
+        path.mkdir()
     if case == "another_model":
         from minidl.models import resnet20
         save_safetensors(resnet20(), path)
