@@ -7,7 +7,7 @@
     session = onnxruntime.InferenceSession("alexnet_cifar.onnx")
     logits = session.run(None, {"input": images_float32})[0]
 
-The model is a stack of layers applied in order (``AlexNet``, ``ResNet``,
+The model is a stack of layers applied in order (``AlexNet``, ``ResNet``, airbench94,
 ``nn.Sequential``; Sequentials inside are opened); each layer becomes the ONNX
 operator(s) that compute what minidl computes in eval mode, with the weights stored
 as initializers (float32 as in the model) under their state_dict names:
@@ -43,6 +43,7 @@ BasicBlock (ResNet)    its main path and its shortcut (the 1x1 Conv and
                        block's input, then Add and Relu
 ZeroPadShortcut        Slice (steps 2 on H and W: x[:, :, ::2, ::2]) and Pad (zero
                        channels before and after)
+Scale (airbench94)     Mul by the factor
 =====================  =================================================================
 
 The file is checked with ``onnx.checker`` (with shape inference) before it is
@@ -56,6 +57,7 @@ import numpy as np
 
 from . import backend, nn
 from .checkpoint import atomic_write
+from .models.airbench import Airbench94, Scale
 from .models.alexnet import AlexNet
 from .models.resnet import ResNet, ZeroPadShortcut
 from .nn.structure import stack_layers
@@ -216,9 +218,9 @@ def _build(helper, model, input_shape, input_name, output_name):
         raise ValueError(f"minidl.onnx.export: input_shape must be (C, H, W) or (N, C, H, W), got {input_shape!r}")
     batch = shape[0] if len(shape) == 4 else "N"
     sample = shape[-3:]
-    if not isinstance(model, (AlexNet, ResNet, nn.Sequential)):
+    if not isinstance(model, (AlexNet, ResNet, Airbench94, nn.Sequential)):
         # Only these are known to apply their layers in order; another forward could do anything.
-        raise ValueError(f"minidl.onnx.export: expected an AlexNet, a ResNet or an nn.Sequential, got "
+        raise ValueError(f"minidl.onnx.export: expected an AlexNet, a ResNet, airbench94 or an nn.Sequential, got "
                          f"{type(model).__name__}")
     if not isinstance(model, nn.Sequential):   # the model knows its inputs: say so before any layer complains
         try:
@@ -330,4 +332,6 @@ def _export_more_layers(graph, name, module, x, shape):
         return _export_block(graph, name, module, x, shape)
     if isinstance(module, ZeroPadShortcut):
         return _export_zero_pad_shortcut(graph, name, module, x, shape)
+    if isinstance(module, Scale):   # airbench94's logit scale
+        return graph.node("Mul", [x, _constant(graph, f"{name}.factor", module.factor)], name, name)
     raise ValueError(f"minidl.onnx.export: no ONNX translation for layer {name!r} ({type(module).__name__})")

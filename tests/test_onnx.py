@@ -90,7 +90,7 @@ def test_what_cannot_be_exported(tmp_path, monkeypatch):
         minidl.onnx.export(nn.Sequential(nn.LocalResponseNorm(4)), tmp_path / "m.onnx", (8, 5, 5))
     with pytest.raises(ValueError, match="no ONNX translation for layer '1'"):
         minidl.onnx.export(nn.Sequential(nn.ReLU(), nn.Module()), tmp_path / "m.onnx", (2, 3, 3))
-    with pytest.raises(ValueError, match="expected an AlexNet, a ResNet or an nn.Sequential"):
+    with pytest.raises(ValueError, match="expected an AlexNet, a ResNet, airbench94 or an nn.Sequential"):
         minidl.onnx.export(nn.ReLU(), tmp_path / "m.onnx", (2, 3, 3))
     with pytest.raises(ValueError, match="does not accept per-sample shape"):
         minidl.onnx.export(nn.Sequential(nn.Linear(4, 2)), tmp_path / "m.onnx", (2, 3, 3))
@@ -98,3 +98,21 @@ def test_what_cannot_be_exported(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"minidl\[onnx\]"):
         minidl.onnx.export(nn.Sequential(nn.ReLU()), tmp_path / "m.onnx", (2, 3, 3))
+
+
+def test_airbench94_matches_onnxruntime(tmp_path):
+    from minidl.models import airbench94
+    model = airbench94().eval()
+    rng = np.random.default_rng(0)
+    for module in model.modules():   # running statistics that are not the identity, so they are tested
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean[...] = rng.normal(0, 0.1, module.running_mean.shape)
+            module.running_var[...] = rng.uniform(0.5, 2.0, module.running_var.shape)
+    minidl.onnx.export(model, tmp_path / "airbench94.onnx", (3, 32, 32))
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "airbench94.onnx"), providers=["CPUExecutionProvider"])
+    [theirs] = session.run(None, {"input": x})
+    with minidl.no_grad():
+        ours = model(minidl.tensor(x)).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+    assert [n.op_type for n in onnx.load(str(tmp_path / "airbench94.onnx")).graph.node][-1] == "Mul"   # its Scale
