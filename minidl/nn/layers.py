@@ -36,6 +36,19 @@ def _spatial(shape, name):
     return shape
 
 
+def _conv_parameters(shape, groups, bias_size, rng, dtype):
+    """(weight, bias or None) with PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = shape[1] * KH * KW."""
+    rng = _default_rng(rng)
+    fan_in, _ = init.compute_fans(shape, groups)
+    weight = Parameter(np.zeros(shape, dtype))
+    init.default_uniform_(weight, fan_in, rng=rng)
+    if not bias_size:
+        return weight, None
+    bias = Parameter(np.zeros(bias_size, dtype))
+    init.default_uniform_(bias, fan_in, rng=rng)
+    return weight, bias
+
+
 class Conv2d(Module):
     """2-D convolution, weight (out_channels, in_channels/groups, KH, KW).
 
@@ -76,15 +89,8 @@ class Conv2d(Module):
         self.stride = int_pair("Conv2d", "stride", stride)
         self.padding = check_padding("Conv2d", padding)
         self._padding_arg = padding  # passed to the kernel exactly as the user wrote it
-        rng = _default_rng(rng)
         shape = (out_channels, in_channels // groups) + self.kernel_size
-        fan_in, _ = init.compute_fans(shape, groups)
-        self.weight = Parameter(np.zeros(shape, dtype))
-        init.default_uniform_(self.weight, fan_in, rng=rng)
-        self.bias = None
-        if bias:
-            self.bias = Parameter(np.zeros(out_channels, dtype))
-            init.default_uniform_(self.bias, fan_in, rng=rng)
+        self.weight, self.bias = _conv_parameters(shape, groups, out_channels if bias else 0, rng, dtype)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self._padding_arg,
@@ -132,15 +138,8 @@ class ConvTranspose2d(Module):
         self.dilation = int_pair("ConvTranspose2d", "dilation", dilation)
         self.padding = padding if isinstance(padding, tuple) else (padding, padding)
         self.output_padding = output_padding if isinstance(output_padding, tuple) else (output_padding,) * 2
-        rng = _default_rng(rng)
         shape = (in_channels, out_channels // groups) + self.kernel_size
-        fan_in, _ = init.compute_fans(shape, groups)
-        self.weight = Parameter(np.zeros(shape, dtype))
-        init.default_uniform_(self.weight, fan_in, rng=rng)
-        self.bias = None
-        if bias:
-            self.bias = Parameter(np.zeros(out_channels, dtype))
-            init.default_uniform_(self.bias, fan_in, rng=rng)
+        self.weight, self.bias = _conv_parameters(shape, groups, out_channels if bias else 0, rng, dtype)
 
     def forward(self, x):
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
