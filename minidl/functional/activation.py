@@ -148,14 +148,18 @@ def log_softmax(x: Tensor, axis: int = -1, dim: int | None = None, *, dtype=None
 
 # ---- sigmoid, tanh, leaky ReLU, GELU ---------------------------------------------------------
 
+def stable_sigmoid(xp, x):
+    """1 / (1 + exp(-x)) without overflow for large |x| (also SiLU's and Mish's gate)."""
+    e = xp.exp(-xp.abs(x))   # in (0, 1]: never overflows, where exp(-x) would for x << 0
+    # x >= 0: 1 / (1 + exp(-x)); x < 0: the same value as exp(x) / (1 + exp(x)).
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 class Sigmoid(Function):
     # x (any shape) -> y = 1 / (1 + exp(-x)), same shape. Backward needs only y:
     # dy/dx = y (1 - y), so it keeps the output, not x.
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        e = xp.exp(-xp.abs(x))   # in (0, 1]: never overflows, where exp(-x) would for x << 0
-        # x >= 0: 1 / (1 + exp(-x)); x < 0: the same value as exp(x) / (1 + exp(x)).
-        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        y = stable_sigmoid(backend.get_array_module(x), x)
         self.save_for_backward(y)
         return y
 

@@ -31,17 +31,11 @@ import numbers
 
 from .. import backend
 from ..autograd import Function
-from .activation import _floating
+from .activation import _floating, stable_sigmoid
 
 # SELU's constants (Klambauer et al. 2017), as PyTorch's, to float64's digits
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _sigmoid_of(xp, z):
-    """1 / (1 + exp(-z)) without overflow for large |z| (as ``activation.Sigmoid``)."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _softplus_of(xp, z):
@@ -92,10 +86,10 @@ class Hardswish(_Elementwise):
 
 class SiLU(_Elementwise):
     def value(self, xp, x):
-        return x * _sigmoid_of(xp, x)
+        return x * stable_sigmoid(xp, x)
 
     def slope(self, xp, x):   # d/dx x s(x) = s + x s (1 - s)
-        s = _sigmoid_of(xp, x)
+        s = stable_sigmoid(xp, x)
         return s * (1 + x * (1 - s))
 
 
@@ -105,7 +99,7 @@ class Mish(_Elementwise):
 
     def slope(self, xp, x):   # d/dx x tanh(sp(x)) = tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)
         t = xp.tanh(_softplus_of(xp, x))
-        return t + x * _sigmoid_of(xp, x) * (1 - t * t)
+        return t + x * stable_sigmoid(xp, x) * (1 - t * t)
 
 
 class ELU(_Elementwise):
@@ -132,7 +126,7 @@ class Softplus(_Elementwise):
 
     def slope(self, xp, x):
         z = self.beta * x
-        return xp.where(z > self.threshold, 1, _sigmoid_of(xp, z))
+        return xp.where(z > self.threshold, 1, stable_sigmoid(xp, z))
 
 
 # ---- the functions, with PyTorch's signatures ----------------------------------------------
