@@ -28,21 +28,24 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def int_pair(fn: str, name: str, value) -> tuple:
-    """``value`` as a pair of positive ints: 3 -> (3, 3), (3, 2) -> (3, 2).
+def int_pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
+    """``value`` as a pair of ints >= ``minimum`` (positive by default): 3 -> (3, 3), (3, 2) -> (3, 2).
 
     Args:
         fn, name: the caller and the argument, for the error message.
+        minimum: the smallest value allowed (0 for paddings).
     Raises:
-        ValueError naming ``fn`` and ``name`` for anything else (zero, negative,
+        ValueError naming ``fn`` and ``name`` for anything else (below the minimum,
         wrong length, not an int).
     """
     pair_ = (value, value) if _is_int(value) else value
     if isinstance(pair_, (tuple, list)) and len(pair_) == 1:   # PyTorch accepts one value in a list
         pair_ = (pair_[0], pair_[0])
     if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
-            or not all(_is_int(v) and v > 0 for v in pair_)):
-        raise ValueError(f"{fn}: {name} must be a positive int or a pair of positive ints, got {value!r}")
+            or not all(_is_int(v) and v >= minimum for v in pair_)):
+        what = "a positive int or a pair of positive ints" if minimum == 1 else \
+            f"an int >= {minimum} or a pair of them"
+        raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
     return int(pair_[0]), int(pair_[1])
 
 

@@ -73,12 +73,10 @@ class ConvTranspose2d(Function):
         return (gx, gw) if len(needs) == 2 else (gx, gw, gb)
 
 
-def _pair_at_least_0(name: str, value) -> tuple:
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
-                                   for v in values):
-        raise ValueError(f"conv_transpose2d: {name} must be an int >= 0 or a pair of them, got {value!r}")
-    return tuple(int(v) for v in values)
+def transposed_output_hw(in_hw, kernel, stride, padding, output_padding, dilation) -> tuple:
+    """(OH, OW): per axis (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1."""
+    return tuple((n - 1) * s - 2 * p + d * (k - 1) + e + 1
+                 for n, k, s, p, e, d in zip(in_hw, kernel, stride, padding, output_padding, dilation))
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups: int = 1,
@@ -110,14 +108,13 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if bias is not None and tuple(bias.shape) != (weight.shape[1] * groups,):
         raise ValueError(f"{fn}: bias must have shape ({weight.shape[1] * groups},), got {tuple(bias.shape)}")
     stride, dilation = int_pair(fn, "stride", stride), int_pair(fn, "dilation", dilation)
-    padding, extra = _pair_at_least_0("padding", padding), _pair_at_least_0("output_padding", output_padding)
+    padding, extra = int_pair(fn, "padding", padding, 0), int_pair(fn, "output_padding", output_padding, 0)
     for axis, (s, d, e) in enumerate(zip(stride, dilation, extra)):
         if e >= max(s, d):
             raise ValueError(f"{fn}: output_padding must be smaller than the stride or the dilation, got "
                              f"{extra[axis]} with stride {s} and dilation {d}")
     kernel = tuple(weight.shape[2:])
-    out = tuple((n - 1) * s - 2 * p + d * (k - 1) + e + 1
-                for n, s, p, d, k, e in zip(input.shape[2:], stride, padding, dilation, kernel, extra))
+    out = transposed_output_hw(input.shape[2:], kernel, stride, padding, extra, dilation)
     if min(out) < 1:
         raise ValueError(f"{fn}: the output would be {out[0]} x {out[1]} for input {tuple(input.shape)}: "
                          "too much padding")

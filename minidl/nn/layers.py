@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.conv_transpose import transposed_output_hw
 from . import init
 from ..window import check_padding, effective_kernel, int_pair, pool_window_output, window_output
 from .batch_slice import current_batch_slice
@@ -149,10 +150,11 @@ class ConvTranspose2d(Module):
         c, h, w = _spatial(shape, "ConvTranspose2d")
         if c != self.in_channels:
             raise ValueError(f"ConvTranspose2d: expected {self.in_channels} input channels, got shape {tuple(shape)}")
-        terms = list(zip((h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding))
-        oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + e + 1 for n, s, p, d, k, e in terms)
-        n, s, p, d, k, e = terms[0]   # the rows' arithmetic, as Conv2d shows its own
-        return (self.out_channels, oh, ow), f"({n} - 1) * {s} - 2 * {p} + {d} * ({k} - 1) + {e} + 1 = {oh}"
+        oh, ow = transposed_output_hw((h, w), self.kernel_size, self.stride, self.padding, self.output_padding,
+                                      self.dilation)
+        (s, _), (p, _), (d, _), (k, _), (e, _) = (self.stride, self.padding, self.dilation, self.kernel_size,
+                                                  self.output_padding)
+        return (self.out_channels, oh, ow), f"({h} - 1) * {s} - 2 * {p} + {d} * ({k} - 1) + {e} + 1 = {oh}"   # rows
 
     def extra_repr(self):   # PyTorch's: the settings that differ from the defaults
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
