@@ -42,6 +42,7 @@ over the activations fused); LRN has none.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 from .. import backend
@@ -137,13 +138,6 @@ def _data(value):
     return value.data if isinstance(value, Tensor) else value
 
 
-def _prod(values) -> int:
-    result = 1
-    for v in values:
-        result *= int(v)
-    return result
-
-
 def _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, synchronized=False):
     """Raise ValueError, naming batch_norm, for anything the kernels cannot handle."""
     shape = tuple(x.shape)
@@ -166,7 +160,7 @@ def _check_batch_norm(x, weight, bias, running_mean, running_var, training, mome
     if not training and running_mean is None:
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
     if training:
-        m = shape[0] * int(_prod(shape[2:]))
+        m = shape[0] * math.prod(int(n) for n in shape[2:])
         # Synchronised: the global batch counts, not this slice. An empty batch is
         # PyTorch's exception: an empty result, the running statistics untouched.
         if m == 1 and not synchronized:

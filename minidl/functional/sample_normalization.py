@@ -22,10 +22,12 @@ No fast path: neither layer is in the networks minidl times.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 from .. import backend
 from ..autograd import Function, Tensor
+from .activation import _floating
 from .basic import add, mul
 from .shape import reshape
 
@@ -62,14 +64,7 @@ def _affine(xhat, weight, bias, shape):
     return xhat
 
 
-def _prod(values) -> int:
-    total = 1
-    for v in values:
-        total *= int(v)
-    return total
-
-
-def _eps(fn: str, eps) -> float:
+def check_eps(fn: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
         raise ValueError(f"{fn}: eps must be a positive number, got {eps!r}")
     return float(eps)
@@ -81,11 +76,8 @@ def _check_parameter(fn: str, name: str, value, shape) -> None:
 
 
 def _floating_tensor(fn: str, x):
-    if not isinstance(x, Tensor):
-        x = Tensor(x)
-    if x.dtype.kind != "f":
-        raise ValueError(f"{fn}: expected a floating-point input, got dtype {x.dtype}")
-    return x
+    _floating(fn, x)
+    return x if isinstance(x, Tensor) else Tensor(x)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
@@ -110,8 +102,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
                          f"{shape}, got {tuple(x.shape)}")
     for name, value in (("weight", weight), ("bias", bias)):
         _check_parameter("layer_norm", name, value, shape)
-    rows, size = _prod(x.shape[:x.ndim - k]), _prod(shape)
-    xhat = Standardize(_eps("layer_norm", eps))(reshape(x, (rows, size)))
+    rows, size = math.prod(x.shape[:x.ndim - k]), math.prod(shape)
+    xhat = Standardize(check_eps("layer_norm", eps))(reshape(x, (rows, size)))
     return _affine(reshape(xhat, x.shape), weight, bias, shape)
 
 
@@ -141,5 +133,5 @@ def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5
     for name, value in (("weight", weight), ("bias", bias)):
         _check_parameter("group_norm", name, value, (c,))
     rows = n * int(num_groups)
-    xhat = Standardize(_eps("group_norm", eps))(reshape(x, (rows, c // int(num_groups) * _prod(x.shape[2:]))))
+    xhat = Standardize(check_eps("group_norm", eps))(reshape(x, (rows, c // int(num_groups) * math.prod(x.shape[2:]))))
     return _affine(reshape(xhat, x.shape), weight, bias, (c,) + (1,) * (x.ndim - 2))

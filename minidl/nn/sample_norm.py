@@ -11,13 +11,8 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from ..functional.sample_normalization import check_eps
 from .module import Module, Parameter
-
-
-def _positive_eps(layer: str, eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-        raise ValueError(f"{layer}: eps must be a positive number, got {eps!r}")
-    return float(eps)
 
 
 class LayerNorm(Module):
@@ -41,7 +36,7 @@ class LayerNorm(Module):
             raise ValueError(f"LayerNorm: normalized_shape must be a positive int or a tuple of them, "
                              f"got {normalized_shape!r}")
         self.normalized_shape = tuple(int(n) for n in shape)
-        self.eps, self.elementwise_affine = _positive_eps("LayerNorm", eps), bool(elementwise_affine)
+        self.eps, self.elementwise_affine = check_eps("LayerNorm", eps), bool(elementwise_affine)
         self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine and bias else None
 
@@ -80,7 +75,7 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_groups must be a positive int dividing num_channels, "
                              f"got num_groups={num_groups!r}, num_channels={num_channels!r}")
         self.num_groups, self.num_channels = int(num_groups), int(num_channels)
-        self.eps, self.affine = _positive_eps("GroupNorm", eps), bool(affine)
+        self.eps, self.affine = check_eps("GroupNorm", eps), bool(affine)
         self.weight = Parameter(np.ones(self.num_channels, dtype)) if affine else None
         self.bias = Parameter(np.zeros(self.num_channels, dtype)) if affine and bias else None
 
