@@ -22,7 +22,7 @@ from .optimizer import check_number
 
 
 class _EpochSchedule(LRScheduler):
-    """A schedule of epochs done, t: subclasses give ``lr_at(t, base_lr)`` (and ``_group`` for per-group lambdas)."""
+    """A schedule of epochs done, t: subclasses give ``lr_at(t, base_lr)``."""
 
     _state_keys, _clock = ("epoch",), "epoch"
 
@@ -33,10 +33,17 @@ class _EpochSchedule(LRScheduler):
     def step_epoch(self, metric=None) -> None:
         self._tick()
 
-    def _apply(self) -> None:   # the group index reaches per-group lambdas
-        for index, (group, base) in enumerate(zip(self.optimizer.param_groups, self.base_lrs)):
-            self._group = index
-            group["lr"] = self.lr_at(self.epoch, base)
+
+class _LambdaSchedule(_EpochSchedule):
+    """A schedule of the user's functions, one per group: subclasses give ``rate(base_lr, lr_lambda, t)``."""
+
+    def __init__(self, optimizer, lr_lambda):
+        self.lr_lambdas = _lambdas(type(self).__name__, lr_lambda, len(getattr(optimizer, "param_groups", ())))
+        super().__init__(optimizer)
+
+    def _apply(self) -> None:   # each group's rate from its own function
+        for group, base, lr_lambda in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = self.rate(base, lr_lambda, self.epoch)
 
 
 def _lambdas(name: str, lr_lambda, groups: int) -> list:
@@ -55,29 +62,26 @@ def _factor(name: str, value, low: float, high: float, low_inclusive: bool) -> f
     return value
 
 
-class LambdaLR(_EpochSchedule):
+class LambdaLR(_LambdaSchedule):
     """lr = base_lr * lr_lambda(t), per group (PyTorch's LambdaLR): any schedule as a function of the epoch."""
 
     def __init__(self, optimizer, lr_lambda):
-        self.lr_lambdas = _lambdas("LambdaLR", lr_lambda, len(getattr(optimizer, "param_groups", ())))
-        super().__init__(optimizer)
+        super().__init__(optimizer, lr_lambda)
         self._apply()   # epoch 0's rate, lr_lambda(0), from the start (PyTorch's)
 
-    def lr_at(self, t, base_lr):
-        return base_lr * self.lr_lambdas[self._group](t)
+    @staticmethod
+    def rate(base_lr, lr_lambda, t):
+        return base_lr * lr_lambda(t)
 
 
-class MultiplicativeLR(_EpochSchedule):
+class MultiplicativeLR(_LambdaSchedule):
     """lr = the previous epoch's lr * lr_lambda(t) for t >= 1 (PyTorch's MultiplicativeLR), per group."""
 
-    def __init__(self, optimizer, lr_lambda):
-        self.lr_lambdas = _lambdas("MultiplicativeLR", lr_lambda, len(getattr(optimizer, "param_groups", ())))
-        super().__init__(optimizer)
-
-    def lr_at(self, t, base_lr):
+    @staticmethod
+    def rate(base_lr, lr_lambda, t):
         lr = base_lr
         for k in range(1, t + 1):   # a product from the start: the same rate after a resume
-            lr *= self.lr_lambdas[self._group](k)
+            lr *= lr_lambda(k)
         return lr
 
 
