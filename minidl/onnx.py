@@ -61,7 +61,7 @@ from .models.airbench import Airbench94, Scale
 from .models.alexnet import AlexNet
 from .models.resnet import ResNet, ZeroPadShortcut
 from .nn.structure import stack_layers
-from .onnx_layers import constant as _constant, export_modern_layer
+from .onnx_layers import constant as _constant, export_modern_layer, weight_inputs
 from .window import ceil_mode_pads, covering_pads, output_hw, pool_output_hw, resolve_padding, window_cells
 
 OPSET = 13
@@ -123,10 +123,7 @@ def _export_layer(graph, name, module, x, shape):
     """Add ``module``'s operators reading tensor ``x`` of per-sample ``shape``; return the output tensor name."""
     out = name
     if isinstance(module, nn.Conv2d):
-        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
-        if module.bias is not None:
-            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
-        return graph.node("Conv", inputs, out, name, group=module.groups, kernel_shape=list(module.kernel_size),
+        return graph.node("Conv", weight_inputs(graph, name, module, x), out, name, group=module.groups, kernel_shape=list(module.kernel_size),
                           strides=list(module.stride), pads=_pads(module, shape[1:]),
                           dilations=list(module.dilation))
     if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)):  # eval mode: all alike
@@ -157,10 +154,7 @@ def _export_layer(graph, name, module, x, shape):
     if isinstance(module, nn.Flatten):
         return graph.node("Flatten", [x], out, name, axis=1)
     if isinstance(module, nn.Linear):
-        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
-        if module.bias is not None:
-            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
-        return graph.node("Gemm", inputs, out, name, transB=1)
+        return graph.node("Gemm", weight_inputs(graph, name, module, x), out, name, transB=1)
     if isinstance(module, nn.Dropout):
         return x  # eval mode: the identity
     return _export_more_layers(graph, name, module, x, shape)

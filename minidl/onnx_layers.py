@@ -45,6 +45,15 @@ def constant(graph, name, value):
     return graph.weight(name, np.asarray(value, dtype=graph.dtype))
 
 
+def weight_inputs(graph, name, module, x) -> list:
+    """[x, weight, bias] (bias only when the layer has one), stored under the state_dict's names:
+    the inputs of Conv, ConvTranspose and Gemm."""
+    inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
+    if module.bias is not None:
+        inputs.append(graph.weight(f"{name}.bias", module.bias.data))
+    return inputs
+
+
 def _export_gelu(graph, name, module, x, step):
     """GELU from its formula (opset 13 has no Gelu operator)."""
     one, half = constant(graph, f"{name}.one", 1.0), constant(graph, f"{name}.half", 0.5)
@@ -165,11 +174,8 @@ def export_modern_layer(graph, name, module, x, shape):
     if isinstance(module, nn.Upsample):
         return _export_upsample(graph, name, module, x, shape, step)
     if isinstance(module, nn.ConvTranspose2d):
-        inputs = [x, graph.weight(f"{name}.weight", module.weight.data)]
-        if module.bias is not None:
-            inputs.append(graph.weight(f"{name}.bias", module.bias.data))
         (ph, pw), (eh, ew) = module.padding, module.output_padding
-        return graph.node("ConvTranspose", inputs, name, name, kernel_shape=list(module.kernel_size),
+        return graph.node("ConvTranspose", weight_inputs(graph, name, module, x), name, name, kernel_shape=list(module.kernel_size),
                           strides=list(module.stride), dilations=list(module.dilation), pads=[ph, pw, ph, pw],
                           output_padding=[eh, ew], group=module.groups)
     return None
