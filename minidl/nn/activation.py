@@ -10,7 +10,14 @@ from .. import functional as F
 from .module import Module
 
 
-class Identity(Module):
+class _SameShape(Module):
+    """A layer whose output has its input's shape: ``shape_info`` once for all of this file's layers."""
+
+    def shape_info(self, shape):
+        return tuple(shape), ""
+
+
+class Identity(_SameShape):
     """Returns its input, as ``torch.nn.Identity``: a placeholder (e.g. a replaced classifier).
 
     Any arguments are accepted and ignored, as PyTorch's are. Shapes: any -> same.
@@ -22,31 +29,22 @@ class Identity(Module):
     def forward(self, x):
         return x
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
-
-class Sigmoid(Module):
+class Sigmoid(_SameShape):
     """1 / (1 + exp(-x)), elementwise. Shapes: any -> same."""
 
     def forward(self, x):
         return F.sigmoid(x)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
-
-class Tanh(Module):
+class Tanh(_SameShape):
     """tanh(x), elementwise. Shapes: any -> same."""
 
     def forward(self, x):
         return F.tanh(x)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
-
-class LeakyReLU(Module):
+class LeakyReLU(_SameShape):
     """x where x > 0, else negative_slope * x, as ``torch.nn.LeakyReLU``.
 
     Args:
@@ -63,14 +61,11 @@ class LeakyReLU(Module):
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
-
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class GELU(Module):
+class GELU(_SameShape):
     """x * Phi(x), Phi the standard normal CDF, as ``torch.nn.GELU``.
 
     Args:
@@ -88,14 +83,11 @@ class GELU(Module):
     def forward(self, x):
         return F.gelu(x, self.approximate)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
-
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
 
 
-class Softmax(Module):
+class Softmax(_SameShape):
     """softmax along ``dim``, as ``torch.nn.Softmax`` (minidl's default dim is the last: PyTorch warns
     and guesses when dim is left out). Shapes: any -> same."""
 
@@ -105,9 +97,6 @@ class Softmax(Module):
 
     def forward(self, x):
         return F.softmax(x, dim=self.dim)
-
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -120,7 +109,7 @@ class LogSoftmax(Softmax):
         return F.log_softmax(x, dim=self.dim)
 
 
-class _Elementwise(Module):
+class _Elementwise(_SameShape):
     """A parameter-free elementwise layer over ``function``; ``inplace`` is accepted, never used.
 
     minidl never overwrites a layer's input (autograd may still need it), so an
@@ -134,9 +123,6 @@ class _Elementwise(Module):
 
     def forward(self, x):
         return type(self).function(x)
-
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -172,7 +158,7 @@ class SELU(_Elementwise):
     function = F.selu
 
 
-class Hardtanh(Module):
+class Hardtanh(_SameShape):
     """clip(x, min_val, max_val), as ``torch.nn.Hardtanh``. Shapes: any -> same.
 
     Args:
@@ -189,14 +175,11 @@ class Hardtanh(Module):
     def forward(self, x):
         return F.hardtanh(x, self.min_val, self.max_val)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
-
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
 
 
-class ELU(Module):
+class ELU(_SameShape):
     """x where x > 0, else alpha (exp(x) - 1), as ``torch.nn.ELU``. Shapes: any -> same.
 
     Args:
@@ -211,14 +194,11 @@ class ELU(Module):
     def forward(self, x):
         return F.elu(x, self.alpha)
 
-    def shape_info(self, shape):
-        return tuple(shape), ""
-
     def extra_repr(self):
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
-class Softplus(Module):
+class Softplus(_SameShape):
     """log(1 + exp(beta x)) / beta, linear past ``threshold``, as ``torch.nn.Softplus``. Shapes: any -> same."""
 
     def __init__(self, beta=1.0, threshold=20.0):
@@ -229,9 +209,6 @@ class Softplus(Module):
 
     def forward(self, x):
         return F.softplus(x, self.beta, self.threshold)
-
-    def shape_info(self, shape):
-        return tuple(shape), ""
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"
