@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import nn
+from .functional.interpolation import resized_hw
 from .functional.relu_variants import SELU_ALPHA, SELU_SCALE
 
 
@@ -121,11 +122,10 @@ def _export_upsample(graph, name, module, x, shape, step):
     if module.mode == "area":
         raise ValueError(f"minidl.onnx.export: {name} is Upsample(mode='area'); export it as AdaptiveAvgPool2d")
     key = "bilinear corners" if module.mode == "bilinear" and module.align_corners else module.mode
+    (oh, ow), (sh, sw) = resized_hw(shape[1:], module.size, module.scale_factor, "Upsample")
     if module.size is None and not module.recompute_scale_factor:   # the coordinates use 1 / scale_factor
-        sh, sw = module.scale_factor if isinstance(module.scale_factor, tuple) else (module.scale_factor,) * 2
         scales = graph.weight(f"{name}.scales", np.array([1, 1, sh, sw], np.float32))   # float32 in any model
         return graph.node("Resize", [x, "", scales], name, name, **_RESIZE[key])
-    _, oh, ow = module.shape_info(shape)[0]
     batch_channels = step("Slice", [step("Shape", [x], "shape"), graph.weight(f"{name}.start", np.array([0])),
                                     graph.weight(f"{name}.stop", np.array([2]))], "batch_channels")
     sizes = step("Concat", [batch_channels, graph.weight(f"{name}.size", np.array([oh, ow]))], "sizes", axis=0)

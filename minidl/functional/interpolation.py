@@ -87,6 +87,17 @@ def _pair(fn: str, name: str, value, kind):
     return values
 
 
+def resized_hw(in_hw, size, scale_factor, fn: str = "interpolate"):
+    """((OH, OW), (sH, sW)): the output size from ``size`` or ``scale_factor`` (OH = floor(H * sH)),
+    and the scale factors as floats (None, None when the size is given). Arguments checked."""
+    if size is not None:
+        return _pair(fn, "size", size, numbers.Integral), (None, None)
+    scales = tuple(float(s) for s in _pair(fn, "scale_factor", scale_factor, numbers.Real))
+    if not all(s > 0 and math.isfinite(s) for s in scales):
+        raise ValueError(f"{fn}: scale_factor must be positive, got {scale_factor!r}")
+    return (math.floor(in_hw[0] * scales[0]), math.floor(in_hw[1] * scales[1])), scales
+
+
 def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,
                 recompute_scale_factor=None, antialias: bool = False) -> Tensor:
     """Resize images (N, C, H, W) to ``size`` or by ``scale_factor``, as ``torch.nn.functional.interpolate``.
@@ -119,16 +130,9 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", alig
         raise ValueError(f"{fn}: give exactly one of size and scale_factor, got size={size!r}, "
                          f"scale_factor={scale_factor!r}")
     h, w = input.shape[2:]
-    if size is not None:
-        out = _pair(fn, "size", size, numbers.Integral)
+    out, scales = resized_hw((h, w), size, scale_factor)
+    if recompute_scale_factor:
         scales = (None, None)
-    else:
-        scales = tuple(float(s) for s in _pair(fn, "scale_factor", scale_factor, numbers.Real))
-        if not all(s > 0 and math.isfinite(s) for s in scales):
-            raise ValueError(f"{fn}: scale_factor must be positive, got {scale_factor!r}")
-        out = (math.floor(h * scales[0]), math.floor(w * scales[1]))
-        if recompute_scale_factor:
-            scales = (None, None)
     if min(out) < 1:
         raise ValueError(f"{fn}: the output size must be at least 1 x 1, got {tuple(out)} for input {h} x {w}")
     if mode == "area":

@@ -5,9 +5,8 @@ No parameters or buffers (empty state_dicts, as PyTorch's). Shapes: (N, C, H, W)
 """
 from __future__ import annotations
 
-import math
-
 from .. import functional as F
+from ..functional.interpolation import resized_hw
 from .module import Module
 
 
@@ -39,11 +38,7 @@ class Upsample(Module):
 
     def shape_info(self, shape):
         c, h, w = shape
-        if self.size is not None:
-            oh, ow = self.size if isinstance(self.size, (tuple, list)) else (self.size, self.size)
-        else:
-            sh, sw = self.scale_factor if isinstance(self.scale_factor, tuple) else (self.scale_factor,) * 2
-            oh, ow = math.floor(h * sh), math.floor(w * sw)
+        (oh, ow), _ = resized_hw((h, w), self.size, self.scale_factor, "Upsample")
         return (c, int(oh), int(ow)), ""
 
     def extra_repr(self):
