@@ -1,4 +1,5 @@
-"""Inference's fused ops: a convolution with its ReLU, and a ReLU with the max pooling after it.
+"""Fused ops: a convolution with its ReLU and a ReLU with the max pooling after it (inference),
+and a batch norm with the ReLU after it (training).
 
 A trained network spends much of its evaluation time in passes over memory that do
 little arithmetic: a ReLU reads and writes every activation once more after the
@@ -11,6 +12,13 @@ Each op's reference is the two public ops composed, and that is what runs whenev
 gradient could be asked for (an input that requires grad, outside ``no_grad``), so the
 fused ops are always correct; the fused fast paths (``minidl.kernels.dispatch``, the
 ``relu`` flag of conv2d and max_pool2d) run for inference only.
+
+Training has the mirror case: batch norm's last forward pass writes y = gamma * xhat +
+beta, and the ReLU after it reads y and writes max(y, 0); backward reads both again to
+mask the gradient. ``batch_norm_relu`` clips in batch norm's own pass and recomputes the
+mask inside batch norm's backward passes, which read x anyway; ``minidl.nn.forward_chain``
+uses it wherever a training model has a batch norm followed by a ReLU. Its numbers are
+those of the two ops composed, bit for bit.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from ..kernels import dispatch
 from . import activation
 from .conv import conv2d, conv_geometry
 from .fast_path import FastPath
+from .normalization import batch_norm, batch_norm_settings
 from .pooling import max_pool2d, pool_geometry
 
 
@@ -81,3 +90,19 @@ def relu_max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = Fa
     if fast is None:
         return max_pool2d(activation.relu(x), kernel_size, stride, padding, ceil_mode=ceil_mode)
     return FastPath("ReLUMaxPool2d", fast)(x)
+
+
+def batch_norm_relu(x, weight=None, bias=None, running_mean=None, running_var=None, training: bool = False,
+                    momentum: float = 0.1, eps: float = 1e-5, channel_reduce=None) -> Tensor:
+    """relu(batch_norm(x, ...)): in training, one kernel whose passes do the ReLU's work too.
+
+    Args, Returns, Shapes and Raises: as ``batch_norm``. In evaluation (and wherever
+    no fast path takes x) the two ops run one after the other, the reference.
+    """
+    settings, affine = batch_norm_settings(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                           channel_reduce)
+    fast = dispatch.batch_norm(_data(x), *settings, relu=True)
+    if fast is None:
+        return activation.relu(batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                          channel_reduce))
+    return FastPath("BatchNormReLU", fast)(x, *affine)

@@ -223,6 +223,19 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         a single value per channel in training, or missing running statistics in
         evaluation.
     """
+    settings, affine = batch_norm_settings(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                           channel_reduce)
+    fast = dispatch.batch_norm(_data(x), *settings)
+    return (BatchNorm(*settings) if fast is None else FastPath("BatchNorm", fast))(x, *affine)
+
+
+def batch_norm_settings(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                        channel_reduce) -> tuple:
+    """``batch_norm``'s arguments checked, as (the BatchNorm Function's settings, its affine inputs).
+
+    Raises:
+        ValueError as ``batch_norm``.
+    """
     _check_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
                       synchronized=channel_reduce is not None)
     if training and channel_reduce is None and x.size == 0:
@@ -236,8 +249,7 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     settings = (bool(training), weight is not None, bias is not None, float(eps), float(momentum),
                 None if running_mean is None else _data(running_mean),
                 None if running_var is None else _data(running_var), channel_reduce if training else None)
-    fast = dispatch.batch_norm(_data(x), *settings)
-    return (BatchNorm(*settings) if fast is None else FastPath("BatchNorm", fast))(x, *affine)
+    return settings, affine
 
 
 # ---------------------------------------------------------------------------

@@ -7,14 +7,21 @@ its inputs once, and a device's ``passes`` module implements them:
 
     channel_sums(x)                                   sum over all but the channel axis
     channel_centered_dots(x, mean, other=None)        sum((x - mean) * other), other = x - mean
-    channel_gradient_sums(x, mean, gy)                both of backward's sums in one pass
-    channel_centered_affine(x, mean, scale, shift, other=None, other_scale=None)
+    channel_gradient_sums(x, mean, gy, gate=None)     both of backward's sums in one pass
+    channel_centered_affine(x, mean, scale, shift, other=None, other_scale=None, gate=None)
                                                       (x - mean) * scale + shift [+ other] [* other_scale]
+    channel_centered_affine_relu(x, mean, scale, shift)
+                                                      relu of the same, and where it is > 0
     in_layout_of(x, a)                                a in x's memory layout
 
 ``cpu/channel_passes.py`` walks cache-sized chunks on the worker threads;
 ``cuda/channel_passes.py`` runs the affine maps as raw CUDA kernels. Nothing but the
 centred statistics and x is kept for backward: xhat is recomputed chunk by chunk.
+
+With ``relu`` the kernel is batch norm followed by a ReLU (``functional.fused.batch_norm_relu``,
+for training): the forward's affine pass clips at 0 and notes where y > 0 (one byte per
+value, where the ReLU would keep its four-byte output), and backward's two passes mask gy
+with it (``gate``), so the ReLU costs no pass over memory of its own.
 """
 from __future__ import annotations
 
@@ -31,12 +38,15 @@ class BatchNormKernel:
         eps, momentum: as ``F.batch_norm``.
         running_mean, running_var: the caller's (C,) buffers, or None (training only).
         channel_reduce: synchronised batch norm's sum over processes, or None.
+        relu: followed by a ReLU (training only; module doc).
     """
 
     algorithm = "fused passes"   # what minidl.viz shows for the call
 
     def __init__(self, passes, training: bool, has_weight: bool, has_bias: bool, eps: float, momentum: float,
-                 running_mean=None, running_var=None, channel_reduce=None):
+                 running_mean=None, running_var=None, channel_reduce=None, relu: bool = False):
+        assert training or not relu, "batch norm + ReLU is fused for training only"
+        self.relu = relu
         self.passes, self.training = passes, training
         self.has_weight, self.has_bias, self.eps, self.momentum = has_weight, has_bias, eps, momentum
         self.running_mean, self.running_var, self.channel_reduce = running_mean, running_var, channel_reduce
@@ -76,7 +86,12 @@ class BatchNormKernel:
             inv_std = 1.0 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
         self.running_mean = self.running_var = None     # backward never needs the buffers
         self.x, self.mean, self.inv_std, self.gamma = x, mean, inv_std, gamma
-        return self.passes.channel_centered_affine(x, mean, self._scale(inv_std, gamma), beta)
+        scale = self._scale(inv_std, gamma)
+        if not self.relu:
+            self.gate = None
+            return self.passes.channel_centered_affine(x, mean, scale, beta)
+        y, self.gate = self.passes.channel_centered_affine_relu(x, mean, scale, beta)   # gate: where y > 0
+        return y
 
     def backward(self, gy, needs):
         x, mean, inv_std, gamma, passes = self.x, self.mean, self.inv_std, self.gamma, self.passes
@@ -85,8 +100,8 @@ class BatchNormKernel:
         want_beta = self.has_bias and needs[-1]
         gy = passes.in_layout_of(x, gy)
         gx = sum_gy = sum_gy_xhat = None
-        if self.training and (want_x or want_gamma or self.channel_reduce is not None):
-            sum_gy, sum_gy_xc = passes.channel_gradient_sums(x, mean, gy)
+        if self.training and (want_x or want_gamma or self.relu or self.channel_reduce is not None):
+            sum_gy, sum_gy_xc = passes.channel_gradient_sums(x, mean, gy, gate=self.gate)
             sum_gy_xhat = sum_gy_xc * inv_std
             global_gy, global_gy_xhat = sum_gy, sum_gy_xhat
             if self.channel_reduce is not None:
@@ -101,7 +116,7 @@ class BatchNormKernel:
                 # (gy + (x - mean) * (-inv_std * mean(gy * xhat)) - mean(gy)) * gamma * inv_std
                 gx = passes.channel_centered_affine(x, mean, -inv_std * global_gy_xhat / self.m,
                                                     -global_gy / self.m, other=gy,
-                                                    other_scale=self._scale(inv_std, gamma))
+                                                    other_scale=self._scale(inv_std, gamma), gate=self.gate)
         elif want_x:   # evaluation: a fixed per-channel affine map
             zero = backend.get_array_module(mean).zeros_like(mean)
             gx = passes.channel_centered_affine(gy, zero, self._scale(inv_std, gamma))

@@ -19,6 +19,8 @@ layout) and the shapes:
                      dilation, return_indices and integer input: the reference
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
+    batch_norm +     (training, functional/fused.py) the same passes: the ReLU in the affine
+      relu           pass, its mask recomputed from x in backward's passes
     relu             chunks on the worker threads               the reference
     avg_pool2d       channels-last input: batch slices          the reference
                      (cpu/average_pooling.py)
@@ -231,14 +233,18 @@ def max_pool2d(x, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple = (
 
 
 def batch_norm(x, training: bool, has_weight: bool, has_bias: bool, eps: float, momentum: float,
-               running_mean=None, running_var=None, channel_reduce=None):
-    """The fast batch norm for this call, or None for the reference."""
+               running_mean=None, running_var=None, channel_reduce=None, relu: bool = False):
+    """The fast batch norm for this call, or None for the reference.
+
+    ``relu``: batch norm + ReLU as one kernel (``functional.fused.batch_norm_relu``),
+    for training only: evaluation gets None (the composed reference).
+    """
     where = _fast(x)
-    if where is None:
+    if where is None or (relu and not training):
         return None
     passes = cpu_channel_passes if where == "cpu" else cuda_channel_passes
     return BatchNormKernel(passes, training, has_weight, has_bias, eps, momentum, running_mean, running_var,
-                           channel_reduce)
+                           channel_reduce, relu)
 
 
 def relu(x):

@@ -230,9 +230,7 @@ class AlexNet(nn.Module):
     def forward(self, x):
         """Logits for a batch of images. Shapes: x (N, 3, S, S) -> (N, num_classes)."""
         self.check_input_shape(x.shape)
-        for layer in self.children():
-            x = layer(x)
-        return x
+        return nn.forward_chain(self.children(), x)   # in order; a training batch norm + ReLU as one call
 
     def summary(self, input_shape=None, print_fn=print) -> str:
         """Print and return a Keras-style table of layers, output shapes, parameters and size formulas.

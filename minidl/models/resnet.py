@@ -117,8 +117,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = nn.forward_chain((self.conv1, self.bn1, self.relu, self.conv2, self.bn2), x)
         return self.relu(out + identity)
 
     def paths(self):
@@ -279,9 +278,7 @@ class ResNet(nn.Module):
     def forward(self, x):
         """Logits for a batch of images. Shapes: x (N, 3, H, W) -> (N, num_classes)."""
         self.check_input_shape(x.shape)
-        for layer in self.children():
-            x = layer(x)
-        return x
+        return nn.forward_chain(self.children(), x)   # in order; a training batch norm + ReLU as one call
 
     def summary(self, input_shape=None, print_fn=print) -> str:
         """Print and return a Keras-style table: every layer (blocks opened), output shapes, parameters.

@@ -13,6 +13,7 @@ from . import functional, init, utils
 from .batch_slice import batch_slice, current_batch_slice
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .layers import Conv2d, ConvTranspose2d, Dropout, Dropout2d, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
+from .chain import forward_chain
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import Module, Parameter
 from .activation import GELU, Identity, LeakyReLU, LogSoftmax, Sigmoid, Softmax, Tanh
@@ -24,7 +25,7 @@ from .upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Linear", "LocalResponseNorm", "MaxPool2d",
            "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU", "Sequential", "SyncBatchNorm", "batch_slice",
-           "current_batch_slice", "init"]
+           "current_batch_slice", "forward_chain", "init"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GELU", "Identity", "LeakyReLU", "Sigmoid", "Tanh"]
 __all__ += ["CrossEntropyLoss", "LogSoftmax", "MSELoss", "NLLLoss", "Softmax", "utils"]
 __all__ += ["ConvTranspose2d", "Dropout2d", "GroupNorm", "LayerNorm", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]

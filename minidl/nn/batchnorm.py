@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.fused import batch_norm_relu
 from .module import Module, Parameter
 
 
@@ -60,15 +61,22 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected input {axes} with C={self.num_features}, "
                              f"got {tuple(x.shape)}")
 
-    def _normalize(self, x, channel_reduce=None):
-        """F.batch_norm with this layer's state: batch statistics while training or without running ones."""
-        batch_stats = self.training or self.running_mean is None
-        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, training=batch_stats,
-                            momentum=self.momentum, eps=self.eps, channel_reduce=channel_reduce)
+    def _channel_reduce(self):
+        """The sum over processes F.batch_norm gets (SyncBatchNorm's), or None: this batch alone."""
+        return None
 
-    def forward(self, x):
+    def forward(self, x, *, relu: bool = False):
+        """Normalise x (with batch statistics while training or without running ones).
+
+        ``relu`` (minidl's, not PyTorch's): return relu(y) instead, computed in batch
+        norm's own passes while training (``functional.fused.batch_norm_relu``: the same numbers as a
+        ReLU layer after this one); ``nn.forward_chain`` asks for it.
+        """
         self._check_input(x)
-        return self._normalize(x)
+        batch_stats = self.training or self.running_mean is None
+        normalize = batch_norm_relu if relu else F.batch_norm
+        return normalize(x, self.weight, self.bias, self.running_mean, self.running_var, training=batch_stats,
+                         momentum=self.momentum, eps=self.eps, channel_reduce=self._channel_reduce())
 
     def shape_info(self, shape):
         if len(shape) + 1 not in self._ndims or shape[0] != self.num_features:
@@ -132,10 +140,9 @@ class SyncBatchNorm(_BatchNorm):
         """The channel_reduce handed to F.batch_norm: per-channel totals summed over the group."""
         return self.process_group.all_reduce(values, "sum")
 
-    def forward(self, x):
-        self._check_input(x)
+    def _channel_reduce(self):
         synchronised = self.process_group is not None and (self.training or self.running_mean is None)
-        return self._normalize(x, self._channel_sum if synchronised else None)
+        return self._channel_sum if synchronised else None
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):

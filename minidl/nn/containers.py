@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .chain import forward_chain
 from .module import Module
 
 
@@ -93,9 +94,7 @@ class Sequential(_IndexedModules):
             setattr(self, str(index), module)
 
     def forward(self, x):
-        for module in self.children():
-            x = module(x)
-        return x
+        return forward_chain(self.children(), x)   # in order; a training batch norm + ReLU as one call
 
     def shape_info(self, shape):
         """The output shape of the children applied in order to per-sample ``shape``; no formula."""

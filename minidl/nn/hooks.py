@@ -70,6 +70,11 @@ class ForwardHooks:
         return _register(self, "_forward_hooks", "register_forward_hook", hook, prepend, with_kwargs)
 
 
+def has_forward_hooks(module) -> bool:
+    """Whether ``module`` has a forward hook or pre-hook registered now."""
+    return bool(module.__dict__.get("_forward_pre_hooks") or module.__dict__.get("_forward_hooks"))
+
+
 def call_with_hooks(module, args: tuple, kwargs: dict):
     """``module.forward(*args, **kwargs)`` with its pre-hooks before and its hooks after."""
     for hook, with_kwargs in list(module.__dict__.get("_forward_pre_hooks") or ()):

@@ -91,11 +91,14 @@ def _row_centered_dots(rows, center_r, other=None):
     return out
 
 
-def _affine(rows, center, scale, shift=None, other=None, other_scale=None, per=lambda v, part: v):
+def _affine(rows, center, scale, shift=None, other=None, other_scale=None, per=lambda v, part: v,
+            relu_mask=None, gate=None):
     """(rows - center) * scale + shift per row chunk, optionally (other + that) * other_scale.
 
     ``per(value, part)`` picks the part of a per-row (or per-column) value a chunk needs.
-    One read of each input and one write of the result; the steps run on a cached chunk.
+    ``relu_mask``: rows-shaped bools that receive result > 0, the result then clipped at 0.
+    ``gate``: rows-shaped bools; other counts only where they are True. One read of each
+    input and one write of the result; the steps run on a cached chunk.
     """
     out = np.empty_like(rows)
 
@@ -105,8 +108,11 @@ def _affine(rows, center, scale, shift=None, other=None, other_scale=None, per=l
         o *= per(scale, part)
         if shift is not None:
             o += per(shift, part)
+        if relu_mask is not None:
+            np.greater(o, 0, out=relu_mask[part])
+            np.maximum(o, 0, out=o)
         if other is not None:
-            o += other[part]
+            o += other[part] if gate is None else other[part] * gate[part]
             o *= per(other_scale, part)
 
     map_pieces(rows, work, _chunks(rows), nbytes=rows.nbytes)
@@ -198,19 +204,24 @@ def channel_centered_dots(x, mean, other=None):
     return _column_totals(rows, k, partial)
 
 
-def channel_gradient_sums(x, mean, gy):
+def channel_gradient_sums(x, mean, gy, gate=None):
     """Batch norm backward's two per-channel sums, (sum(gy), sum((x - mean) * gy)), each (C,).
 
     Shapes: x, gy (N, C, *S) in the same layout, mean (C,). One pass over x and gy.
+    ``gate``: None, or bools of x's shape and layout (a ReLU's mask, from
+    ``channel_centered_affine_relu``): gy counts only where they are True.
     """
     if not _by_columns(x):
+        if gate is not None:
+            gy = gy * gate
         return channel_sums(gy), channel_centered_dots(x, mean, gy)
     rows, k = _pixel_rows(x)
     g_rows = _pixel_rows(gy)[0]
+    gate_rows = None if gate is None else _pixel_rows(gate)[0]
     mean_c = _per_column(mean, k)
 
     def partial(part):
-        g = g_rows[part]
+        g = g_rows[part] if gate_rows is None else g_rows[part] * gate_rows[part]
         d = rows[part] - mean_c
         d *= g
         return np.stack([_column_sum(g), _column_sum(d)])
@@ -219,23 +230,45 @@ def channel_gradient_sums(x, mean, gy):
     return sums[0], sums[1]
 
 
-def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=None):
+def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=None, gate=None):
     """(x - mean) * scale + shift per channel; with other, (other + that) * other_scale.
 
     Args:
         x: (N, C, *S); mean, scale: (C,); shift, other_scale: (C,) or None;
         other: None or an array of x's shape in x's layout (``in_layout_of``).
+        gate: None, or bools of x's shape and layout: other counts only where they are
+            True (batch norm + ReLU's backward, with the mask ``channel_centered_affine_relu``
+            gave).
     Returns:
         a new array of x's shape, in x's layout (channels-last stays channels-last).
     """
+    return _centered_affine(x, mean, scale, shift, other, other_scale, gate=gate)[0]
+
+
+def channel_centered_affine_relu(x, mean, scale, shift=None):
+    """relu((x - mean) * scale + shift) per channel, and where that is > 0, in one pass.
+
+    Shapes: x (N, C, *S); mean, scale, shift (C,) -> y and a bool mask, both x's shape
+    and layout.
+    """
+    return _centered_affine(x, mean, scale, shift, relu=True)
+
+
+def _centered_affine(x, mean, scale, shift=None, other=None, other_scale=None, relu=False, gate=None):
+    """(y, mask) for the two public affine passes: mask None unless ``relu``."""
     values = (mean, scale, shift, other_scale)
     if not _by_columns(x):
         n = x.shape[0]
         center, scale, shift, other_scale = (None if v is None else _per_row(v, n) for v in values)
-        out = _affine(_rows_of(x), center, scale, shift, None if other is None else _rows_of(other), other_scale,
-                      per=lambda v, part: v[part])
-        return out.reshape(x.shape)
+        rows = _rows_of(x)
+        other, gate = (None if a is None else _rows_of(a) for a in (other, gate))
+        mask = np.empty(rows.shape, bool) if relu else None
+        out = _affine(rows, center, scale, shift, other, other_scale, per=lambda v, part: v[part],
+                      relu_mask=mask, gate=gate)
+        return out.reshape(x.shape), None if mask is None else mask.reshape(x.shape)
     rows, k = _pixel_rows(x)
     center, scale, shift, other_scale = (None if v is None else _per_column(v, k) for v in values)
-    out = _affine(rows, center, scale, shift, None if other is None else _pixel_rows(other)[0], other_scale)
-    return _from_pixel_rows(out, x.shape)
+    other, gate = (None if a is None else _pixel_rows(a)[0] for a in (other, gate))
+    mask = np.empty(rows.shape, bool) if relu else None
+    out = _affine(rows, center, scale, shift, other, other_scale, relu_mask=mask, gate=gate)
+    return _from_pixel_rows(out, x.shape), None if mask is None else _from_pixel_rows(mask, x.shape)

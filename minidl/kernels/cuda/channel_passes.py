@@ -38,8 +38,10 @@ def channel_centered_dots(x, mean, other=None):
     return d.sum(axis=_axes(x))
 
 
-def channel_gradient_sums(x, mean, gy):
-    """(sum(gy), sum((x - mean) * gy)) per channel, each (C,)."""
+def channel_gradient_sums(x, mean, gy, gate=None):
+    """(sum(gy), sum((x - mean) * gy)) per channel, each (C,); ``gate`` (bools) masks gy, as the CPU pass's."""
+    if gate is not None:
+        gy = gy * gate
     return channel_sums(gy), channel_centered_dots(x, mean, gy)
 
 
@@ -51,13 +53,16 @@ def centered_affine_xp(x, mean, scale, shift=None, other=None, other_scale=None)
     return y if other is None else (other + y) * _per_channel(other_scale, x.ndim)
 
 
-def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=None):
+def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=None, gate=None):
     """(x - mean) * scale + shift per channel; with other, (other + that) * other_scale.
 
     One raw kernel when every array shares x's dtype, else ``centered_affine_xp``.
+    ``gate`` (bools of x's shape) masks other first, one more pass here.
     Shapes: x, other (N, C, *S); mean, scale, shift, other_scale (C,) -> (N, C, *S), NCHW.
     """
     xp = backend.get_array_module(x)
+    if gate is not None:
+        other = other * gate
     if any(v is not None and v.dtype != x.dtype for v in (mean, scale, shift, other_scale, other)):
         return centered_affine_xp(x, mean, scale, shift, other, other_scale)
     n, c = x.shape[:2]
@@ -73,3 +78,11 @@ def channel_centered_affine(x, mean, scale, shift=None, other=None, other_scale=
     y = launches.centered_affine(rows, per_row(mean), per_row(scale), per_row(shift), other_rows,
                                  per_row(other_scale))
     return y.reshape(x.shape)
+
+
+def channel_centered_affine_relu(x, mean, scale, shift=None):
+    """relu((x - mean) * scale + shift) and where that is > 0 (bools): the affine kernel, then two passes."""
+    xp = backend.get_array_module(x)
+    y = channel_centered_affine(x, mean, scale, shift)
+    mask = y > 0
+    return xp.maximum(y, 0, out=y), mask

@@ -306,6 +306,39 @@ def test_public_batch_norm_emulated(emulate, rng, dtype, training):
         np.testing.assert_allclose(got[0], y64, atol=2e-3 if dtype == np.float32 else 1e-9)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batch_norm_relu_emulated_equals_the_two_ops(emulate, rng, dtype):
+    """Training's batch norm + ReLU on the GPU path: the composed ops' numbers exactly.
+
+    The mask comes from the same raw kernel that made the forward's output, so zeros
+    (a constant channel with beta = 0: y = 0 at the ReLU's kink) fall alike.
+    """
+    from minidl.functional.fused import batch_norm_relu
+    x0 = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x0[:, 1] = 0.5
+    gamma0, beta0 = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    beta0[1] = 0
+    gy = rng.standard_normal(x0.shape).astype(dtype)
+
+    def run(fn):
+        x, gamma, beta = (minidl.tensor(a, requires_grad=True) for a in (x0, gamma0, beta0))
+        running = [np.zeros(4, dtype), np.ones(4, dtype)]
+        y = fn(x, gamma, beta, *running, training=True)
+        labels.append(getattr(y.creator, "label", None))
+        y.backward(gy)
+        return [y.data, x.grad.data, gamma.grad.data, beta.grad.data] + running
+
+    labels = []
+    with emulate() as emulator:
+        got = run(batch_norm_relu)
+        assert labels == ["BatchNormReLU [fused passes]"]
+        assert "minidl_centered_affine" in launched(emulator) and "minidl_centered_affine_add" in launched(emulator)
+        want = run(lambda *a, **k: F.relu(F.batch_norm(*a, **k)))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert (got[0][:, 1] == 0).all() and (got[1][:, 1] == 0).all()
+
+
 @pytest.mark.parametrize("dtype", FLOATS + [np.uint8])
 @pytest.mark.parametrize("shape, size", [
     ((2, 3, 5, 7), (9, 4)),      # up along H, down along W
