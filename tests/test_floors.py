@@ -31,7 +31,8 @@ ALLOWED = {
     "creation": OPS | {"checkpoint"},     # minidl.zeros, minidl.cat, minidl.save: PyTorch's top-level names
     "nn": LAYERS,
     "optim": KERNELS | {"autograd", "grad_mode"},
-    "viz": LAYERS | {"checkpoint"},
+    "autograd_graph": OPS | {"checkpoint"},   # the graph as DOT text; viz re-exports it
+    "viz": LAYERS | {"checkpoint", "autograd_graph"},
     "models": LAYERS | {"viz", "data"},
     "metrics": LAYERS,                    # evaluate runs nn.fuse_for_inference(model)
     "plots": BASE | {"checkpoint"},

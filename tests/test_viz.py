@@ -9,7 +9,7 @@ import pytest
 import minidl
 import minidl.kernels
 import minidl.functional as F
-from minidl import nn, viz
+from minidl import autograd_graph, nn, viz
 from minidl.models import AlexNet
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
@@ -143,7 +143,7 @@ def test_graph_errors():
 
 
 def test_render_without_dot_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    monkeypatch.setattr(autograd_graph.shutil, "which", lambda name: None)
     y = (nn.Parameter(np.ones(3, np.float32)) * 2.0).sum()
     with pytest.raises(RuntimeError, match="apt-get install graphviz"):
         viz.graph(y, path=tmp_path / "g.svg")
