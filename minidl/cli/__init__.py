@@ -19,6 +19,8 @@ import argparse
 import importlib
 import sys
 
+from .common import ArgumentParser
+
 # name -> (module, one line of help)
 COMMANDS = {
     "train": ("train", "train AlexNet or a ResNet on CIFAR-10 or a folder of your own images"),
@@ -35,7 +37,7 @@ def command(name: str):
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     listing = "\n".join(f"  {name:<9}{text}" for name, (_, text) in COMMANDS.items())
-    p = argparse.ArgumentParser(prog="minidl", usage="minidl [--version] COMMAND [ARGS ...]",
+    p = ArgumentParser(prog="minidl", usage="minidl [--version] COMMAND [ARGS ...]",
                                 description="minidl, a from-scratch deep learning engine: its command line.",
                                 epilog=f"commands:\n{listing}\n\n`minidl COMMAND --help` shows a command's options.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

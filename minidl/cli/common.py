@@ -39,6 +39,18 @@ def make_directory(path, flag: str = "--out") -> None:
         raise ValueError(f"{flag}: cannot create the directory {path}: {exc.strerror or exc}") from None
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, as every other error here.
+
+    argparse prints the whole usage block (a screenful for ``minidl train``) above the
+    line that says what was wrong; here the line alone, pointing at ``--help``.
+    """
+
+    def error(self, message):
+        error(self.prog, f"{message} (`{self.prog} --help` lists the options)")
+        sys.exit(2)
+
+
 def error(prog: str, message: str) -> None:
     """Print the one-line error ``prog: error: message`` on stderr."""
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)

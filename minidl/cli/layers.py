@@ -40,7 +40,7 @@ from ..data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
 from ..models.resnet import ZeroPadShortcut
 from ..nn.structure import trace
 from ..window import resolve_padding
-from .common import error, make_directory, unexpected
+from .common import ArgumentParser, error, make_directory, unexpected
 from .layer_pictures import save_autograd_graph, save_feature_maps, save_filters, save_png
 from .model_files import InputError, model_from_weights
 from .models import MODELS, VARIANTS, build_model, describe_model, input_size
@@ -176,7 +176,7 @@ def stats_line(y) -> str:
 
 # ---- the model and the image ----------------------------------------------------------
 def parse_args(argv, prog: str = PROG):
-    p = argparse.ArgumentParser(prog=prog, description="One image through a network, one layer at a time: the "
+    p = ArgumentParser(prog=prog, description="One image through a network, one layer at a time: the "
                                 "reading guide's companion.")
     p.add_argument("--model", choices=MODELS, help="the network (default alexnet; a --weights checkpoint names "
                    "its own)")

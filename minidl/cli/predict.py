@@ -51,7 +51,7 @@ from ..autograd import Tensor, no_grad
 from ..data import ResizeCenterCrop, build_transform, decode_crop, normalize, per_image_standardization
 from ..data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES  # noqa: F401  (public: the default names)
 from ..data.image_ops import UnreadableImage
-from .common import error, unexpected
+from .common import ArgumentParser, error, unexpected
 from .model_files import InputError, model_from_weights
 from .models import MODELS, VARIANTS, input_size
 
@@ -159,7 +159,7 @@ def top_k(probs, names, k: int = 5) -> list:
 
 
 def parse_args(argv, prog: str = PROG):
-    p = argparse.ArgumentParser(prog=prog, description="Classify your own images with a trained model: the "
+    p = ArgumentParser(prog=prog, description="Classify your own images with a trained model: the "
                                 "top-5 classes and their probabilities.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--weights", required=True, help="a checkpoint of `minidl train` (e.g. best.npz), or bare "

@@ -37,7 +37,7 @@ from .. import functional as F
 from ..models.alexnet import CIFAR_WIDTHS
 from ..train import NonFiniteLossError, Trainer
 from . import datasets
-from .common import count, error, make_directory
+from .common import ArgumentParser, count, error, make_directory
 from .model_files import InputError, fit_weights, read_weights
 from .models import MODELS, build_model, classifier_name, describe_model, input_size, run_name
 from .recipes import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_SEED, DEFAULT_VAL_SIZE, LENGTH_DEPENDENT, OLD_RUN_DEFAULTS,
@@ -49,7 +49,7 @@ EXIT_ERROR, EXIT_NONFINITE, EXIT_INTERRUPTED = 1, 3, 130
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Train AlexNet, a ResNet or airbench94 on CIFAR-10 (or your "
+    p = ArgumentParser(prog=prog, description="Train AlexNet, a ResNet or airbench94 on CIFAR-10 (or your "
                                 "own images) with minidl.", epilog=recipe_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")

@@ -42,3 +42,15 @@ def test_each_command_has_its_module_and_its_help(name, capsys):
 def test_the_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert '[project.scripts]\nminidl = "minidl.cli:main"' in text
+
+
+@pytest.mark.parametrize("argv", [["train", "--model", "nonsense"], ["predict", "x.png", "--weights", "w.npz", "--bogus"],
+                                  ["layers", "--batch-size"], ["train", "--epochs", "0"]])
+def test_usage_errors_are_one_line_without_the_usage_block(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage:" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"minidl {argv[0]}: error: ")
+    assert f"`minidl {argv[0]} --help` lists the options" in lines[0]
