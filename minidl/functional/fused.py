@@ -51,12 +51,14 @@ def conv2d_relu(x, weight, bias=None, stride=1, padding=0, groups: int = 1) -> T
 
 
 def conv2d_inference(x, weight, bias=None, stride=1, padding=0, groups: int = 1, *, relu: bool = False,
-                     prepared=None) -> Tensor:
+                     prepared=None, residual=None) -> Tensor:
     """A frozen layer's convolution: conv2d, or relu(conv2d) with ``relu``, for inference.
 
     Args:
         x, weight, bias, stride, padding, groups: as ``conv2d`` (a batch (N, C, H, W); no dilation).
         relu: apply the ReLU in the convolution's output pass.
+        residual: None, or a Tensor of the output's shape added to it before the ReLU, in the
+            same pass (a residual block's shortcut): relu(conv2d(x) + residual).
         prepared: the layer's ``minidl.kernels.prepared_weights.PreparedWeights``, where a
             kernel keeps the transformed weight it multiplies by (Winograd's), computed once
             instead of every call; the layer must not change ``weight`` in place.
@@ -64,17 +66,22 @@ def conv2d_inference(x, weight, bias=None, stride=1, padding=0, groups: int = 1,
     """
     def composed():
         y = conv2d(x, weight, bias, stride, padding, groups)
+        y = y if residual is None else y + residual
         return activation.relu(y) if relu else y
 
-    if x.ndim != 4 or _needs_graph(x, weight, bias):
+    if x.ndim != 4 or _needs_graph(x, weight, bias, residual) or (
+            residual is not None and _data(residual).dtype != _data(x).dtype):
         return composed()
     kernel, stride, pads, dilation, out_hw = conv_geometry(x, weight, bias, stride, padding, groups, 1)
+    if residual is not None and tuple(residual.shape) != (x.shape[0], weight.shape[0]) + tuple(out_hw):
+        raise ValueError(f"conv2d_inference: residual must have the output's shape "
+                         f"{(x.shape[0], weight.shape[0]) + tuple(out_hw)}, got {tuple(residual.shape)}")
     algorithm = os.environ.get("MINIDL_CONV_ALGORITHM", "auto").strip() or "auto"   # as conv2d's default
     fast = dispatch.conv2d(_data(x), kernel, stride, pads, groups, out_hw, algorithm, dilation, relu=relu,
-                           prepared=prepared)
+                           prepared=prepared, residual=None if residual is None else _data(residual))
     if fast is None:
         return composed()
-    fn = FastPath("Conv2dReLU" if relu else "Conv2d", fast)
+    fn = FastPath(("Conv2dAdd" if residual is not None else "Conv2d") + ("ReLU" if relu else ""), fast)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 

@@ -7,6 +7,8 @@ gradients are wanted, their shapes, the tuple backward returns) is written once 
 """
 from __future__ import annotations
 
+from .. import backend
+
 
 class ConvolutionKernel:
     """Base of the fast convolutions: raw arrays in and out, one instance per call.
@@ -22,13 +24,22 @@ class ConvolutionKernel:
         groups: channel groups.
         relu: apply max(y, 0) in the output pass, while each slice of y is in cache
             (inference: ``minidl.functional.fused.conv2d_relu``; there is no backward then).
+        residual: None, or an array of y's shape added in the output pass, before the ReLU
+            (inference: a residual block's shortcut, ``functional.fused.conv2d_inference``).
     """
 
     algorithm = "im2col"   # what minidl.viz shows for the call
 
-    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, groups: int, relu: bool = False):
+    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, groups: int, relu: bool = False, residual=None):
         self.kernel, self.stride, self.pads, self.groups = tuple(kernel), tuple(stride), pads, groups
-        self.relu = relu
+        self.relu, self.residual = relu, residual
+
+    def finish_slice(self, y_part, residual_part) -> None:
+        """The output pass's fused steps on one slice of y, in place: + the residual's slice, then the ReLU."""
+        if residual_part is not None:
+            y_part += residual_part
+        if self.relu:
+            backend.get_array_module(y_part).maximum(y_part, 0, out=y_part)
 
     def forward(self, x, weight, bias=None):
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
@@ -38,7 +49,8 @@ class ConvolutionKernel:
 
     def backward(self, gy, needs: tuple) -> tuple:
         """(gx, gw) or (gx, gw, gb), matching forward's inputs; None where not wanted."""
-        assert not self.relu, "a convolution with its ReLU fused in is for inference: it has no backward"
+        assert not self.relu and self.residual is None, \
+            "a convolution with its ReLU or residual fused in is for inference: it has no backward"
         need_x, need_w = needs[:2]
         need_b = len(needs) == 3 and needs[2]
         gx, gw, gb = self.gradients(gy, need_x, need_w, need_b)

@@ -40,8 +40,9 @@ layout) and the shapes:
     pad              channels-last input: channels-last output  the reference
                      (cpu/layout.py)
     conv2d + relu,   (inference, functional/fused.py) the ReLU in  the same, in the raw paths' output
-      relu + max_    the convolution's output pass; pooling as
-      pool2d         a running maximum from 0, no argmax kept
+      relu + max_    the convolution's output pass (a residual
+      pool2d         block's shortcut added there too); pooling
+                     as a running maximum from 0, no argmax kept
 
 Every fast path takes empty batches (N = 0).
 
@@ -194,10 +195,12 @@ def conv_algorithm(x, kernel: tuple, stride: tuple, groups: int, out_hw: tuple, 
 
 
 def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tuple, algorithm: str = "auto",
-           dilation: tuple = (1, 1), relu: bool = False, prepared=None):
+           dilation: tuple = (1, 1), relu: bool = False, prepared=None, residual=None):
     """The fast convolution for this call, or None for the reference (``minidl.functional.conv``).
 
     ``relu``: inference's conv + ReLU, the ReLU applied in the output pass (``functional.fused``).
+    ``residual``: inference's residual block: an array of the output's shape added in the
+    output pass, before the ReLU.
     ``prepared``: a frozen layer's ``PreparedWeights`` (inference), where the kernel keeps the
     transform of the weight it multiplies by (Winograd's U) between calls.
     """
@@ -205,12 +208,12 @@ def conv2d(x, kernel: tuple, stride: tuple, pads: tuple, groups: int, out_hw: tu
     on_cpu = device_type(x) == "cpu"
     if chosen.startswith("winograd"):
         return WinogradConv2d(int(chosen[-1]), kernel[0], pads, groups, channels_last=on_cpu, relu=relu,
-                              prepared=prepared)
+                              prepared=prepared, residual=residual)
     if chosen == "im2col":
         if on_cpu:
-            return ChannelsLastConv2d(kernel, stride, pads, groups, relu=relu)
+            return ChannelsLastConv2d(kernel, stride, pads, groups, relu=relu, residual=residual)
         if _raw_cuda(x):
-            return RawIm2colConv2d(kernel, stride, pads, groups, relu=relu)
+            return RawIm2colConv2d(kernel, stride, pads, groups, relu=relu, residual=residual)
     return None
 
 

@@ -154,7 +154,8 @@ class FusedBasicBlock(nn.Module):
     """A BasicBlock with its batch norms folded (``nn.fuse_for_inference``; evaluation only).
 
     forward: relu(conv2(conv1(x)) + downsample(x)), where conv1 is conv1 + bn1 + relu and
-    conv2 is conv2 + bn2, each one convolution (``nn.FusedConv2d``).
+    conv2 is conv2 + bn2, each one convolution (``nn.FusedConv2d``); the shortcut's addition
+    and the last ReLU run in conv2's output pass.
 
     Shapes: as the block it was made from.
     """
@@ -168,7 +169,7 @@ class FusedBasicBlock(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + identity)
+        return self.conv2(self.conv1(x), residual=identity, relu=True)   # = self.relu(conv2(...) + identity)
 
     def paths(self):
         """(main, shortcut, after), as ``BasicBlock.paths``."""

@@ -97,9 +97,13 @@ class FusedConv2d(Conv2d):
         self.relu = relu
         self.prepared = PreparedWeights()
 
-    def forward(self, x):
+    def forward(self, x, *, residual=None, relu=None):
+        """The convolution (and its ReLU); ``residual`` and ``relu`` (minidl's, for a residual block's end):
+        relu(conv(x) + residual), the addition and the ReLU in the convolution's output pass.
+        ``relu`` None means the layer's own setting."""
         return fused.conv2d_inference(x, self.weight, self.bias, self.stride, self._padding_arg, self.groups,
-                                      relu=self.relu, prepared=self.prepared)
+                                      relu=self.relu if relu is None else relu, prepared=self.prepared,
+                                      residual=residual)
 
     def extra_repr(self):
         return super().extra_repr() + (", relu" if self.relu else "")

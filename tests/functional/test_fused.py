@@ -62,3 +62,40 @@ def test_relu_max_pool2d_equals_max_pool2d_of_relu(kernel_mode, last, kernel, st
         want = F.max_pool2d(F.relu(xt), kernel, stride, padding, ceil_mode=ceil_mode)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
     assert (got.numpy()[0, 0] == 0).all()
+
+
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("residual_last", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("channels,stride", [(16, 1), (3, 1), (8, 2)])   # Winograd, im2col, im2col strided
+def test_conv2d_with_a_residual_equals_the_composed_ops(last, residual_last, relu, channels, stride):
+    from minidl.nn.fuse import PreparedWeights
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, channels, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((8, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    oh, ow = -(-9 // stride), -(-8 // stride)
+    r = rng.standard_normal((3, 8, oh, ow)).astype(np.float32)
+    xt, rt = minidl.tensor(channels_last(x) if last else x), minidl.tensor(channels_last(r) if residual_last else r)
+    args = (xt, minidl.tensor(w), minidl.tensor(b), stride, 1)
+    calls, original = [], FastPath.forward
+    with minidl.kernels.use("fast"), minidl.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FastPath, "forward", lambda self, *a: calls.append(self.label) or original(self, *a))
+        got = fused.conv2d_inference(*args, relu=relu, residual=rt, prepared=PreparedWeights())
+        assert calls[0].startswith("Conv2dAddReLU [" if relu else "Conv2dAdd [")
+        y = F.conv2d(*args) + rt
+        want = F.relu(y) if relu else y
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_conv2d_residual_checks_and_falls_back():
+    x, w = minidl.tensor(np.ones((2, 16, 6, 6), np.float32)), minidl.tensor(np.ones((4, 16, 3, 3), np.float32))
+    with minidl.no_grad():
+        with pytest.raises(ValueError, match=r"conv2d_inference: residual must have the output's shape \(2, 4, 6, 6\)"):
+            fused.conv2d_inference(x, w, None, 1, 1, residual=minidl.tensor(np.ones((2, 4, 5, 6), np.float32)))
+        r64 = minidl.tensor(np.full((2, 4, 6, 6), 0.5))   # another dtype: the composed ops, NumPy's promotion
+        assert fused.conv2d_inference(x, w, None, 1, 1, residual=r64).dtype == np.float64
+    r = minidl.tensor(np.ones((2, 4, 6, 6), np.float32), requires_grad=True)   # a gradient wanted: composed
+    y = fused.conv2d_inference(x, w, None, 1, 1, residual=r, relu=True)
+    y.sum().backward()
+    np.testing.assert_array_equal(r.grad.numpy(), np.ones((2, 4, 6, 6), np.float32))

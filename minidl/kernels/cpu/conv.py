@@ -88,10 +88,11 @@ def _rows_of_groups(y_l, part, groups):
     return block.reshape(-1, groups, block.shape[-1] // groups).transpose(1, 0, 2)
 
 
-def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None, relu=False):
+def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None, finish=None):
     """Channels-last convolution: y (N, OH, OW, O) from x (N, H, W, C) and _pixel_weights-ordered matrices.
 
-    With ``relu``, max(y, 0) is taken on each slice while it is in cache.
+    ``finish(y_l, part)``, if given, runs on each slice of y while it is in cache (the
+    kernel's fused output pass: a residual, the ReLU).
     Shapes: x_l (N, H, W, C), w_mat (G, KH*KW*C/G, O/G), bias (O,) -> (N, OH, OW, O).
     """
     n, h, w, c = x_l.shape
@@ -105,8 +106,8 @@ def correlate(x_l, w_mat, kernel, stride, pads, groups, bias=None, relu=False):
         del cols
         if bias is not None:
             y_l[part] += bias
-        if relu:
-            np.maximum(y_l[part], 0, out=y_l[part])
+        if finish is not None:
+            finish(y_l, part)
 
     per_image = c * kernel[0] * kernel[1] * oh * ow * x_l.itemsize
     map_pieces(x_l, work, _slices(x_l, per_image, oh * ow))
@@ -150,6 +151,10 @@ class ChannelsLastConv2d(ConvolutionKernel):
         w_and_b[:, k] = bias.reshape(g, og)
         return w_and_b
 
+    def _finish(self, y_l, part):
+        """The fused output pass on y_l[part] (channels-last): the residual's slice added, the ReLU."""
+        self.finish_slice(y_l[part], None if self.residual is None else nhwc(self.residual)[part])
+
     def forward(self, x, weight, bias=None):
         self.pixel_major = is_channels_last(x)
         self.x, self.weight = x, weight          # both are held by the graph anyway
@@ -157,7 +162,7 @@ class ChannelsLastConv2d(ConvolutionKernel):
         if self.pixel_major:
             w_mat = _pixel_weights(weight, self.groups)
             return as_nchw(correlate(nhwc(x), w_mat, self.kernel, self.stride, self.pads, self.groups, bias,
-                                     self.relu))
+                                     self._finish))
         n, c = x.shape[:2]
         o = weight.shape[0]
         oh, ow = output_hw("conv2d", x.shape[2:], self.kernel, self.stride, self.pads)
@@ -169,8 +174,7 @@ class ChannelsLastConv2d(ConvolutionKernel):
 
         def work(part):
             np.matmul(cols(x, part), w_mat, out=_rows_of_groups(y_l, part, self.groups))
-            if self.relu:
-                np.maximum(y_l[part], 0, out=y_l[part])
+            self._finish(y_l, part)
 
         per_image = c * weight[0, 0].size * oh * ow * x.itemsize
         map_pieces(x, work, _slices(x, per_image, oh * ow))

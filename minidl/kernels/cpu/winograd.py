@@ -59,16 +59,16 @@ class WinogradConv2d(ConvolutionKernel):
     #
     # Args: tile m, kernel_size r; pads and groups as the convolution's; channels_last:
     # whether y (and gx) stay in channels-last memory (the CPU) or become NCHW (a GPU);
-    # relu: the ReLU in the output pass (inference); prepared: a frozen layer's
+    # relu, residual: the ReLU and a residual added before it, in the output pass (inference); prepared: a frozen layer's
     # PreparedWeights (kernels/prepared_weights.py), so that U is computed once, not per call.
     keep_for_backward = True   # FastPath sets it False under no_grad: nothing is kept for backward then
 
     def __init__(self, tile: int, kernel_size: int, pads: tuple, groups: int, channels_last: bool = True,
-                 relu: bool = False, prepared=None):
+                 relu: bool = False, prepared=None, residual=None):
         if (tile, kernel_size) not in POINTS:
             raise ValueError(f"WinogradConv2d: F({tile}x{tile}, {kernel_size}x{kernel_size}) is not supported; "
                              f"supported (tile, kernel): {sorted(POINTS)}")
-        super().__init__((kernel_size, kernel_size), (1, 1), pads, groups, relu)
+        super().__init__((kernel_size, kernel_size), (1, 1), pads, groups, relu, residual)
         self.m, self.r, self.channels_last = tile, kernel_size, channels_last
         self.a = tile + kernel_size - 1               # input tile side
         self.prepared = prepared
@@ -130,6 +130,7 @@ class WinogradConv2d(ConvolutionKernel):
         x_l = nhwc(x)
         u = self._weight_transform(weight)
         y_l = xp.empty((n, oh, ow, o), dtype=x.dtype)
+        residual_l = None if self.residual is None else nhwc(self.residual)
         exact = oh == m * th and ow == m * tw
 
         def work(part):
@@ -144,8 +145,7 @@ class WinogradConv2d(ConvolutionKernel):
                 y_l[part] = full[:, :oh, :ow]
             if bias is not None:
                 y_l[part] += bias
-            if self.relu:
-                xp.maximum(y_l[part], 0, out=y_l[part])
+            self.finish_slice(y_l[part], None if residual_l is None else residual_l[part])
 
         slices = self._slices(x, c, o)
         map_pieces(x, work, slices)

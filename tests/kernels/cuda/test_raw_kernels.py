@@ -235,6 +235,21 @@ def test_public_conv2d_and_max_pool_emulated(emulate, rng, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_with_its_residual_emulated(emulate, rng, relu):
+    """Inference's conv + residual (+ ReLU) through the raw im2col path: the composed ops' bits."""
+    from minidl.functional import fused
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 4, 9, 7), (6, 4, 3, 3), (6,)))
+    residual = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    args = (minidl.tensor(x), minidl.tensor(w), minidl.tensor(b), 2, 1)
+    with minidl.no_grad(), emulate() as emulator:
+        got = fused.conv2d_inference(*args, relu=relu, residual=minidl.tensor(residual))
+        assert launched(emulator) == {"minidl_im2col"}
+        y = F.conv2d(*args) + minidl.tensor(residual)
+        want = F.relu(y) if relu else y
+    np.testing.assert_array_equal(got.data, want.data)
+
+
 @pytest.mark.parametrize("launch", LAUNCHES[:2], ids=str)
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(6, 5), (1, 7), (4, 1), (3, 0)])
