@@ -8,8 +8,10 @@ This checks out ``--base`` into a temporary git worktree and times the same netw
 child processes that import minidl from the base or from this checkout, alternating
 (base, this, base, this, ...) for ``--rounds`` rounds: per child 2 warm-up and ``--steps``
 timed training steps (cross-entropy, SGD with momentum) and fused inference passes
-(``nn.fuse_for_inference``), medians in milliseconds. It prints each round's numbers and
-the median over rounds of each, with this checkout's time over the base's.
+(``nn.fuse_for_inference``), medians in milliseconds. It prints each round's numbers, the
+median over rounds of each with this checkout's time over the base's, the median of the
+per-round ratios (a round's two children ran a few seconds apart), and the fastest round
+of each (what the code costs when nothing else gets in the way).
 """
 from __future__ import annotations
 
@@ -118,7 +120,11 @@ def main(argv=None) -> int:
               + " | fused inference " + " ".join(f"{r['infer_ms']:.1f}" for r in runs))
     for key, label in (("train_ms", "train"), ("infer_ms", "fused inference")):
         b, t = medians["base"][key], medians["this"][key]
-        print(f"median {label}: base {b:.1f} ms, this {t:.1f} ms, this / base {t / b:.3f}")
+        paired = _median([r[key] / q[key] for r, q in zip(rows["this"], rows["base"])])
+        fastest = [min(r[key] for r in rows[name]) for name in ("base", "this")]
+        print(f"median {label}: base {b:.1f} ms, this {t:.1f} ms, this / base {t / b:.3f} "
+              f"(per-round ratios' median {paired:.3f}; fastest rounds {fastest[0]:.1f} and {fastest[1]:.1f} ms, "
+              f"{fastest[1] / fastest[0]:.3f})")
     return 0
 
 
