@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("cifar", "seed", "resnet20", "resnet18")
@@ -56,19 +57,10 @@ def child(tree: str, model_name: str, batch: int, steps: int) -> dict:
         with minidl.no_grad():
             fused(x)
 
-    result = {}
-    for name, step in (("train_ms", train), ("infer_ms", infer)):
-        if name == "infer_ms":
-            model.eval()
-            fused = nn.fuse_for_inference(model)
-        for _ in range(2):
-            step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        result[name] = 1e3 * float(np.median(times))
+    result = {"train_ms": median_ms(train, 2, steps)}
+    model.eval()
+    fused = nn.fuse_for_inference(model)
+    result["infer_ms"] = median_ms(infer, 2, steps)
     return result
 
 

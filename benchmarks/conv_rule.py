@@ -15,13 +15,12 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import common  # noqa: F401  (puts the checkout on sys.path)
+from timing import median_ms
 
 
 def child(model_name: str, batch: int, min_channels: int, steps: int) -> dict:
-    import numpy as np
     import minidl
     import minidl.functional as F
     from frameworks import build_minidl, make_batch, model_spec
@@ -45,17 +44,7 @@ def child(model_name: str, batch: int, min_channels: int, steps: int) -> dict:
     def infer():
         with minidl.no_grad():
             fused(x)
-    result = {}
-    for name, step in (("train_ms", train), ("infer_ms", infer)):
-        for _ in range(2):
-            step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        result[name] = 1e3 * float(np.median(times))
-    return result
+    return {"train_ms": median_ms(train, 2, steps), "infer_ms": median_ms(infer, 2, steps)}
 
 
 def main(argv=None) -> int:

@@ -23,11 +23,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402,F401  (puts the repo root on sys.path)
+from timing import timed_runs  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -64,13 +64,7 @@ def gemm_peak(kind: str, size: int = 2048, iters: int = 5, warmup: int = 2, thre
     if kind not in KINDS:
         raise ValueError(f"gemm_peak: kind must be one of {KINDS}, got {kind!r}")
     fn, used = _product(kind, size, threads)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = timed_runs(fn, warmup, iters)
     seconds = statistics.median(times)
     return {"kind": kind, "size": size, "threads": used, "times_s": times, "median_s": seconds,
             "gflops": 2 * size ** 3 / seconds / 1e9}
