@@ -190,7 +190,7 @@ def test_breakdown_rows_add_up_and_attribute_by_category():
     assert rows[("(autograd backward walk)", "backward")]["python"] > 0
     assert rows[("5", "forward")]["gemm"] == 0                             # flatten: a copy at most
     ops = {o["op"].split(" ")[0] for o in result["ops"]}
-    assert {"Conv2d", "BatchNorm", "ReLU", "Linear", "SGD"} <= ops
+    assert {"Conv2d", "BatchNormReLU", "ReLU", "Linear", "SGD"} <= ops   # layers 1 and 2 run as one op (forward_chain)
     text = report.breakdown({"steps": 2, "phases": {"train": result}}, top=3)
     assert "train step" in text and "GEMM" in text
 
