@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
-from common import format_table, median, sync, time_alternating  # noqa: E402
+from common import SETTLE_S, format_table, median, sync, time_alternating  # noqa: E402
 from per_layer import layer_pass, measure_per_layer, per_layer_table  # noqa: E402
 from processes import (ChildProcess, cuda_peak_tracker, current_rss, peak_rss, reset_peak,  # noqa: E402
                        run_memory_child, serve, timed)
@@ -189,18 +189,18 @@ def runner_child(framework, args) -> None:
 
 
 # ---- speed ------------------------------------------------------------------------------
-def measure_speed(runners, batch, warmup, iters) -> dict:
+def measure_speed(runners, batch, warmup, iters, settle: float = SETTLE_S) -> dict:
     """Median train-step and inference times of each runner, timed in alternation."""
     for r in runners:
         r.set_training(True)
     log = lambda text: print(text, flush=True)  # noqa: E731
     log("train steps:")
-    train = time_alternating([(r.name, r.train_step) for r in runners], warmup, iters, log)
+    train = time_alternating([(r.name, r.train_step) for r in runners], warmup, iters, log, settle)
     for r in runners:
         r.finish()
         r.set_training(False)
     log("inference:")
-    infer = time_alternating([(r.name, r.infer) for r in runners], warmup, iters, log)
+    infer = time_alternating([(r.name, r.infer) for r in runners], warmup, iters, log, settle)
     out = {}
     for r in runners:
         t, i = median(train[r.name]), median(infer[r.name])
@@ -262,6 +262,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--iters", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"seconds of idleness before each timed call (default {SETTLE_S}; 0: none)")
     p.add_argument("--per-layer", action="store_true", help="also time every layer's forward and backward")
     p.add_argument("--per-layer-iters", type=int, default=3, help="timed rounds of the per-layer breakdown")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
@@ -303,7 +305,7 @@ def _run(args, device, runners) -> dict:
     print(f"AlexNet '{args.variant}' batch {args.batch_size} on {device}: {args.warmup} warmup + {args.iters} "
           f"timed alternating rounds, medians; each framework in its own process; threads: {threads_text}; "
           f"precision {precision}")
-    speed = measure_speed(runners, args.batch_size, args.warmup, args.iters)
+    speed = measure_speed(runners, args.batch_size, args.warmup, args.iters, args.settle)
     payload["speed"] = speed
     if len(runners) > 1:
         payload["ratio_minidl_over_torch"] = {

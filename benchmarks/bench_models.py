@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
 import report  # noqa: E402
 import yardstick  # noqa: E402
-from common import median, time_alternating  # noqa: E402
+from common import SETTLE_S, median, time_alternating  # noqa: E402
 from frameworks import (MODELS, MinidlRunner, OnnxRuntimeRunner, TorchRunner, export_onnx, make_batch,  # noqa: E402
                         model_spec)
 from processes import (ChildProcess, cuda_peak_tracker, current_rss, phase_peak, run_memory_child, serve,  # noqa: E402
@@ -176,14 +176,15 @@ class Runner(ChildProcess):
         super().__init__(framework, _child_argv(args, "--runner-child", framework), who="bench_models")
 
 
-def measure_speed(children: dict, batch: int, warmup: int, iters: int) -> dict:
+def measure_speed(children: dict, batch: int, warmup: int, iters: int, settle: float = SETTLE_S) -> dict:
     """Median times of every framework and phase, timed in alternating rounds (children by name)."""
     log = lambda text: print(text, flush=True)  # noqa: E731
     trainers = [n for n in ("minidl", "torch") if n in children]
     for n in trainers:
         children[n].ask("train_mode")
     log("train steps:")
-    train = time_alternating([(n, lambda c=children[n]: c.seconds("train")) for n in trainers], warmup, iters, log)
+    train = time_alternating([(n, lambda c=children[n]: c.seconds("train")) for n in trainers], warmup, iters, log,
+                             settle)
     losses = {n: children[n].ask("finish")["loss"] for n in trainers}
     for n in trainers:
         children[n].ask("eval_mode")
@@ -191,7 +192,7 @@ def measure_speed(children: dict, batch: int, warmup: int, iters: int) -> dict:
              ("minidl_fused", lambda: children["minidl"].seconds("infer_fused"))]
     cases += [(n, lambda c=children[n]: c.seconds("infer")) for n in ("torch", "onnxruntime") if n in children]
     log("inference:")
-    infer = time_alternating(cases, warmup, iters, log)
+    infer = time_alternating(cases, warmup, iters, log, settle)
     out = {}
     for name, times in infer.items():
         i = median(times)
@@ -276,6 +277,7 @@ def _run(args, device, spec, children, notes) -> dict:
     payload = {"benchmark": "models", "model": args.model, "network": spec.name, "variant": spec.variant,
                "num_classes": spec.classes, "input_shape": [3, spec.input_size, spec.input_size],
                "device": str(device), "batch_size": args.batch_size, "warmup": args.warmup, "iters": args.iters,
+               "settle_s": args.settle,
                "against": list(c for c in children if c != "minidl"), "notes": notes,
                "precision": common.precision_settings(device, args.tf32, None), "threads": threads_text,
                "processes": "one child process per framework, alternating rounds",
@@ -283,7 +285,7 @@ def _run(args, device, spec, children, notes) -> dict:
                "versions": {n: c.info.get("version") for n, c in children.items() if c.info.get("version")}}
     print(f"{spec.name} batch {args.batch_size} on {device}: {args.warmup} warmup + {args.iters} timed alternating "
           f"rounds, medians; each framework in its own process; threads: {threads_text}", flush=True)
-    payload["speed"] = speed = measure_speed(children, args.batch_size, args.warmup, args.iters)
+    payload["speed"] = speed = measure_speed(children, args.batch_size, args.warmup, args.iters, args.settle)
     payload["ratios"] = speed_ratios(speed)
     payload["fusion"] = children["minidl"].ask("fusion")
     if "torch" in children:
@@ -328,6 +330,9 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--iters", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"seconds of idleness before each timed call, so that no framework's spinning threads "
+                   f"run into the next one's (default {SETTLE_S}; 0: none)")
     common.add_threads_argument(p, default=0)
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")

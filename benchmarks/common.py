@@ -59,23 +59,35 @@ def sync(device: backend.Device) -> None:
         torch.cuda.synchronize(device.index)
 
 
-def time_alternating(cases, warmup: int, iters: int, log=None) -> dict:
+SETTLE_S = 0.1   # the pause before each timed call: longer than PyTorch's spinning threads last
+
+
+def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = SETTLE_S) -> dict:
     """Time each case ``iters`` times in alternating rounds after ``warmup`` untimed rounds.
+
+    Before every call the machine is left idle for ``settle`` seconds. A framework's
+    thread pool may keep spinning after its call returns (PyTorch's OpenMP threads burn
+    about 8 to 10 ms of CPU in the 20 ms after a training step, while minidl's and NumPy's
+    threads sleep at once), and those cores are missing from whatever runs next: without
+    the pause, the case after PyTorch's is timed on a machine still busy with it.
 
     Args:
         cases: list of (name, fn); fn runs once and synchronises its device. When fn
             returns a number, that is its time in seconds (a case run and timed in
             another process); otherwise it is timed here.
         warmup, iters: untimed and timed rounds.
+        settle: seconds of idleness before each call (0: none).
     Returns:
         dict name -> list of seconds, one per timed round.
     """
     times = {name: [] for name, _ in cases}
     for _ in range(warmup):
         for _, fn in cases:
+            time.sleep(settle)
             fn()
     for i in range(iters):
         for name, fn in cases:
+            time.sleep(settle)
             start = time.perf_counter()
             reported = fn()
             elapsed = time.perf_counter() - start

@@ -265,3 +265,25 @@ def test_gpu_env_names_each_broken_library(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "NVRTC check failed on cuda:0: RuntimeError: nvrtc: libnvrtc.so.12 not found" in err
     assert "cuBLAS check failed on cuda:0" in err
+
+
+def test_alternating_rounds_leave_the_machine_idle_before_every_call():
+    # A framework's threads may spin after its call returns; the next case must start on
+    # an idle machine, so each call follows a pause of `settle` seconds, warm-up included.
+    import time
+    import common
+    marks = []
+
+    def case(name):
+        def run():
+            marks.append((name, time.perf_counter()))
+            time.sleep(0.001)
+            marks.append(("end", time.perf_counter()))
+        return run
+
+    times = common.time_alternating([("a", case("a")), ("b", case("b"))], warmup=1, iters=2, settle=0.03)
+    assert [len(v) for v in times.values()] == [2, 2]
+    starts = [t for name, t in marks if name != "end"]
+    ends = [t for name, t in marks if name == "end"]
+    assert len(starts) == 6 and all(s - e >= 0.03 for s, e in zip(starts[1:], ends[:-1]))
+    assert common.SETTLE_S >= 0.05   # PyTorch's threads spin for about 20 ms after a training step
