@@ -263,7 +263,8 @@ def build_parser():
     p.add_argument("--iters", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--settle", type=float, default=SETTLE_S,
-                   help=f"seconds of idleness before each timed call (default {SETTLE_S}; 0: none)")
+                   help=f"seconds of idleness before each case's calls (default {SETTLE_S}; 0: none); each timed "
+                   f"call follows one untimed call of its case")
     p.add_argument("--per-layer", action="store_true", help="also time every layer's forward and backward")
     p.add_argument("--per-layer-iters", type=int, default=3, help="timed rounds of the per-layer breakdown")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")

@@ -331,8 +331,9 @@ def build_parser():
     p.add_argument("--iters", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--settle", type=float, default=SETTLE_S,
-                   help=f"seconds of idleness before each timed call, so that no framework's spinning threads "
-                   f"run into the next one's (default {SETTLE_S}; 0: none)")
+                   help=f"seconds of idleness before each case's calls, so that no framework's spinning threads "
+                   f"run into the next one's (default {SETTLE_S}; 0: none); each timed call follows one "
+                   f"untimed call of its case")
     common.add_threads_argument(p, default=0)
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")

@@ -59,35 +59,42 @@ def sync(device: backend.Device) -> None:
         torch.cuda.synchronize(device.index)
 
 
-SETTLE_S = 0.1   # the pause before each timed call: longer than PyTorch's spinning threads last
+SETTLE_S = 0.05   # the pause before each case: PyTorch's threads spin for about 20 ms after a call
+LEAD_IN = 1       # untimed calls of a case right before its timed one
 
 
-def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = SETTLE_S) -> dict:
+def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = SETTLE_S,
+                     lead_in: int = LEAD_IN) -> dict:
     """Time each case ``iters`` times in alternating rounds after ``warmup`` untimed rounds.
 
-    Before every call the machine is left idle for ``settle`` seconds. A framework's
-    thread pool may keep spinning after its call returns (PyTorch's OpenMP threads burn
-    about 8 to 10 ms of CPU in the 20 ms after a training step, while minidl's and NumPy's
-    threads sleep at once), and those cores are missing from whatever runs next: without
-    the pause, the case after PyTorch's is timed on a machine still busy with it.
+    Each timed call is the last of ``lead_in + 1`` back-to-back calls of its case, after a
+    pause of ``settle`` seconds: a steady state, as in a training or inference loop, and
+    not the moment one framework hands the cores to another. Both matter on a small
+    machine (measured 2026-12-07, 2 cores, `cifar` at batch 32): PyTorch's OpenMP threads
+    keep spinning after a call (8 to 10 ms of CPU in the next 20 ms), which slowed the
+    minidl step timed right after it from 38 to 44-50 ms; and after 0.1 s of idleness the
+    first minidl step took 50 ms again (its two threads time-shared one core while the
+    other woke up: 15 times the involuntary context switches), the second 38.6.
 
     Args:
         cases: list of (name, fn); fn runs once and synchronises its device. When fn
             returns a number, that is its time in seconds (a case run and timed in
             another process); otherwise it is timed here.
         warmup, iters: untimed and timed rounds.
-        settle: seconds of idleness before each call (0: none).
+        settle: seconds of idleness before each case's calls (0: none).
+        lead_in: untimed calls right before each timed call (0: none).
     Returns:
         dict name -> list of seconds, one per timed round.
     """
     times = {name: [] for name, _ in cases}
     for _ in range(warmup):
         for _, fn in cases:
-            time.sleep(settle)
             fn()
     for i in range(iters):
         for name, fn in cases:
             time.sleep(settle)
+            for _ in range(lead_in):
+                fn()
             start = time.perf_counter()
             reported = fn()
             elapsed = time.perf_counter() - start

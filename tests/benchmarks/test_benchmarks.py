@@ -267,23 +267,24 @@ def test_gpu_env_names_each_broken_library(monkeypatch, tmp_path, capsys):
     assert "cuBLAS check failed on cuda:0" in err
 
 
-def test_alternating_rounds_leave_the_machine_idle_before_every_call():
-    # A framework's threads may spin after its call returns; the next case must start on
-    # an idle machine, so each call follows a pause of `settle` seconds, warm-up included.
+def test_alternating_rounds_time_the_second_of_two_calls_after_a_pause():
+    # The case timed is in a steady state: after a pause (the other framework's spinning
+    # threads gone quiet), one untimed call of the same case, then the timed one.
     import time
     import common
-    marks = []
+    calls = []
 
     def case(name):
         def run():
-            marks.append((name, time.perf_counter()))
-            time.sleep(0.001)
-            marks.append(("end", time.perf_counter()))
+            calls.append((name, time.perf_counter()))
+            time.sleep(0.002 if name == "a" else 0.001)
         return run
 
     times = common.time_alternating([("a", case("a")), ("b", case("b"))], warmup=1, iters=2, settle=0.03)
-    assert [len(v) for v in times.values()] == [2, 2]
-    starts = [t for name, t in marks if name != "end"]
-    ends = [t for name, t in marks if name == "end"]
-    assert len(starts) == 6 and all(s - e >= 0.03 for s, e in zip(starts[1:], ends[:-1]))
-    assert common.SETTLE_S >= 0.05   # PyTorch's threads spin for about 20 ms after a training step
+    names = [name for name, _ in calls]
+    assert names == ["a", "b"] + ["a", "a", "b", "b"] * 2
+    assert [len(v) for v in times.values()] == [2, 2] and all(t >= 0.002 for t in times["a"])
+    first_of_pair = [t for k, (_, t) in enumerate(calls) if k >= 2 and (k - 2) % 2 == 0]
+    previous_end = [calls[k - 1][1] for k in range(2, len(calls), 2)]
+    assert all(start - before >= 0.03 for start, before in zip(first_of_pair, previous_end))
+    assert common.SETTLE_S >= 0.03 and common.LEAD_IN == 1
