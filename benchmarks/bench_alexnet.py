@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
-from common import SETTLE_S, format_table, median, sync, time_alternating  # noqa: E402
+from common import LEAD_IN_S, SETTLE_S, format_table, median, sync, time_alternating  # noqa: E402
 from per_layer import layer_pass, measure_per_layer, per_layer_table  # noqa: E402
 from processes import (ChildProcess, cuda_peak_tracker, current_rss, peak_rss, reset_peak,  # noqa: E402
                        run_memory_child, serve, timed)
@@ -264,7 +264,7 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--settle", type=float, default=SETTLE_S,
                    help=f"seconds of idleness before each case's calls (default {SETTLE_S}; 0: none); each timed "
-                   f"call follows one untimed call of its case")
+                   f"call follows {LEAD_IN_S} s of untimed calls of its case")
     p.add_argument("--per-layer", action="store_true", help="also time every layer's forward and backward")
     p.add_argument("--per-layer-iters", type=int, default=3, help="timed rounds of the per-layer breakdown")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
 import report  # noqa: E402
 import yardstick  # noqa: E402
-from common import SETTLE_S, median, time_alternating  # noqa: E402
+from common import LEAD_IN_S, SETTLE_S, median, time_alternating  # noqa: E402
 from frameworks import (MODELS, MinidlRunner, OnnxRuntimeRunner, TorchRunner, export_onnx, make_batch,  # noqa: E402
                         model_spec)
 from processes import (ChildProcess, cuda_peak_tracker, current_rss, phase_peak, run_memory_child, serve,  # noqa: E402
@@ -332,8 +332,8 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--settle", type=float, default=SETTLE_S,
                    help=f"seconds of idleness before each case's calls, so that no framework's spinning threads "
-                   f"run into the next one's (default {SETTLE_S}; 0: none); each timed call follows one "
-                   f"untimed call of its case")
+                   f"run into the next one's (default {SETTLE_S}; 0: none); each timed call follows "
+                   f"{LEAD_IN_S} s of untimed calls of its case")
     common.add_threads_argument(p, default=0)
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 matrix products on both sides")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory child processes")

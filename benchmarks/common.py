@@ -60,21 +60,22 @@ def sync(device: backend.Device) -> None:
 
 
 SETTLE_S = 0.05   # the pause before each case: PyTorch's threads spin for about 20 ms after a call
-LEAD_IN = 1       # untimed calls of a case right before its timed one
+LEAD_IN_S = 0.1   # untimed calls of a case, back to back, for at least this long before its timed one
 
 
 def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = SETTLE_S,
-                     lead_in: int = LEAD_IN) -> dict:
+                     lead_in: float = LEAD_IN_S) -> dict:
     """Time each case ``iters`` times in alternating rounds after ``warmup`` untimed rounds.
 
-    Each timed call is the last of ``lead_in + 1`` back-to-back calls of its case, after a
-    pause of ``settle`` seconds: a steady state, as in a training or inference loop, and
-    not the moment one framework hands the cores to another. Both matter on a small
-    machine (measured 2026-12-07, 2 cores, `cifar` at batch 32): PyTorch's OpenMP threads
-    keep spinning after a call (8 to 10 ms of CPU in the next 20 ms), which slowed the
-    minidl step timed right after it from 38 to 44-50 ms; and after 0.1 s of idleness the
-    first minidl step took 50 ms again (its two threads time-shared one core while the
-    other woke up: 15 times the involuntary context switches), the second 38.6.
+    In each round a case gets a pause of ``settle`` seconds, then untimed calls back to
+    back for at least ``lead_in`` seconds (one call at least), then its timed call: a
+    steady state, as in a training or inference loop, not the moment one framework hands
+    the cores to another. Both matter on a small machine (measured 2026-12-07, 2 cores,
+    `cifar` at batch 32): PyTorch's OpenMP threads keep spinning after a call (8 to 10 ms
+    of CPU in the next 20 ms), which slowed the minidl step timed right after it from 38
+    to 44-50 ms; and after an idle pause minidl needs a few calls to get back to speed
+    (its threads sleep instead of spinning: after 0.1 s idle its first training step took
+    50 ms, the second 38.6; after 50 ms idle fused inference took 12.4, 10.3, then 8.7 ms).
 
     Args:
         cases: list of (name, fn); fn runs once and synchronises its device. When fn
@@ -82,7 +83,7 @@ def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = S
             another process); otherwise it is timed here.
         warmup, iters: untimed and timed rounds.
         settle: seconds of idleness before each case's calls (0: none).
-        lead_in: untimed calls right before each timed call (0: none).
+        lead_in: seconds of untimed calls right before each timed call (0: none).
     Returns:
         dict name -> list of seconds, one per timed round.
     """
@@ -93,8 +94,11 @@ def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = S
     for i in range(iters):
         for name, fn in cases:
             time.sleep(settle)
-            for _ in range(lead_in):
+            if lead_in > 0:
+                until = time.perf_counter() + lead_in
                 fn()
+                while time.perf_counter() < until:
+                    fn()
             start = time.perf_counter()
             reported = fn()
             elapsed = time.perf_counter() - start

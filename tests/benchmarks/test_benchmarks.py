@@ -267,9 +267,10 @@ def test_gpu_env_names_each_broken_library(monkeypatch, tmp_path, capsys):
     assert "cuBLAS check failed on cuda:0" in err
 
 
-def test_alternating_rounds_time_the_second_of_two_calls_after_a_pause():
+def test_alternating_rounds_time_a_call_after_a_pause_and_a_lead_in():
     # The case timed is in a steady state: after a pause (the other framework's spinning
-    # threads gone quiet), one untimed call of the same case, then the timed one.
+    # threads gone quiet), untimed calls of the same case for `lead_in` seconds (at least
+    # one), then the timed one.
     import time
     import common
     calls = []
@@ -277,14 +278,22 @@ def test_alternating_rounds_time_the_second_of_two_calls_after_a_pause():
     def case(name):
         def run():
             calls.append((name, time.perf_counter()))
-            time.sleep(0.002 if name == "a" else 0.001)
+            time.sleep(0.004 if name == "a" else 0.001)
         return run
 
-    times = common.time_alternating([("a", case("a")), ("b", case("b"))], warmup=1, iters=2, settle=0.03)
-    names = [name for name, _ in calls]
-    assert names == ["a", "b"] + ["a", "a", "b", "b"] * 2
-    assert [len(v) for v in times.values()] == [2, 2] and all(t >= 0.002 for t in times["a"])
-    first_of_pair = [t for k, (_, t) in enumerate(calls) if k >= 2 and (k - 2) % 2 == 0]
-    previous_end = [calls[k - 1][1] for k in range(2, len(calls), 2)]
-    assert all(start - before >= 0.03 for start, before in zip(first_of_pair, previous_end))
-    assert common.SETTLE_S >= 0.03 and common.LEAD_IN == 1
+    times = common.time_alternating([("a", case("a")), ("b", case("b"))], warmup=1, iters=2, settle=0.03,
+                                    lead_in=0.01)
+    names = "".join(name for name, _ in calls)
+    assert names.startswith("ab")
+    rounds = names[2:]
+    # per round: a's lead-in (>= 10 ms of 4 ms calls: 3) and timed call, then b's (>= 10 of 1 ms: ~10 and more)
+    a_runs = [len(run) for run in rounds.replace("b", " ").split()]
+    b_runs = [len(run) for run in rounds.replace("a", " ").split()]
+    assert a_runs == [4, 4] and all(n >= 8 for n in b_runs) and len(b_runs) == 2
+    assert [len(v) for v in times.values()] == [2, 2] and all(t >= 0.004 for t in times["a"])
+    starts = {k: t for k, (name, t) in enumerate(calls)}
+    a_first = [k for k in range(2, len(calls)) if calls[k][0] == "a" and calls[k - 1][0] != "a"]
+    assert all(starts[k] - starts[k - 1] >= 0.03 for k in a_first)   # the pause before a's calls
+    once = common.time_alternating([("c", lambda: time.sleep(0.002))], warmup=0, iters=1, settle=0, lead_in=0)
+    assert len(once["c"]) == 1
+    assert common.SETTLE_S >= 0.03 and common.LEAD_IN_S >= 0.05
