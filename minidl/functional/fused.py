@@ -15,8 +15,9 @@ fused ops are always correct; the fused fast paths (``minidl.kernels.dispatch``,
 
 Training has the mirror case: batch norm's last forward pass writes y = gamma * xhat +
 beta, and the ReLU after it reads y and writes max(y, 0); backward reads both again to
-mask the gradient. ``batch_norm_relu`` clips in batch norm's own pass and recomputes the
-mask inside batch norm's backward passes, which read x anyway; ``minidl.nn.forward_chain``
+mask the gradient. ``batch_norm_relu`` clips in batch norm's own pass, noting where y > 0
+in one byte per value, and masks the gradient inside batch norm's two backward passes,
+which read gy anyway; ``minidl.nn.forward_chain``
 uses it wherever a training model has a batch norm followed by a ReLU. Its numbers are
 those of the two ops composed, bit for bit.
 """

@@ -20,7 +20,7 @@ layout) and the shapes:
     batch_norm       chunked per-channel passes                 reductions + raw affine kernels
                      (batch_norm.py over cpu/channel_passes.py)  (batch_norm.py over cuda/channel_passes.py)
     batch_norm +     (training, functional/fused.py) the same passes: the ReLU in the affine
-      relu           pass, its mask recomputed from x in backward's passes
+      relu           pass, which keeps where y > 0 (one byte each) for backward's passes
     relu             chunks on the worker threads               the reference
     avg_pool2d       channels-last input: batch slices          the reference
                      (cpu/average_pooling.py)
