@@ -34,10 +34,14 @@ class ConvolutionKernel:
         self.kernel, self.stride, self.pads, self.groups = tuple(kernel), tuple(stride), pads, groups
         self.relu, self.residual = relu, residual
 
-    def finish_slice(self, y_part, residual_part) -> None:
-        """The output pass's fused steps on one slice of y, in place: + the residual's slice, then the ReLU."""
-        if residual_part is not None:
-            y_part += residual_part
+    def finish_slice(self, y, part, residual) -> None:
+        """The output pass's fused steps on the slice ``part`` of y, in place: + residual[part], then the ReLU.
+
+        ``residual`` is None or the residual seen in y's memory layout.
+        """
+        y_part = y[part]
+        if residual is not None:
+            y_part += residual[part]
         if self.relu:
             backend.get_array_module(y_part).maximum(y_part, 0, out=y_part)
 

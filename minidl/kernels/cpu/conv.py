@@ -151,18 +151,19 @@ class ChannelsLastConv2d(ConvolutionKernel):
         w_and_b[:, k] = bias.reshape(g, og)
         return w_and_b
 
-    def _finish(self, y_l, part):
-        """The fused output pass on y_l[part] (channels-last): the residual's slice added, the ReLU."""
-        self.finish_slice(y_l[part], None if self.residual is None else nhwc(self.residual)[part])
-
     def forward(self, x, weight, bias=None):
         self.pixel_major = is_channels_last(x)
         self.x, self.weight = x, weight          # both are held by the graph anyway
         self.x_shape, self.w_shape = x.shape, weight.shape
+        residual_l = None if self.residual is None else nhwc(self.residual)   # in y's channels-last memory
+
+        def finish(y_l, part):
+            self.finish_slice(y_l, part, residual_l)
+
         if self.pixel_major:
             w_mat = _pixel_weights(weight, self.groups)
             return as_nchw(correlate(nhwc(x), w_mat, self.kernel, self.stride, self.pads, self.groups, bias,
-                                     self._finish))
+                                     finish))
         n, c = x.shape[:2]
         o = weight.shape[0]
         oh, ow = output_hw("conv2d", x.shape[2:], self.kernel, self.stride, self.pads)
@@ -174,7 +175,7 @@ class ChannelsLastConv2d(ConvolutionKernel):
 
         def work(part):
             np.matmul(cols(x, part), w_mat, out=_rows_of_groups(y_l, part, self.groups))
-            self._finish(y_l, part)
+            finish(y_l, part)
 
         per_image = c * weight[0, 0].size * oh * ow * x.itemsize
         map_pieces(x, work, _slices(x, per_image, oh * ow))

@@ -145,7 +145,7 @@ class WinogradConv2d(ConvolutionKernel):
                 y_l[part] = full[:, :oh, :ow]
             if bias is not None:
                 y_l[part] += bias
-            self.finish_slice(y_l[part], None if residual_l is None else residual_l[part])
+            self.finish_slice(y_l, part, residual_l)
 
         slices = self._slices(x, c, o)
         map_pieces(x, work, slices)

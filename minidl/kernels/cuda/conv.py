@@ -54,7 +54,7 @@ class RawIm2colConv2d(ConvolutionKernel):
                 y[part] = y_t
             else:   # the bias is added during the layout copy instead of in a pass of its own
                 xp.add(y_t, bias.reshape(1, o, 1, 1), out=y[part])
-            self.finish_slice(y[part], None if self.residual is None else self.residual[part])
+            self.finish_slice(y, part, self.residual)
         return y
 
     def _gy_columns(self, gy):
