@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from .hooks import ForwardHooks, call_with_hooks
+from .hooks import ForwardHooks, call_with_hooks, has_forward_hooks
 
 
 class Parameter(Tensor):
@@ -376,7 +376,7 @@ class Module(ForwardHooks):
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def __call__(self, *args, **kwargs):
-        if "_forward_pre_hooks" in self.__dict__ or "_forward_hooks" in self.__dict__:
+        if has_forward_hooks(self):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
