@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     listing = "\n".join(f"  {name:<9}{text}" for name, (_, text) in COMMANDS.items())
     p = ArgumentParser(prog="minidl", usage="minidl [--version] COMMAND [ARGS ...]",
-                                description="minidl, a from-scratch deep learning engine: its command line.",
-                                epilog=f"commands:\n{listing}\n\n`minidl COMMAND --help` shows a command's options.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="minidl, a from-scratch deep learning engine: its command line.",
+                       epilog=f"commands:\n{listing}\n\n`minidl COMMAND --help` shows a command's options.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"minidl {__version__}")
     p.add_argument("command", metavar="COMMAND", choices=sorted(COMMANDS), help=", ".join(COMMANDS))
     return p

@@ -177,7 +177,7 @@ def stats_line(y) -> str:
 # ---- the model and the image ----------------------------------------------------------
 def parse_args(argv, prog: str = PROG):
     p = ArgumentParser(prog=prog, description="One image through a network, one layer at a time: the "
-                                "reading guide's companion.")
+                       "reading guide's companion.")
     p.add_argument("--model", choices=MODELS, help="the network (default alexnet; a --weights checkpoint names "
                    "its own)")
     p.add_argument("--variant", choices=VARIANTS, help="--model alexnet: which AlexNet (default seed)")

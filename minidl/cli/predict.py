@@ -160,7 +160,7 @@ def top_k(probs, names, k: int = 5) -> list:
 
 def parse_args(argv, prog: str = PROG):
     p = ArgumentParser(prog=prog, description="Classify your own images with a trained model: the "
-                                "top-5 classes and their probabilities.")
+                       "top-5 classes and their probabilities.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--weights", required=True, help="a checkpoint of `minidl train` (e.g. best.npz), or bare "
                    "weights (.safetensors, a PyTorch .pth, an .npz state_dict) with --model")

@@ -50,8 +50,8 @@ EXIT_ERROR, EXIT_NONFINITE, EXIT_INTERRUPTED = 1, 3, 130
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, description="Train AlexNet, a ResNet or airbench94 on CIFAR-10 (or your "
-                                "own images) with minidl.", epilog=recipe_help(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "own images) with minidl.", epilog=recipe_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda:0 when a GPU is usable, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--model", choices=MODELS, default=None, help="alexnet (default; --variant picks which), He et "
                    "al.'s CIFAR ResNets resnet20..resnet110 (32x32), torchvision's resnet18, resnet34 (224x224), "
