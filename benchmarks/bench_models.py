@@ -277,7 +277,7 @@ def _run(args, device, spec, children, notes) -> dict:
     payload = {"benchmark": "models", "model": args.model, "network": spec.name, "variant": spec.variant,
                "num_classes": spec.classes, "input_shape": [3, spec.input_size, spec.input_size],
                "device": str(device), "batch_size": args.batch_size, "warmup": args.warmup, "iters": args.iters,
-               "settle_s": args.settle,
+               "settle_s": args.settle, "lead_in_s": LEAD_IN_S,
                "against": list(c for c in children if c != "minidl"), "notes": notes,
                "precision": common.precision_settings(device, args.tf32, None), "threads": threads_text,
                "processes": "one child process per framework, alternating rounds",

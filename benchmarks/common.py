@@ -59,7 +59,7 @@ def sync(device: backend.Device) -> None:
         torch.cuda.synchronize(device.index)
 
 
-SETTLE_S = 0.05   # the pause before each case: PyTorch's threads spin for about 20 ms after a call
+SETTLE_S = 0.05   # the pause before each case: longer than PyTorch's threads keep spinning after a call
 LEAD_IN_S = 0.1   # untimed calls of a case, back to back, for at least this long before its timed one
 
 
@@ -70,12 +70,10 @@ def time_alternating(cases, warmup: int, iters: int, log=None, settle: float = S
     In each round a case gets a pause of ``settle`` seconds, then untimed calls back to
     back for at least ``lead_in`` seconds (one call at least), then its timed call: a
     steady state, as in a training or inference loop, not the moment one framework hands
-    the cores to another. Both matter on a small machine (measured 2026-12-07, 2 cores,
-    `cifar` at batch 32): PyTorch's OpenMP threads keep spinning after a call (8 to 10 ms
-    of CPU in the next 20 ms), which slowed the minidl step timed right after it from 38
-    to 44-50 ms; and after an idle pause minidl needs a few calls to get back to speed
-    (its threads sleep instead of spinning: after 0.1 s idle its first training step took
-    50 ms, the second 38.6; after 50 ms idle fused inference took 12.4, 10.3, then 8.7 ms).
+    the cores to another. Both matter on a small machine: PyTorch's OpenMP threads keep
+    spinning after a call and slow whatever runs next, and minidl's threads, which sleep
+    instead, need a few calls after idleness to get back to speed (the measurements are
+    in benchmarks/README.md, "Method").
 
     Args:
         cases: list of (name, fn); fn runs once and synchronises its device. When fn
